@@ -1,0 +1,479 @@
+//! The backup pipeline: walk sources, chunk, deduplicate, compress, pack, encrypt, upload.
+//!
+//! Threads, for two cores:
+//! - the walker (the calling thread) reads files, chunks and hashes them in order, builds the
+//!   trees, and hands every chunk the repository lacks to the workers;
+//! - workers compress chunks and append them to their own data and tree packs, encrypting as
+//!   they go;
+//! - uploaders put finished packs and record them in the index, which is written out every few
+//!   packs so a killed backup leaves what it uploaded findable for the next one.
+//!
+//! Order of writes: packs, then the index objects naming them, then the snapshot. A snapshot is
+//! written only after everything it references is stored and indexed, so a crash at any moment
+//! leaves every snapshot complete.
+
+pub mod cache;
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::chunker::Chunker;
+use crate::crypto::Tag;
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, SnapshotId};
+use crate::repo::index::{Index, IndexFile, IndexPack};
+use crate::repo::pack::{self, PackWriter, SealedPack};
+use crate::repo::snapshot::{Snapshot, Summary};
+use crate::repo::tree::{Node, NodeKind, Tree};
+use crate::repo::Repository;
+use cache::{CacheEntry, FilesCache};
+
+/// What to back up and how.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    pub paths: Vec<PathBuf>,
+    pub tags: Vec<String>,
+    pub host: Option<String>,
+    pub app: Option<String>,
+    /// Folder for the files cache; `None` disables it (every file is read).
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Live counters, read by whoever shows progress.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub files: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_seen: AtomicU64,
+    pub bytes_added: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct BackupResult {
+    pub snapshot: SnapshotId,
+    pub summary: Summary,
+    pub warnings: Vec<String>,
+}
+
+struct Job {
+    id: ChunkId,
+    tag: Tag,
+    data: Vec<u8>,
+}
+
+/// Index entries of uploaded packs not yet written out.
+struct Indexer<'a> {
+    repo: &'a Repository,
+    pending: Mutex<(IndexFile, Instant)>,
+}
+
+impl Indexer<'_> {
+    const MAX_PACKS: usize = 8;
+    const MAX_AGE: Duration = Duration::from_secs(10);
+
+    fn add(&self, p: IndexPack) -> Result<()> {
+        let mut g = self.pending.lock().unwrap();
+        g.0.packs.push(p);
+        if g.0.packs.len() >= Self::MAX_PACKS || g.1.elapsed() >= Self::MAX_AGE {
+            let file = std::mem::take(&mut g.0);
+            g.1 = Instant::now();
+            drop(g);
+            self.repo.save_index(&file)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        let file = std::mem::take(&mut self.pending.lock().unwrap().0);
+        if !file.packs.is_empty() {
+            self.repo.save_index(&file)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs one backup and saves its snapshot.
+///
+/// Fails if a source cannot be read at all, or the repository cannot be written; unreadable files
+/// inside a source become warnings and the snapshot is saved without them.
+pub fn backup(repo: &Repository, opts: &BackupOptions, counters: &Counters) -> Result<BackupResult> {
+    let start = Instant::now();
+    let time = chrono::Utc::now();
+    if opts.paths.is_empty() {
+        return Err(Error::Invalid("nothing to back up: give at least one path".into()));
+    }
+    let mut sources = vec![];
+    let mut names = HashSet::new();
+    for p in &opts.paths {
+        let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+        std::fs::symlink_metadata(&abs).map_err(|e| Error::io(&abs, e))?;
+        let name = abs.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "root".into());
+        if !names.insert(name.clone()) {
+            return Err(Error::Invalid(format!(
+                "two sources are named '{}': back them up separately or give their parent folder",
+                name.to_string_lossy()
+            )));
+        }
+        sources.push((abs, name));
+    }
+    let (index, index_errors) = repo.load_index()?;
+    let mut warnings: Vec<String> = index_errors
+        .iter()
+        .map(|(id, e)| format!("index {} unreadable, its chunks will be stored again: {e}", id.short()))
+        .collect();
+
+    let cache_path = opts.cache_dir.as_ref().map(|d| {
+        FilesCache::path(d, &repo.config.id, &sources.iter().map(|s| s.0.as_path()).collect::<Vec<_>>())
+    });
+    let old_cache = cache_path.as_deref().map(FilesCache::load).unwrap_or_default();
+
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    let (job_tx, job_rx) = bounded::<Job>(workers * 2);
+    let (pack_tx, pack_rx) = bounded::<SealedPack>(1);
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    let indexer = Indexer { repo, pending: Mutex::new((IndexFile::default(), Instant::now())) };
+    let chunker = Chunker::new(repo.config.chunker, repo.secrets.chunker_seed);
+
+    let mut walker = Walker {
+        repo,
+        index: &index,
+        chunker: &chunker,
+        pending: HashSet::new(),
+        tx: job_tx,
+        failure: &failure,
+        old_cache: &old_cache,
+        new_cache: FilesCache::default(),
+        summary: Summary::default(),
+        counters,
+        warnings: vec![],
+        hardlinks: HashMap::new(),
+        racy_after_ns: time.timestamp_nanos_opt().unwrap_or(i64::MAX) - 2_000_000_000,
+    };
+
+    let root = std::thread::scope(|s| {
+        for _ in 0..workers {
+            let (rx, tx, failure) = (job_rx.clone(), pack_tx.clone(), &failure);
+            s.spawn(move || worker(repo, rx, tx, failure));
+        }
+        drop(job_rx);
+        drop(pack_tx);
+        for _ in 0..2 {
+            let (rx, indexer, failure) = (pack_rx.clone(), &indexer, &failure);
+            s.spawn(move || uploader(repo, rx, indexer, counters, failure));
+        }
+        drop(pack_rx);
+        let root = walker.save_root(&sources);
+        drop(std::mem::replace(&mut walker.tx, bounded(0).0));
+        root
+    });
+    if let Some(e) = failure.lock().unwrap().take() {
+        return Err(e);
+    }
+    let root = root?;
+    indexer.flush()?;
+
+    let mut summary = walker.summary;
+    summary.errors = walker.warnings.len() as u64;
+    summary.duration_secs = start.elapsed().as_secs_f64();
+    summary.bytes_added = counters.bytes_added.load(Ordering::Relaxed);
+    let snap = Snapshot {
+        time,
+        hostname: opts.host.clone().unwrap_or_else(crate::hostname),
+        username: std::env::var("USER").unwrap_or_default(),
+        paths: sources.iter().map(|s| s.0.to_string_lossy().into_owned()).collect(),
+        tags: opts.tags.clone(),
+        tree: root,
+        app: opts.app.clone(),
+        summary: Some(summary.clone()),
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let id = repo.save_snapshot(&snap)?;
+    if let Some(p) = &cache_path {
+        if let Err(e) = walker.new_cache.save(p) {
+            warnings.push(format!("files cache not saved ({}): {e}", p.display()));
+        }
+    }
+    warnings.extend(walker.warnings);
+    Ok(BackupResult { snapshot: id, summary, warnings })
+}
+
+fn fail(failure: &Mutex<Option<Error>>, e: Error) {
+    let mut f = failure.lock().unwrap();
+    if f.is_none() {
+        *f = Some(e);
+    }
+}
+
+fn worker(repo: &Repository, rx: Receiver<Job>, tx: Sender<SealedPack>, failure: &Mutex<Option<Error>>) {
+    let target = repo.config.pack_size as u64;
+    let recipient = &repo.secrets.data_recipient;
+    let mut data: Option<PackWriter> = None;
+    let mut trees: Option<PackWriter> = None;
+    for job in rx {
+        let frame = pack::encode_chunk(&job.data, repo.config.compression);
+        let slot = if job.tag == Tag::Tree { &mut trees } else { &mut data };
+        let w = slot.get_or_insert_with(|| PackWriter::new(recipient, target as usize));
+        w.add(job.id, job.tag, &frame, job.data.len());
+        if w.size() >= target {
+            let sealed = slot.take().expect("just used").finish();
+            if tx.send(sealed).is_err() {
+                fail(failure, Error::Invalid("uploaders stopped".into()));
+            }
+        }
+    }
+    for w in [data, trees].into_iter().flatten() {
+        let _ = tx.send(w.finish());
+    }
+}
+
+fn uploader(
+    repo: &Repository,
+    rx: Receiver<SealedPack>,
+    indexer: &Indexer,
+    counters: &Counters,
+    failure: &Mutex<Option<Error>>,
+) {
+    for p in rx {
+        if failure.lock().unwrap().is_some() {
+            continue; // drain so the workers never block
+        }
+        let size = p.bytes.len() as u64;
+        let r = repo
+            .backend()
+            .put(&pack::key(&p.id), p.bytes)
+            .map_err(Error::from)
+            .and_then(|_| indexer.add(IndexPack { id: p.id, size, chunks: p.entries }));
+        match r {
+            Ok(()) => {
+                counters.bytes_added.fetch_add(size, Ordering::Relaxed);
+            }
+            Err(e) => fail(failure, e),
+        }
+    }
+}
+
+struct Walker<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    chunker: &'a Chunker,
+    /// Chunks handed to the workers in this backup.
+    pending: HashSet<ChunkId>,
+    tx: Sender<Job>,
+    failure: &'a Mutex<Option<Error>>,
+    old_cache: &'a FilesCache,
+    new_cache: FilesCache,
+    summary: Summary,
+    counters: &'a Counters,
+    warnings: Vec<String>,
+    hardlinks: HashMap<(u64, u64), Vec<ChunkId>>,
+    /// Files modified after this instant are not cached: a write in the same timestamp tick as
+    /// our read would go unnoticed next time.
+    racy_after_ns: i64,
+}
+
+fn mtime_ns(m: &std::fs::Metadata) -> i64 {
+    m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
+}
+
+fn ctime_ns(m: &std::fs::Metadata) -> i64 {
+    m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec())
+}
+
+impl Walker<'_> {
+    fn check_failed(&self) -> Result<()> {
+        if self.failure.lock().unwrap().is_some() {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self, id: ChunkId, tag: Tag, data: Vec<u8>) -> Result<()> {
+        if self.index.contains(&id) || !self.pending.insert(id) {
+            return Ok(());
+        }
+        self.summary.chunks_added += 1;
+        self.tx.send(Job { id, tag, data }).map_err(|_| Error::Interrupted)
+    }
+
+    fn save_root(&mut self, sources: &[(PathBuf, std::ffi::OsString)]) -> Result<ChunkId> {
+        let mut nodes = vec![];
+        for (path, name) in sources {
+            let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+            if let Some(n) = self.save_node(path, name, meta)? {
+                nodes.push(n);
+            }
+        }
+        nodes.sort_by(|a, b| a.os_name().cmp(&b.os_name()));
+        self.save_tree(Tree { nodes })
+    }
+
+    fn save_tree(&mut self, tree: Tree) -> Result<ChunkId> {
+        let bytes = tree.to_bytes();
+        let id = ChunkId(self.repo.secrets.id(Tag::Tree, &bytes));
+        self.submit(id, Tag::Tree, bytes)?;
+        Ok(id)
+    }
+
+    fn warn(&mut self, msg: String) {
+        tracing::warn!("{msg}");
+        self.warnings.push(msg);
+    }
+
+    fn save_node(&mut self, path: &Path, name: &OsStr, meta: std::fs::Metadata) -> Result<Option<Node>> {
+        let ft = meta.file_type();
+        let kind = if ft.is_file() {
+            NodeKind::File
+        } else if ft.is_dir() {
+            NodeKind::Dir
+        } else if ft.is_symlink() {
+            NodeKind::Symlink
+        } else if ft.is_fifo() {
+            NodeKind::Fifo
+        } else if ft.is_char_device() {
+            NodeKind::Chardev
+        } else if ft.is_block_device() {
+            NodeKind::Blockdev
+        } else {
+            NodeKind::Socket
+        };
+        let mut node = Node::new(kind);
+        node.set_name(name);
+        node.mode = meta.mode() & 0o7777;
+        node.uid = meta.uid();
+        node.gid = meta.gid();
+        node.mtime_ns = mtime_ns(&meta);
+        match kind {
+            NodeKind::File => {
+                if meta.nlink() > 1 {
+                    node.hardlink = Some((meta.dev(), meta.ino()));
+                }
+                match self.save_file(path, &meta) {
+                    Ok((content, size)) => {
+                        node.content = content;
+                        node.size = size;
+                    }
+                    Err(e @ Error::Io { .. }) => {
+                        self.warn(format!("skipped: {e}"));
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            NodeKind::Dir => match self.save_dir(path) {
+                Ok(id) => {
+                    node.subtree = Some(id);
+                    self.summary.dirs += 1;
+                }
+                Err(e @ Error::Io { .. }) => {
+                    self.warn(format!("skipped: {e}"));
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            },
+            NodeKind::Symlink => match std::fs::read_link(path) {
+                Ok(t) => node.set_target(t.as_os_str()),
+                Err(e) => {
+                    self.warn(format!("skipped: {}: {e}", path.display()));
+                    return Ok(None);
+                }
+            },
+            NodeKind::Chardev | NodeKind::Blockdev => node.rdev = Some(meta.rdev()),
+            NodeKind::Fifo | NodeKind::Socket => {}
+        }
+        Ok(Some(node))
+    }
+
+    fn save_dir(&mut self, path: &Path) -> Result<ChunkId> {
+        self.check_failed()?;
+        let mut entries = vec![];
+        for e in std::fs::read_dir(path).map_err(|e| Error::io(path, e))? {
+            let e = e.map_err(|e| Error::io(path, e))?;
+            entries.push(e.file_name());
+        }
+        entries.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut nodes = Vec::with_capacity(entries.len());
+        for name in entries {
+            let child = path.join(&name);
+            let meta = match std::fs::symlink_metadata(&child) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.warn(format!("skipped: {}: {e}", child.display()));
+                    continue;
+                }
+            };
+            if let Some(n) = self.save_node(&child, &name, meta)? {
+                nodes.push(n);
+            }
+        }
+        self.save_tree(Tree { nodes })
+    }
+
+    /// Chunks a file (or reuses the files cache); returns its chunks and the bytes it holds.
+    fn save_file(&mut self, path: &Path, meta: &std::fs::Metadata) -> Result<(Vec<ChunkId>, u64)> {
+        self.check_failed()?;
+        self.counters.files.fetch_add(1, Ordering::Relaxed);
+        self.summary.total_bytes += meta.len();
+        self.counters.bytes_seen.fetch_add(meta.len(), Ordering::Relaxed);
+        let entry = CacheEntry {
+            size: meta.len(),
+            mtime_ns: mtime_ns(meta),
+            ctime_ns: ctime_ns(meta),
+            inode: meta.ino(),
+            chunks: vec![],
+        };
+        let key = path.as_os_str().as_bytes();
+        let old = self.old_cache.get(key);
+        if let Some(old) = old {
+            if old.same_file(&entry)
+                && old.chunks.iter().all(|c| self.index.contains(c) || self.pending.contains(c))
+            {
+                self.summary.files_unchanged += 1;
+                self.new_cache.insert(key, old.clone());
+                return Ok((old.chunks.clone(), meta.len()));
+            }
+        }
+        let link_key = (meta.dev(), meta.ino());
+        if meta.nlink() > 1 {
+            if let Some(chunks) = self.hardlinks.get(&link_key) {
+                return Ok((chunks.clone(), meta.len()));
+            }
+        }
+        if old.is_some() {
+            self.summary.files_changed += 1;
+        } else {
+            self.summary.files_new += 1;
+        }
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut stream = self.chunker.stream(file);
+        let mut chunks = vec![];
+        let mut size = 0u64;
+        while let Some(data) = stream.next_chunk().map_err(|e| Error::io(path, e))? {
+            size += data.len() as u64;
+            self.summary.bytes_read += data.len() as u64;
+            self.counters.bytes_read.fetch_add(data.len() as u64, Ordering::Relaxed);
+            let id = ChunkId(self.repo.secrets.id(Tag::Data, &data));
+            chunks.push(id);
+            self.submit(id, Tag::Data, data)?;
+            self.check_failed()?;
+        }
+        let after = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+        let changed = after.len() != size || mtime_ns(&after) != entry.mtime_ns;
+        if changed {
+            self.warn(format!("{}: changed while it was read; this snapshot holds a mix", path.display()));
+        } else if entry.mtime_ns < self.racy_after_ns && ctime_ns(&after) < self.racy_after_ns {
+            self.new_cache.insert(key, CacheEntry { chunks: chunks.clone(), ..entry });
+        }
+        if meta.nlink() > 1 {
+            self.hardlinks.insert(link_key, chunks.clone());
+        }
+        Ok((chunks, size))
+    }
+}

@@ -1,0 +1,237 @@
+//! `check`: is every snapshot complete and every stored byte what it claims to be?
+//!
+//! Structure (always): every index and snapshot object opens and matches its id; every pack the
+//! index names exists with the recorded size; every tree of every snapshot reads, and every chunk
+//! it references is indexed. Data (`--read-data`, or a random subset of packs): each pack is
+//! downloaded, checked against its id, decrypted, and every chunk in it decoded and verified;
+//! its table of contents must agree with the index. Every problem names the object and the
+//! snapshots it affects.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, PackId, SnapshotId};
+use crate::repo::index;
+use crate::repo::tree::NodeKind;
+use crate::repo::{pack, parallel_map, snapshot, ChunkReader, Repository};
+
+/// How much pack data to read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    None,
+    All,
+    /// A random share of the packs, in percent.
+    Subset(f64),
+}
+
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    /// The damaged or missing object (`data/ab/ab12…`, `index/…`, `snapshots/…`, or a chunk).
+    pub object: String,
+    pub message: String,
+    /// Snapshots that lose data because of it (short ids).
+    pub snapshots: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub snapshots: usize,
+    pub packs: usize,
+    pub packs_read: usize,
+    pub chunks: usize,
+    pub problems: Vec<Problem>,
+    /// Findings that lose no data (e.g. packs left by an interrupted backup).
+    pub notes: Vec<String>,
+}
+
+pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let (index, index_errors) = repo.load_index()?;
+    let mut damaged_index = vec![];
+    for (id, e) in index_errors {
+        damaged_index.push(index::key(&id));
+        report.problems.push(Problem { object: index::key(&id), message: e.to_string(), snapshots: vec![] });
+    }
+    report.chunks = index.chunk_count();
+
+    // Packs: present with the indexed size?
+    let stored: HashMap<String, u64> =
+        repo.backend().list("data/")?.into_iter().map(|o| (o.key, o.size)).collect();
+    let mut indexed = HashSet::new();
+    let mut bad_packs: HashMap<PackId, String> = HashMap::new();
+    for (id, size) in index.packs() {
+        report.packs += 1;
+        let key = pack::key(&id);
+        indexed.insert(key.clone());
+        match stored.get(&key) {
+            None => {
+                bad_packs.insert(id, format!("{key} is indexed but missing from the store"));
+            }
+            Some(s) if *s != size => {
+                bad_packs.insert(id, format!("{key} has {s} bytes, the index says {size}"));
+            }
+            _ => {}
+        }
+    }
+    let orphans = stored.keys().filter(|k| !indexed.contains(*k)).count();
+    if orphans > 0 {
+        report.notes.push(format!(
+            "{orphans} pack(s) are in no index (left by interrupted backups; no snapshot uses them)"
+        ));
+    }
+
+    // Snapshots and their trees: who uses which chunk.
+    let mut users: HashMap<ChunkId, Vec<u32>> = HashMap::new();
+    let mut snap_names: Vec<String> = vec![];
+    if repo.secrets.is_write_only() {
+        report.notes.push("write-only key: snapshots and trees were not checked".into());
+    } else {
+        let reader = ChunkReader::new(repo, &index);
+        for (id, s) in repo.list_snapshots()? {
+            report.snapshots += 1;
+            let snap = match s {
+                Ok(s) => s,
+                Err(e) => {
+                    report.problems.push(Problem {
+                        object: snapshot::key(&id),
+                        message: e.to_string(),
+                        snapshots: vec![id.short()],
+                    });
+                    continue;
+                }
+            };
+            let n = snap_names.len() as u32;
+            snap_names.push(id.short());
+            walk_snapshot(&reader, &id, &snap.tree, n, &mut users, &mut report, &damaged_index);
+        }
+    }
+    let affected = |chunks: &mut dyn Iterator<Item = ChunkId>| -> Vec<String> {
+        let mut s: Vec<u32> = chunks.filter_map(|c| users.get(&c)).flatten().copied().collect();
+        s.sort();
+        s.dedup();
+        s.into_iter().map(|i| snap_names[i as usize].clone()).collect()
+    };
+    let chunks_of = |p: PackId| index.chunks().filter(move |(_, pk, _)| *pk == p).map(|(c, _, _)| c);
+
+    // Data.
+    let mut to_read: Vec<PackId> = index.packs().map(|(id, _)| id).filter(|id| !bad_packs.contains_key(id)).collect();
+    match read {
+        ReadData::None => to_read.clear(),
+        ReadData::All => {}
+        ReadData::Subset(pct) => {
+            use rand::seq::SliceRandom;
+            to_read.shuffle(&mut rand::thread_rng());
+            let n = ((to_read.len() as f64 * pct / 100.0).ceil() as usize).min(to_read.len());
+            to_read.truncate(n);
+        }
+    }
+    report.packs_read = to_read.len();
+    let read_set: HashSet<PackId> = to_read.iter().copied().collect();
+    let mut entries_of: HashMap<PackId, Vec<pack::PackEntry>> = HashMap::new();
+    for (_, p, e) in index.chunks() {
+        if read_set.contains(&p) {
+            entries_of.entry(p).or_default().push(e);
+        }
+    }
+    let results = parallel_map(&to_read, |id| read_pack(repo, id, entries_of.get(id).map(Vec::as_slice).unwrap_or(&[])));
+    for (id, r) in to_read.iter().zip(results) {
+        if let Err(msg) = r {
+            bad_packs.insert(*id, msg);
+        }
+    }
+    let mut bad: Vec<_> = bad_packs.into_iter().collect();
+    bad.sort_by_key(|(id, _)| *id);
+    for (id, msg) in bad {
+        let snapshots = affected(&mut chunks_of(id));
+        report.problems.push(Problem { object: pack::key(&id), message: msg, snapshots });
+    }
+    Ok(report)
+}
+
+fn walk_snapshot(
+    reader: &ChunkReader,
+    id: &SnapshotId,
+    root: &ChunkId,
+    n: u32,
+    users: &mut HashMap<ChunkId, Vec<u32>>,
+    report: &mut CheckReport,
+    damaged_index: &[String],
+) {
+    let use_chunk = |c: ChunkId, users: &mut HashMap<ChunkId, Vec<u32>>| {
+        let v = users.entry(c).or_default();
+        if v.last() != Some(&n) {
+            v.push(n);
+        }
+    };
+    let mut missing = 0usize;
+    let mut stack = vec![(*root, String::new())];
+    let mut seen = HashSet::new();
+    while let Some((tree_id, path)) = stack.pop() {
+        use_chunk(tree_id, users);
+        if !seen.insert(tree_id) {
+            continue;
+        }
+        let tree = match reader.tree(&tree_id) {
+            Ok(t) => t,
+            Err(e) => {
+                report.problems.push(Problem {
+                    object: format!("tree {} (/{path})", tree_id.short()),
+                    message: e.to_string(),
+                    snapshots: vec![id.short()],
+                });
+                continue;
+            }
+        };
+        for node in tree.nodes {
+            let p = format!("{path}/{}", node.name);
+            for c in &node.content {
+                use_chunk(*c, users);
+                if !reader.index().contains(c) {
+                    missing += 1;
+                    if missing <= 5 {
+                        report.problems.push(Problem {
+                            object: format!("chunk {}", c.short()),
+                            message: format!(
+                                "{p} needs a chunk that is in no index{}",
+                                if damaged_index.is_empty() { String::new() } else { format!(" (damaged: {})", damaged_index.join(", ")) }
+                            ),
+                            snapshots: vec![id.short()],
+                        });
+                    }
+                }
+            }
+            if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
+                stack.push((sub, p.trim_start_matches('/').to_string()));
+            }
+        }
+    }
+    if missing > 5 {
+        report.problems.push(Problem {
+            object: "chunks".into(),
+            message: format!("{} more missing chunks", missing - 5),
+            snapshots: vec![id.short()],
+        });
+    }
+}
+
+/// Reads one pack whole and verifies it; `Err` describes the first problem.
+fn read_pack(repo: &Repository, id: &PackId, indexed: &[pack::PackEntry]) -> Result<(), String> {
+    let plain = repo.read_pack(id).map_err(|e| match e {
+        Error::Corrupt { object, reason } => format!("{object}: {reason}"),
+        other => other.to_string(),
+    })?;
+    let name = pack::key(id);
+    let toc = pack::read_toc(&plain, &name).map_err(|e| e.to_string())?;
+    let in_toc: HashMap<ChunkId, pack::PackEntry> = toc.iter().map(|e| (e.id, *e)).collect();
+    for e in indexed {
+        if in_toc.get(&e.id) != Some(e) {
+            return Err(format!("{name}: the index lists chunk {} at a place its table of contents does not", e.id.short()));
+        }
+    }
+    for e in &toc {
+        pack::extract(&plain, e, &repo.secrets, id).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! The command line: global options, opening the repository, output and progress.
+//! One file per command under `cli/`.
+
+mod backup;
+mod check;
+mod demo;
+mod diff;
+mod init;
+mod key;
+mod ls;
+mod restore;
+mod snapshots;
+mod stats;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use age::secrecy::SecretString;
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use coffer::repo::keyfile::{self, Protector, Unlocker};
+use coffer::repo::Repository;
+use coffer::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "coffer", version, about = "Back up and restore whole self-hosted applications")]
+pub struct Args {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct Global {
+    /// Repository: a folder or file:// URL [default: ~/.local/share/coffer/repo]
+    #[arg(short, long, global = true, env = "COFFER_REPOSITORY")]
+    pub repo: Option<String>,
+    /// Read the passphrase from this file (first line). Also: COFFER_PASSWORD, or a prompt.
+    #[arg(long, global = true, env = "COFFER_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Open the repository with age or SSH identities instead of a passphrase
+    #[arg(long, global = true, env = "COFFER_IDENTITY_FILE")]
+    pub identity_file: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Folder for local caches [default: ~/.cache/coffer]
+    #[arg(long, global = true, env = "COFFER_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// More log output on stderr
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// scrypt work factor (log2 N) for new passphrase keys; the default takes about a second.
+    /// Lower only for tests.
+    #[arg(long, global = true, env = "COFFER_KDF_LOG_N", hide = true)]
+    pub kdf_log_n: Option<u8>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create a new repository
+    Init(init::Args),
+    /// Back up files and folders
+    Backup(backup::Args),
+    /// List snapshots
+    Snapshots(snapshots::Args),
+    /// List the files of a snapshot
+    Ls(ls::Args),
+    /// Restore a snapshot (or part of it) into a folder
+    Restore(restore::Args),
+    /// Show what changed between two snapshots
+    Diff(diff::Args),
+    /// Verify the repository's structure and, optionally, its data
+    Check(check::Args),
+    /// Repository size, deduplication and compression figures
+    Stats(stats::Args),
+    /// Manage the keys that open the repository
+    #[command(subcommand)]
+    Key(key::Command),
+    /// Back up and restore the bundled example app in a local demo repository, and verify it
+    Demo(demo::Args),
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let g = &args.global;
+    match &args.command {
+        Command::Init(a) => init::run(g, a),
+        Command::Backup(a) => backup::run(g, a),
+        Command::Snapshots(a) => snapshots::run(g, a),
+        Command::Ls(a) => ls::run(g, a),
+        Command::Restore(a) => restore::run(g, a),
+        Command::Diff(a) => diff::run(g, a),
+        Command::Check(a) => check::run(g, a),
+        Command::Stats(a) => stats::run(g, a),
+        Command::Key(c) => key::run(g, c),
+        Command::Demo(a) => demo::run(g, a),
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+impl Global {
+    pub fn repo_location(&self) -> String {
+        self.repo.clone().unwrap_or_else(|| {
+            let base = std::env::var_os("XDG_DATA_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home().join(".local/share"));
+            base.join("coffer/repo").display().to_string()
+        })
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home().join(".cache"))
+                .join("coffer")
+        })
+    }
+
+    /// The passphrase from the file, the environment, or a no-echo prompt (asked twice when
+    /// `confirm`, for a new one).
+    pub fn passphrase(&self, confirm: bool) -> Result<SecretString> {
+        if let Some(f) = &self.password_file {
+            return read_password_file(f);
+        }
+        if let Ok(p) = std::env::var("COFFER_PASSWORD") {
+            return Ok(SecretString::from(p));
+        }
+        if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
+            anyhow::bail!(
+                "no passphrase: set COFFER_PASSWORD_FILE (or --password-file) or COFFER_PASSWORD, or run on a terminal"
+            );
+        }
+        let p = rpassword::prompt_password("repository passphrase: ").context("reading the passphrase")?;
+        if confirm {
+            let again = rpassword::prompt_password("again: ").context("reading the passphrase")?;
+            anyhow::ensure!(p == again, "the passphrases differ");
+            anyhow::ensure!(!p.is_empty(), "an empty passphrase protects nothing");
+        }
+        Ok(SecretString::from(p))
+    }
+
+    pub fn unlocker(&self) -> Result<Unlocker> {
+        match &self.identity_file {
+            Some(f) => Ok(Unlocker::Identities(keyfile::load_identities(f)?)),
+            None => Ok(Unlocker::Passphrase(self.passphrase(false)?)),
+        }
+    }
+
+    pub fn open(&self) -> Result<Repository> {
+        let location = self.repo_location();
+        let backend = coffer::backend::open(&location, false).map_err(coffer::Error::from)?;
+        // Say "no repository" before asking for a passphrase it could not use.
+        Repository::read_config(backend.as_ref())?;
+        let repo = Repository::open(backend, &self.unlocker()?)?;
+        Ok(repo)
+    }
+
+    pub fn new_protector(&self, recipients: &[String], recipients_file: &Option<PathBuf>, new_password_file: &Option<PathBuf>) -> Result<Protector> {
+        let mut lines = recipients.to_vec();
+        if let Some(f) = recipients_file {
+            lines.extend(keyfile::read_recipients_file(f)?);
+        }
+        if !lines.is_empty() {
+            return Ok(Protector::Recipients(keyfile::parse_recipients(lines)?));
+        }
+        let passphrase = match new_password_file {
+            Some(f) => read_password_file(f)?,
+            None => self.passphrase(true)?,
+        };
+        Ok(Protector::Passphrase { passphrase, log_n: self.kdf_log_n })
+    }
+}
+
+fn read_password_file(f: &Path) -> Result<SecretString> {
+    let s = std::fs::read_to_string(f).with_context(|| format!("reading passphrase file {}", f.display()))?;
+    let line = s.lines().next().unwrap_or("").to_string();
+    anyhow::ensure!(!line.is_empty(), "passphrase file {} is empty", f.display());
+    Ok(SecretString::from(line))
+}
+
+/// Prints a value as JSON on stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+}
+
+/// Progress on stderr while long work runs: a live bar on a terminal, a plain line every ten
+/// seconds otherwise. Stops when dropped.
+pub struct Progress {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    pub fn start(label: &'static str, status: impl Fn() -> String + Send + 'static) -> Progress {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tty = std::io::stderr().is_terminal();
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let bar = tty.then(|| {
+                let b = indicatif::ProgressBar::new_spinner();
+                b.set_style(indicatif::ProgressStyle::with_template("{spinner} {prefix} {elapsed} {msg}").unwrap());
+                b.set_prefix(label);
+                b
+            });
+            let mut ticks = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                ticks += 1;
+                match &bar {
+                    Some(b) => {
+                        b.set_message(status());
+                        b.tick();
+                    }
+                    None if ticks % 100 == 0 => eprintln!("{label}: {}", status()),
+                    None => {}
+                }
+            }
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+        });
+        Progress { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Bytes as people read them.
+pub fn human(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}

@@ -1,0 +1,88 @@
+//! `coffer backup PATH...`: back up files and folders into a new snapshot.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Result;
+use coffer::archiver::{self, BackupOptions, Counters};
+use coffer::ExitCode;
+
+use super::{human, print_json, Global, Progress};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Files and folders to back up; each becomes a top-level entry of the snapshot
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Record this host name instead of the machine's
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Read every file, ignoring the files cache
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
+    let repo = g.open()?;
+    let opts = BackupOptions {
+        paths: a.paths.clone(),
+        tags: a.tags.clone(),
+        host: a.host.clone(),
+        app: None,
+        cache_dir: (!a.no_cache).then(|| g.cache_dir()),
+    };
+    let counters = Arc::new(Counters::default());
+    let c = counters.clone();
+    let progress = Progress::start("backup", move || {
+        format!(
+            "{} files, {} read, {} added",
+            c.files.load(Ordering::Relaxed),
+            human(c.bytes_read.load(Ordering::Relaxed)),
+            human(c.bytes_added.load(Ordering::Relaxed))
+        )
+    });
+    let result = archiver::backup(&repo, &opts, &counters);
+    drop(progress);
+    let r = result?;
+    for w in &r.warnings {
+        eprintln!("coffer: warning: {w}");
+    }
+    let s = &r.summary;
+    if g.json {
+        print_json(&serde_json::json!({
+            "snapshot": r.snapshot.to_hex(),
+            "files_new": s.files_new,
+            "files_changed": s.files_changed,
+            "files_unchanged": s.files_unchanged,
+            "dirs": s.dirs,
+            "bytes_read": s.bytes_read,
+            "total_bytes": s.total_bytes,
+            "chunks_added": s.chunks_added,
+            "bytes_added": s.bytes_added,
+            "duration_secs": s.duration_secs,
+            "warnings": r.warnings,
+        }));
+    } else {
+        println!(
+            "snapshot {} saved: {} files ({} new, {} changed, {} unchanged), {} dirs",
+            r.snapshot.short(),
+            s.files_new + s.files_changed + s.files_unchanged,
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.dirs
+        );
+        println!(
+            "read {} of {}, added {} to the repository in {:.1}s",
+            human(s.bytes_read),
+            human(s.total_bytes),
+            human(s.bytes_added),
+            s.duration_secs
+        );
+    }
+    Ok(if r.warnings.iter().any(|w| w.starts_with("skipped")) { ExitCode::Incomplete } else { ExitCode::Ok })
+}

@@ -1,0 +1,50 @@
+//! `coffer init`: create a repository.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use coffer::chunker::ChunkerParams;
+use coffer::repo::{InitOptions, Repository};
+use coffer::ExitCode;
+
+use super::{print_json, Global};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// zstd level for chunks, 1..=22
+    #[arg(long, default_value_t = 3)]
+    pub compression: i32,
+    /// Target pack size in MiB
+    #[arg(long, default_value_t = 16)]
+    pub pack_size: u32,
+    /// Smallest, average and largest chunk in KiB
+    #[arg(long, value_names = ["MIN", "AVG", "MAX"], num_args = 3)]
+    pub chunk_sizes: Option<Vec<u32>>,
+    /// Seal the first key to these age or SSH recipients instead of a passphrase
+    #[arg(long = "recipient")]
+    pub recipients: Vec<String>,
+    /// Read recipients from this file, one per line
+    #[arg(long)]
+    pub recipients_file: Option<PathBuf>,
+}
+
+pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
+    let location = g.repo_location();
+    let backend = coffer::backend::open(&location, true).map_err(coffer::Error::from)?;
+    let mut opts = InitOptions { compression: a.compression, pack_size: a.pack_size << 20, ..Default::default() };
+    if let Some(s) = &a.chunk_sizes {
+        opts.chunker = ChunkerParams { min_size: s[0] << 10, avg_size: s[1] << 10, max_size: s[2] << 10 };
+    }
+    anyhow::ensure!((1..=512).contains(&a.pack_size), "--pack-size must be 1..=512 MiB");
+    let protector = g.new_protector(&a.recipients, &a.recipients_file, &None)?;
+    let repo = Repository::init(backend, &opts, &protector)?;
+    if g.json {
+        print_json(&serde_json::json!({
+            "repository": location, "id": repo.config.id, "key": repo.key_id.to_hex(),
+        }));
+    } else {
+        println!("created coffer repository {} at {location}", &repo.config.id[..8]);
+        println!("keep the passphrase (or identity) safe: without it the data cannot be read back");
+    }
+    Ok(ExitCode::Ok)
+}

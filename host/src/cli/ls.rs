@@ -1,0 +1,85 @@
+//! `coffer ls SNAPSHOT [PATH]`: list the entries of a snapshot.
+
+use std::path::{Component, PathBuf};
+
+use anyhow::Result;
+use coffer::repo::tree::NodeKind;
+use coffer::repo::ChunkReader;
+use coffer::ExitCode;
+
+use super::Global;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Snapshot id (a prefix is enough) or `latest`
+    pub snapshot: String,
+    /// Only this path inside the snapshot, and what lies under it
+    pub path: Option<PathBuf>,
+    /// Show type, mode, size and time
+    #[arg(short, long)]
+    pub long: bool,
+}
+
+pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
+    let repo = g.open()?;
+    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
+    let (index, _) = repo.load_index()?;
+    let reader = ChunkReader::new(&repo, &index);
+    let filter: Option<PathBuf> = a
+        .path
+        .as_ref()
+        .map(|p| p.components().filter(|c| matches!(c, Component::Normal(_))).collect());
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut stack = vec![(PathBuf::new(), snap.tree)];
+    let mut rows = vec![];
+    while let Some((dir, id)) = stack.pop() {
+        let tree = reader.tree(&id)?;
+        for node in tree.nodes.into_iter().rev() {
+            let rel = dir.join(node.os_name().unwrap_or_default());
+            let inside = filter.as_ref().is_none_or(|f| rel.starts_with(f));
+            let above = filter.as_ref().is_some_and(|f| f.starts_with(&rel));
+            if !inside && !above {
+                continue;
+            }
+            if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
+                stack.push((rel.clone(), sub));
+            }
+            if inside {
+                rows.push((rel, node));
+            }
+        }
+    }
+    rows.sort_by(|x, y| x.0.cmp(&y.0));
+    use std::io::Write;
+    if g.json {
+        for (rel, node) in rows {
+            let mut v = serde_json::to_value(&node)?;
+            v["path"] = rel.to_string_lossy().into_owned().into();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("content");
+            }
+            writeln!(out, "{v}")?;
+        }
+    } else {
+        for (rel, node) in rows {
+            if a.long {
+                let t = chrono::DateTime::from_timestamp_nanos(node.mtime_ns);
+                writeln!(
+                    out,
+                    "{:<8} {:04o} {:>5}:{:<5} {:>12} {} {}{}",
+                    format!("{:?}", node.kind).to_lowercase(),
+                    node.mode,
+                    node.uid,
+                    node.gid,
+                    node.size,
+                    t.format("%Y-%m-%d %H:%M:%S"),
+                    rel.display(),
+                    node.target.map(|t| format!(" -> {t}")).unwrap_or_default()
+                )?;
+            } else {
+                writeln!(out, "{}", rel.display())?;
+            }
+        }
+    }
+    Ok(ExitCode::Ok)
+}

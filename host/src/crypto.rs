@@ -1,0 +1,207 @@
+//! The repository's secrets and what is done with them: keyed ids and age encryption.
+//!
+//! A repository has three secrets, generated once at `init` and kept in key files:
+//! - the *chunk-id key* (32 bytes): keys BLAKE3 for every chunk, index and snapshot id, so ids
+//!   reveal nothing about content and nobody holding only the storage can forge an object;
+//! - the *chunker seed*: perturbs FastCDC's gear table, so chunk boundaries do not leak which
+//!   well-known files a repository holds (the unkeyed gear hash allows that fingerprinting);
+//! - the *index identity* and the *data identity*, age X25519 key pairs. Indexes are encrypted to
+//!   the index recipient, packs and snapshots to the data recipient.
+//!
+//! A write-only key carries the data *recipient* instead of the data identity.
+
+use std::io::{Read, Write};
+use std::str::FromStr;
+
+use age::secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// What an id is computed over: the type tag keeps a data chunk and a tree with the same bytes
+/// apart, and an index from a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tag {
+    Data,
+    Tree,
+    Index,
+    Snapshot,
+}
+
+impl Tag {
+    pub fn bytes(self) -> &'static [u8] {
+        match self {
+            Tag::Data => b"coffer:data\0",
+            Tag::Tree => b"coffer:tree\0",
+            Tag::Index => b"coffer:index\0",
+            Tag::Snapshot => b"coffer:snapshot\0",
+        }
+    }
+}
+
+/// The repository secrets as one unlocked key holds them.
+#[derive(Clone)]
+pub struct Secrets {
+    pub id_key: [u8; 32],
+    pub chunker_seed: u64,
+    pub index_identity: age::x25519::Identity,
+    pub data_recipient: age::x25519::Recipient,
+    /// `None` for a write-only key.
+    pub data_identity: Option<age::x25519::Identity>,
+}
+
+/// The serialized form inside a key file (before it is age-encrypted).
+#[derive(Serialize, Deserialize)]
+pub struct SecretsFile {
+    pub id_key: String,
+    pub chunker_seed: u64,
+    pub index_identity: String,
+    pub data_recipient: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_identity: Option<String>,
+}
+
+impl Secrets {
+    pub fn generate() -> Self {
+        let data_identity = age::x25519::Identity::generate();
+        let mut id_key = [0u8; 32];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut id_key);
+        Secrets {
+            id_key,
+            chunker_seed: rand::random(),
+            index_identity: age::x25519::Identity::generate(),
+            data_recipient: data_identity.to_public(),
+            data_identity: Some(data_identity),
+        }
+    }
+
+    pub fn is_write_only(&self) -> bool {
+        self.data_identity.is_none()
+    }
+
+    pub fn write_only(&self) -> Self {
+        Secrets { data_identity: None, ..self.clone() }
+    }
+
+    /// The keyed id of `data` of kind `tag`.
+    pub fn id(&self, tag: Tag, data: &[u8]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.id_key);
+        h.update(tag.bytes());
+        h.update(data);
+        *h.finalize().as_bytes()
+    }
+
+    pub fn data_identity(&self, action: &'static str) -> Result<&age::x25519::Identity> {
+        self.data_identity.as_ref().ok_or(Error::WriteOnly { action })
+    }
+
+    pub fn to_file(&self) -> SecretsFile {
+        SecretsFile {
+            id_key: hex::encode(self.id_key),
+            chunker_seed: self.chunker_seed,
+            index_identity: self.index_identity.to_string().expose_secret().to_string(),
+            data_recipient: self.data_recipient.to_string(),
+            data_identity: self
+                .data_identity
+                .as_ref()
+                .map(|i| i.to_string().expose_secret().to_string()),
+        }
+    }
+
+    pub fn from_file(f: &SecretsFile) -> std::result::Result<Self, String> {
+        let mut id_key = [0u8; 32];
+        hex::decode_to_slice(&f.id_key, &mut id_key).map_err(|e| format!("id_key: {e}"))?;
+        let index_identity = age::x25519::Identity::from_str(&f.index_identity)
+            .map_err(|e| format!("index_identity: {e}"))?;
+        let data_recipient = age::x25519::Recipient::from_str(&f.data_recipient)
+            .map_err(|e| format!("data_recipient: {e}"))?;
+        let data_identity = match &f.data_identity {
+            Some(s) => Some(age::x25519::Identity::from_str(s).map_err(|e| format!("data_identity: {e}"))?),
+            None => None,
+        };
+        Ok(Secrets { id_key, chunker_seed: f.chunker_seed, index_identity, data_recipient, data_identity })
+    }
+}
+
+/// An age writer for one object, to `recipient`.
+pub fn encryptor<W: Write>(
+    recipient: &dyn age::Recipient,
+    out: W,
+) -> std::io::Result<age::stream::StreamWriter<W>> {
+    let enc = age::Encryptor::with_recipients(std::iter::once(recipient))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    enc.wrap_output(out)
+}
+
+/// Encrypts a whole buffer to `recipient`.
+pub fn encrypt(recipient: &dyn age::Recipient, plaintext: &[u8]) -> Vec<u8> {
+    let mut w = encryptor(recipient, Vec::with_capacity(plaintext.len() + 256))
+        .expect("writing to memory cannot fail");
+    w.write_all(plaintext).expect("writing to memory cannot fail");
+    w.finish().expect("writing to memory cannot fail")
+}
+
+/// Decrypts a whole age object; `object` names it in the error.
+pub fn decrypt(identity: &dyn age::Identity, ciphertext: &[u8], object: &str) -> Result<Vec<u8>> {
+    let dec = age::Decryptor::new(ciphertext).map_err(|e| Error::corrupt(object, format!("not an age file: {e}")))?;
+    let mut r = dec
+        .decrypt(std::iter::once(identity))
+        .map_err(|e| Error::corrupt(object, format!("cannot decrypt: {e}")))?;
+    let mut out = Vec::with_capacity(ciphertext.len());
+    r.read_to_end(&mut out)
+        .map_err(|e| Error::corrupt(object, format!("authentication failed: {e}")))?;
+    Ok(out)
+}
+
+/// A passphrase recipient with an explicit scrypt work factor (log2 N).
+pub fn passphrase_recipient(passphrase: &SecretString, log_n: Option<u8>) -> age::scrypt::Recipient {
+    let mut r = age::scrypt::Recipient::new(passphrase.clone());
+    if let Some(n) = log_n {
+        r.set_work_factor(n);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_depend_on_key_and_tag() {
+        let a = Secrets::generate();
+        let b = Secrets::generate();
+        assert_ne!(a.id(Tag::Data, b"x"), b.id(Tag::Data, b"x"));
+        assert_ne!(a.id(Tag::Data, b"x"), a.id(Tag::Tree, b"x"));
+        assert_eq!(a.id(Tag::Data, b"x"), a.id(Tag::Data, b"x"));
+        let big = vec![3u8; 1 << 20];
+        let mut h = blake3::Hasher::new_keyed(&a.id_key);
+        h.update(Tag::Data.bytes());
+        h.update(&big);
+        assert_eq!(a.id(Tag::Data, &big), *h.finalize().as_bytes());
+    }
+
+    #[test]
+    fn secrets_round_trip_and_write_only() {
+        let s = Secrets::generate();
+        let f = serde_json::to_string(&s.to_file()).unwrap();
+        let back = Secrets::from_file(&serde_json::from_str(&f).unwrap()).unwrap();
+        assert_eq!(back.id_key, s.id_key);
+        let wo = s.write_only();
+        assert!(wo.is_write_only());
+        assert!(wo.to_file().data_identity.is_none());
+        assert!(matches!(wo.data_identity("read"), Err(Error::WriteOnly { .. })));
+    }
+
+    #[test]
+    fn encrypt_round_trip_and_tamper() {
+        let s = Secrets::generate();
+        let ct = encrypt(&s.data_recipient, b"hello world");
+        let id = s.data_identity.as_ref().unwrap();
+        assert_eq!(decrypt(id, &ct, "x").unwrap(), b"hello world");
+        let mut bad = ct.clone();
+        let n = bad.len() - 5;
+        bad[n] ^= 1;
+        assert!(matches!(decrypt(id, &bad, "x"), Err(Error::Corrupt { .. })));
+    }
+}

@@ -1,0 +1,28 @@
+//! coffer: backs up and restores whole self-hosted applications.
+//!
+//! Layers, each driving only the one below it:
+//! - [`backend`]: where objects are stored (object_store: local folder, memory, S3);
+//! - [`repo`]: the repository format (config, keys, packs, index, snapshots, trees), with
+//!   [`crypto`] for ids and encryption and [`chunker`] for content-defined chunking;
+//! - engines: [`archiver`] (backup), [`restorer`], [`checker`];
+//! - the `coffer` binary's command line, in `src/cli/`.
+
+pub mod archiver;
+pub mod backend;
+pub mod checker;
+pub mod chunker;
+pub mod crypto;
+pub mod error;
+pub mod id;
+pub mod repo;
+pub mod restorer;
+
+pub use error::{Error, ExitCode, Result};
+
+/// This machine's host name, as snapshots and key files record it.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}

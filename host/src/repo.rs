@@ -1,0 +1,406 @@
+//! The repository: config, keys, packs, indexes, snapshots and trees in one store.
+//!
+//! This layer knows nothing of the CLI or of plugins. It opens a repository with a key, reads and
+//! writes its objects, and checks everything it reads against its id before handing it on.
+
+pub mod config;
+pub mod index;
+pub mod keyfile;
+pub mod pack;
+pub mod snapshot;
+pub mod tree;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::backend::{Backend, BackendError};
+use crate::chunker::ChunkerParams;
+use crate::crypto::{self, Secrets, Tag};
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, IndexId, KeyId, PackId, SnapshotId};
+use config::{Config, CONFIG_KEY, FORMAT_VERSION};
+use index::{Index, IndexFile};
+use keyfile::{KeyFile, Protector, Unlocker};
+use snapshot::Snapshot;
+use tree::Tree;
+
+/// Settings fixed at `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub pack_size: u32,
+    pub compression: i32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions { chunker: ChunkerParams::default(), pack_size: 16 << 20, compression: 3 }
+    }
+}
+
+/// A key as `coffer key list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    pub id: KeyId,
+    pub current: bool,
+    #[serde(flatten)]
+    pub file: KeyFile,
+}
+
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    pub config: Config,
+    pub secrets: Secrets,
+    pub key_id: KeyId,
+}
+
+fn key_object(id: &KeyId) -> String {
+    format!("keys/{}", id.to_hex())
+}
+
+impl Repository {
+    /// Creates a repository in an empty store.
+    ///
+    /// Fails if the store already holds a `config`.
+    pub fn init(backend: Arc<dyn Backend>, opts: &InitOptions, protector: &Protector) -> Result<Self> {
+        opts.chunker.validate().map_err(Error::Invalid)?;
+        if !(1..=22).contains(&opts.compression) {
+            return Err(Error::Invalid(format!("compression level {} is out of range 1..=22", opts.compression)));
+        }
+        if backend.exists(CONFIG_KEY)? {
+            return Err(Error::AlreadyInitialized { location: backend.location() });
+        }
+        let config = Config::new(opts.chunker, opts.pack_size, opts.compression);
+        let secrets = Secrets::generate();
+        let mut repo = Repository { backend, config, secrets, key_id: KeyId([0; 32]) };
+        repo.key_id = repo.add_key(protector, false)?;
+        // The config goes last: a store with keys but no config is not yet a repository, so an
+        // interrupted init can simply be run again.
+        let cfg = serde_json::to_vec_pretty(&repo.config).expect("config serializes");
+        repo.backend.put(CONFIG_KEY, cfg)?;
+        Ok(repo)
+    }
+
+    /// Opens an existing repository with a passphrase or identities.
+    ///
+    /// Fails with [`Error::NoRepository`] when the store holds no config, and with
+    /// [`Error::WrongKey`] when no key file opens.
+    pub fn open(backend: Arc<dyn Backend>, unlocker: &Unlocker) -> Result<Self> {
+        let config = Self::read_config(backend.as_ref())?;
+        let keys = backend.list("keys/")?;
+        let mut tried = 0;
+        let mut kinds_seen = (false, false);
+        for k in &keys {
+            let bytes = backend.get(&k.key)?;
+            let file: KeyFile = match serde_json::from_slice(&bytes) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!("skipping unreadable key file {}: {e}", k.key);
+                    continue;
+                }
+            };
+            if file.repository != config.id {
+                tracing::warn!("skipping key file {}: it belongs to another repository", k.key);
+                continue;
+            }
+            match file.kind {
+                keyfile::KeyKind::Passphrase => kinds_seen.0 = true,
+                keyfile::KeyKind::Recipients => kinds_seen.1 = true,
+            }
+            let fits = matches!(
+                (&file.kind, unlocker),
+                (keyfile::KeyKind::Passphrase, Unlocker::Passphrase(_))
+                    | (keyfile::KeyKind::Recipients, Unlocker::Identities(_))
+            );
+            if !fits {
+                continue;
+            }
+            tried += 1;
+            if let Some(secrets) = file.open(unlocker, &k.key)? {
+                let key_id = KeyId(*blake3::hash(&bytes).as_bytes());
+                return Ok(Repository { backend, config, secrets, key_id });
+            }
+        }
+        if tried == 0 {
+            return Err(match unlocker {
+                Unlocker::Passphrase(_) if kinds_seen.1 => Error::NoUsableKey {
+                    what: "a passphrase",
+                    hint: "its keys are sealed to age/SSH recipients; pass --identity-file",
+                },
+                Unlocker::Identities(_) if kinds_seen.0 => Error::NoUsableKey {
+                    what: "an identity file",
+                    hint: "its keys are sealed with a passphrase; give it via COFFER_PASSWORD_FILE or the prompt",
+                },
+                _ => Error::WrongKey { tried },
+            });
+        }
+        Err(Error::WrongKey { tried })
+    }
+
+    pub fn read_config(backend: &dyn Backend) -> Result<Config> {
+        let raw = match backend.get(CONFIG_KEY) {
+            Ok(r) => r,
+            Err(BackendError::NotFound { .. }) => {
+                return Err(Error::NoRepository { location: backend.location() })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let config: Config =
+            serde_json::from_slice(&raw).map_err(|e| Error::corrupt(CONFIG_KEY, e.to_string()))?;
+        if config.version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion { found: config.version, supported: FORMAT_VERSION });
+        }
+        Ok(config)
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    // ----- keys -----
+
+    /// Writes a new key file holding this repository's secrets (or their write-only subset).
+    pub fn add_key(&self, protector: &Protector, write_only: bool) -> Result<KeyId> {
+        let secrets = if write_only { self.secrets.write_only() } else { self.secrets.clone() };
+        let file = KeyFile::seal(&self.config.id, &secrets, protector)?;
+        let bytes = serde_json::to_vec_pretty(&file).expect("key file serializes");
+        let id = KeyId(*blake3::hash(&bytes).as_bytes());
+        self.backend.put(&key_object(&id), bytes)?;
+        Ok(id)
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = vec![];
+        for k in self.backend.list("keys/")? {
+            let bytes = self.backend.get(&k.key)?;
+            let Ok(file) = serde_json::from_slice::<KeyFile>(&bytes) else { continue };
+            let id = KeyId(*blake3::hash(&bytes).as_bytes());
+            out.push(KeyInfo { id, current: id == self.key_id, file });
+        }
+        out.sort_by_key(|k| k.file.created);
+        Ok(out)
+    }
+
+    /// Removes a key. Refuses to remove the key in use and the last full key.
+    pub fn remove_key(&self, prefix: &str) -> Result<KeyId> {
+        let keys = self.list_keys()?;
+        let matches: Vec<_> = keys.iter().filter(|k| k.id.to_hex().starts_with(prefix)).collect();
+        let key = match matches.as_slice() {
+            [k] => *k,
+            [] => return Err(Error::Invalid(format!("no key matches '{prefix}': see `coffer key list`"))),
+            _ => return Err(Error::Invalid(format!("'{prefix}' matches more than one key: give more digits"))),
+        };
+        if key.current {
+            return Err(Error::Invalid(
+                "refusing to remove the key this command was opened with; open with another key first".into(),
+            ));
+        }
+        if !key.file.write_only && keys.iter().filter(|k| !k.file.write_only).count() <= 1 {
+            return Err(Error::Invalid("refusing to remove the last full key: the data would be lost".into()));
+        }
+        self.backend.delete(&key_object(&key.id))?;
+        Ok(key.id)
+    }
+
+    // ----- documents: index and snapshot objects -----
+
+    fn seal_doc<T: Serialize>(&self, tag: Tag, value: &T, recipient: &dyn age::Recipient) -> ([u8; 32], Vec<u8>) {
+        let json = serde_json::to_vec(value).expect("document serializes");
+        let id = self.secrets.id(tag, &json);
+        let compressed = zstd::bulk::compress(&json, 3).expect("zstd into memory");
+        (id, crypto::encrypt(recipient, &compressed))
+    }
+
+    fn open_doc<T: DeserializeOwned>(
+        &self,
+        tag: Tag,
+        id: &[u8; 32],
+        stored: &[u8],
+        identity: &dyn age::Identity,
+        name: &str,
+    ) -> Result<T> {
+        let compressed = crypto::decrypt(identity, stored, name)?;
+        let json = zstd::stream::decode_all(&compressed[..])
+            .map_err(|e| Error::corrupt(name, format!("does not decompress: {e}")))?;
+        if &self.secrets.id(tag, &json) != id {
+            return Err(Error::corrupt(name, "content does not match its id"));
+        }
+        serde_json::from_slice(&json).map_err(|e| Error::corrupt(name, format!("malformed: {e}")))
+    }
+
+    // ----- index -----
+
+    pub fn save_index(&self, file: &IndexFile) -> Result<IndexId> {
+        let (id, bytes) = self.seal_doc(Tag::Index, file, &self.secrets.index_identity.to_public());
+        let id = IndexId(id);
+        self.backend.put(&index::key(&id), bytes)?;
+        Ok(id)
+    }
+
+    pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
+        let name = index::key(id);
+        let stored = self.backend.get(&name)?;
+        self.open_doc(Tag::Index, &id.0, &stored, &self.secrets.index_identity, &name)
+    }
+
+    pub fn list_index_ids(&self) -> Result<Vec<IndexId>> {
+        Ok(self
+            .backend
+            .list("index/")?
+            .iter()
+            .filter_map(|o| o.key.rsplit('/').next()?.parse().ok())
+            .collect())
+    }
+
+    /// Loads every index object. Damaged ones are returned beside the index, not fatal: a
+    /// backup can still run (it re-uploads what it cannot find) and `check` reports them.
+    pub fn load_index(&self) -> Result<(Index, Vec<(IndexId, Error)>)> {
+        let ids = self.list_index_ids()?;
+        let results = parallel_map(&ids, |id| self.load_index_file(id));
+        let mut index = Index::default();
+        let mut errors = vec![];
+        for (id, r) in ids.into_iter().zip(results) {
+            match r {
+                Ok(f) => index.add_file(&f),
+                Err(Error::Backend(e)) => return Err(e.into()),
+                Err(e) => errors.push((id, e)),
+            }
+        }
+        Ok((index, errors))
+    }
+
+    // ----- packs and chunks -----
+
+    /// Downloads a pack, checks it against its id and decrypts it.
+    pub fn read_pack(&self, id: &PackId) -> Result<Vec<u8>> {
+        let identity = self.secrets.data_identity("read data")?;
+        let stored = self.backend.get(&pack::key(id))?;
+        pack::open(id, &stored, identity)
+    }
+
+    // ----- snapshots -----
+
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        let (id, bytes) = self.seal_doc(Tag::Snapshot, snap, &self.secrets.data_recipient);
+        let id = SnapshotId(id);
+        self.backend.put(&snapshot::key(&id), bytes)?;
+        Ok(id)
+    }
+
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let identity = self.secrets.data_identity("read snapshots")?;
+        let name = snapshot::key(id);
+        let stored = self.backend.get(&name)?;
+        self.open_doc(Tag::Snapshot, &id.0, &stored, identity, &name)
+    }
+
+    pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        Ok(self
+            .backend
+            .list("snapshots/")?
+            .iter()
+            .filter_map(|o| o.key.rsplit('/').next()?.parse().ok())
+            .collect())
+    }
+
+    /// Every snapshot, oldest first; damaged ones come back as errors in place.
+    pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
+        self.secrets.data_identity("list snapshots")?;
+        let ids = self.list_snapshot_ids()?;
+        let loaded = parallel_map(&ids, |id| self.load_snapshot(id));
+        let mut out: Vec<_> = ids.into_iter().zip(loaded).collect();
+        out.sort_by_key(|(id, s)| (s.as_ref().map(|s| s.time).ok(), *id));
+        Ok(out)
+    }
+
+    /// Finds a snapshot by id prefix, or `latest`.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        self.secrets.data_identity("read snapshots")?;
+        if spec == "latest" {
+            let all = self.list_snapshots()?;
+            return all
+                .into_iter()
+                .rev()
+                .find_map(|(id, s)| s.ok().map(|s| (id, s)))
+                .ok_or_else(|| Error::NoSuchSnapshot(spec.into()));
+        }
+        let ids: Vec<_> =
+            self.list_snapshot_ids()?.into_iter().filter(|id| id.to_hex().starts_with(spec)).collect();
+        match ids.as_slice() {
+            [id] => Ok((*id, self.load_snapshot(id)?)),
+            [] => Err(Error::NoSuchSnapshot(spec.into())),
+            _ => Err(Error::AmbiguousSnapshot(spec.into())),
+        }
+    }
+}
+
+/// Reads trees (and single chunks) through a cache of decrypted packs.
+pub struct ChunkReader<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    cache: Mutex<HashMap<PackId, Arc<Vec<u8>>>>,
+}
+
+impl<'a> ChunkReader<'a> {
+    pub fn new(repo: &'a Repository, index: &'a Index) -> Self {
+        ChunkReader { repo, index, cache: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        let (pack_id, entry) =
+            self.index.get(id).ok_or_else(|| Error::MissingChunk { chunk: id.to_hex() })?;
+        let cached = self.cache.lock().unwrap().get(&pack_id).cloned();
+        let plain = match cached {
+            Some(p) => p,
+            None => {
+                let p = Arc::new(self.repo.read_pack(&pack_id)?);
+                let mut cache = self.cache.lock().unwrap();
+                // Tree packs are small and read again and again; data packs are big, keep few.
+                if cache.len() >= 64 {
+                    cache.clear();
+                }
+                cache.insert(pack_id, p.clone());
+                p
+            }
+        };
+        pack::extract(&plain, &entry, &self.repo.secrets, &pack_id)
+    }
+
+    pub fn index(&self) -> &Index {
+        self.index
+    }
+
+    pub fn tree(&self, id: &ChunkId) -> Result<Tree> {
+        let data = self.chunk(id)?;
+        serde_json::from_slice(&data).map_err(|e| Error::corrupt(format!("tree {}", id.short()), e.to_string()))
+    }
+}
+
+/// Maps `f` over `items` on two threads (the machine's cores), keeping order.
+pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    if items.len() < 2 || threads == 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(items.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= items.len() {
+                    break;
+                }
+                *results[i].lock().unwrap() = Some(f(&items[i]));
+            });
+        }
+    });
+    results.into_iter().map(|m| m.into_inner().unwrap().expect("every item mapped")).collect()
+}

@@ -1,0 +1,94 @@
+//! The index: which chunk lives in which pack, at which offset.
+//!
+//! Index objects (`index/<id>`) are zstd-compressed JSON, age-encrypted to the index recipient,
+//! and named by the keyed BLAKE3 of their plaintext JSON. A backup writes one every few packs, so a
+//! backup killed midway leaves its finished packs indexed and the next backup reuses them.
+//! Indexes may overlap (two hosts uploading the same chunk): the first location found wins, and
+//! every listed location is valid.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::Tag;
+use crate::id::{ChunkId, PackId};
+use crate::repo::pack::PackEntry;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IndexPack {
+    pub id: PackId,
+    /// Stored (encrypted) size of the pack in bytes.
+    pub size: u64,
+    pub chunks: Vec<PackEntry>,
+}
+
+/// The plaintext of one index object.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IndexFile {
+    pub packs: Vec<IndexPack>,
+}
+
+pub fn key(id: &crate::id::IndexId) -> String {
+    format!("index/{}", id.to_hex())
+}
+
+/// Where a chunk is, as the in-memory index keeps it.
+#[derive(Debug, Clone, Copy)]
+pub struct Location {
+    pack: u32,
+    pub entry: PackEntry,
+}
+
+/// The in-memory union of index objects.
+#[derive(Default)]
+pub struct Index {
+    packs: Vec<(PackId, u64)>,
+    pack_pos: HashMap<PackId, u32>,
+    chunks: HashMap<ChunkId, Location>,
+}
+
+impl Index {
+    pub fn add_file(&mut self, f: &IndexFile) {
+        for p in &f.packs {
+            self.add_pack(p.id, p.size, &p.chunks);
+        }
+    }
+
+    pub fn add_pack(&mut self, id: PackId, size: u64, chunks: &[PackEntry]) {
+        let pos = *self.pack_pos.entry(id).or_insert_with(|| {
+            self.packs.push((id, size));
+            (self.packs.len() - 1) as u32
+        });
+        for e in chunks {
+            self.chunks.entry(e.id).or_insert(Location { pack: pos, entry: *e });
+        }
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.chunks.contains_key(id)
+    }
+
+    pub fn get(&self, id: &ChunkId) -> Option<(PackId, PackEntry)> {
+        self.chunks.get(id).map(|l| (self.packs[l.pack as usize].0, l.entry))
+    }
+
+    pub fn packs(&self) -> impl Iterator<Item = (PackId, u64)> + '_ {
+        self.packs.iter().copied()
+    }
+
+    pub fn pack_size(&self, id: &PackId) -> Option<u64> {
+        self.pack_pos.get(id).map(|p| self.packs[*p as usize].1)
+    }
+
+    pub fn chunks(&self) -> impl Iterator<Item = (ChunkId, PackId, PackEntry)> + '_ {
+        self.chunks.iter().map(|(id, l)| (*id, self.packs[l.pack as usize].0, l.entry))
+    }
+
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    pub fn count(&self, tag: Tag) -> usize {
+        self.chunks.values().filter(|l| l.entry.tag == tag).count()
+    }
+}

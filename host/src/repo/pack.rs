@@ -1,0 +1,274 @@
+//! Packs: many chunks in one age-encrypted object.
+//!
+//! Plaintext of a pack (inside the age stream):
+//!
+//! ```text
+//! chunk frame 0 | chunk frame 1 | ... | TOC skippable frame | trailer skippable frame
+//! ```
+//!
+//! Each chunk is one zstd frame: compressed, or for chunks that do not shrink a frame of raw
+//! blocks written here (stock `zstd -d` decodes both). The table of contents is JSON inside a zstd
+//! skippable frame (magic 0x184D2A50), and the trailer, a skippable frame with magic 0x184D2A5F
+//! and 4 bytes of content, holds the TOC frame's total length so a reader finds it from the end.
+//! `age -d | zstd -d` therefore prints exactly the chunks' plaintext, in order.
+
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{self, Tag};
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, PackId};
+
+const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+const TOC_MAGIC: u32 = 0x184D_2A50;
+const TRAILER_MAGIC: u32 = 0x184D_2A5F;
+const TRAILER_LEN: usize = 12;
+/// Largest block zstd allows.
+const MAX_BLOCK: usize = 128 * 1024;
+
+/// Where one chunk lies in a pack's plaintext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackEntry {
+    pub id: ChunkId,
+    #[serde(rename = "type")]
+    pub tag: Tag,
+    pub offset: u32,
+    /// Length of the stored frame.
+    pub length: u32,
+    /// Length of the chunk's plaintext.
+    pub raw_length: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Toc {
+    chunks: Vec<PackEntry>,
+}
+
+/// The object key of a pack.
+pub fn key(id: &PackId) -> String {
+    let hex = id.to_hex();
+    format!("data/{}/{}", &hex[..2], hex)
+}
+
+/// Encodes a chunk as one zstd frame: compressed at `level`, or raw blocks when compressing a
+/// sample shows it would not pay (images, archives, encrypted data).
+pub fn encode_chunk(data: &[u8], level: i32) -> Vec<u8> {
+    if level > 0 && worth_compressing(data) {
+        let c = zstd::bulk::compress(data, level).expect("zstd compress into memory");
+        if c.len() < data.len() {
+            return c;
+        }
+    }
+    raw_frame(data)
+}
+
+fn worth_compressing(data: &[u8]) -> bool {
+    const SAMPLE: usize = 64 * 1024;
+    if data.len() <= 2 * SAMPLE {
+        return true;
+    }
+    // Sample the middle: headers of media files often compress while their bodies do not.
+    let mid = data.len() / 2 - SAMPLE / 2;
+    let sample = &data[mid..mid + SAMPLE];
+    let c = zstd::bulk::compress(sample, 1).map(|c| c.len()).unwrap_or(SAMPLE);
+    c < SAMPLE * 97 / 100
+}
+
+/// A zstd frame holding `data` in raw blocks (RFC 8878 3.1.1): single segment, 8-byte content
+/// size, no checksum (chunk ids already authenticate the content).
+pub fn raw_frame(data: &[u8]) -> Vec<u8> {
+    let blocks = data.len().div_ceil(MAX_BLOCK).max(1);
+    let mut out = Vec::with_capacity(13 + 3 * blocks + data.len());
+    out.extend_from_slice(&ZSTD_MAGIC.to_le_bytes());
+    out.push(0b1110_0000); // FCS 8 bytes, single segment
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    let mut parts = data.chunks(MAX_BLOCK).peekable();
+    if data.is_empty() {
+        out.extend_from_slice(&[1, 0, 0]); // one empty last raw block
+    }
+    while let Some(part) = parts.next() {
+        let last = parts.peek().is_none() as u32;
+        let header = last | ((part.len() as u32) << 3);
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// Decodes one stored frame into `raw_length` bytes.
+pub fn decode_chunk(frame: &[u8], raw_length: usize) -> std::io::Result<Vec<u8>> {
+    let out = zstd::bulk::decompress(frame, raw_length)?;
+    if out.len() != raw_length {
+        return Err(std::io::Error::other(format!("decoded {} bytes, expected {raw_length}", out.len())));
+    }
+    Ok(out)
+}
+
+/// Writes one pack, encrypting as chunks arrive so a pack never sits in memory twice.
+pub struct PackWriter {
+    w: age::stream::StreamWriter<Vec<u8>>,
+    entries: Vec<PackEntry>,
+    offset: u64,
+}
+
+/// A finished pack, ready to upload.
+pub struct SealedPack {
+    pub id: PackId,
+    pub bytes: Vec<u8>,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackWriter {
+    pub fn new(recipient: &dyn age::Recipient, capacity: usize) -> Self {
+        let w = crypto::encryptor(recipient, Vec::with_capacity(capacity + capacity / 16))
+            .expect("writing to memory cannot fail");
+        PackWriter { w, entries: vec![], offset: 0 }
+    }
+
+    pub fn add(&mut self, id: ChunkId, tag: Tag, frame: &[u8], raw_length: usize) {
+        self.w.write_all(frame).expect("writing to memory cannot fail");
+        self.entries.push(PackEntry {
+            id,
+            tag,
+            offset: self.offset as u32,
+            length: frame.len() as u32,
+            raw_length: raw_length as u32,
+        });
+        self.offset += frame.len() as u64;
+    }
+
+    /// Plaintext bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.offset
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn finish(mut self) -> SealedPack {
+        let toc = serde_json::to_vec(&Toc { chunks: self.entries.clone() }).expect("toc serializes");
+        let mut tail = Vec::with_capacity(toc.len() + 8 + TRAILER_LEN);
+        tail.extend_from_slice(&TOC_MAGIC.to_le_bytes());
+        tail.extend_from_slice(&(toc.len() as u32).to_le_bytes());
+        tail.extend_from_slice(&toc);
+        let toc_frame_len = tail.len() as u32;
+        tail.extend_from_slice(&TRAILER_MAGIC.to_le_bytes());
+        tail.extend_from_slice(&4u32.to_le_bytes());
+        tail.extend_from_slice(&toc_frame_len.to_le_bytes());
+        self.w.write_all(&tail).expect("writing to memory cannot fail");
+        let bytes = self.w.finish().expect("writing to memory cannot fail");
+        let id = PackId(*blake3::hash(&bytes).as_bytes());
+        SealedPack { id, bytes, entries: self.entries }
+    }
+}
+
+/// Checks a stored pack against its name and decrypts it; `Err` names the pack.
+pub fn open(id: &PackId, stored: &[u8], identity: &dyn age::Identity) -> Result<Vec<u8>> {
+    let name = key(id);
+    if blake3::hash(stored).as_bytes() != &id.0 {
+        return Err(Error::corrupt(&name, "content does not match its id (bit rot or tampering)"));
+    }
+    crypto::decrypt(identity, stored, &name)
+}
+
+/// Reads the table of contents at the end of a pack's plaintext.
+pub fn read_toc(plain: &[u8], name: &str) -> Result<Vec<PackEntry>> {
+    let bad = |m: &str| Error::corrupt(name, format!("bad table of contents: {m}"));
+    if plain.len() < TRAILER_LEN {
+        return Err(bad("pack too short"));
+    }
+    let t = &plain[plain.len() - TRAILER_LEN..];
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+    if u32_at(t, 0) != TRAILER_MAGIC || u32_at(t, 4) != 4 {
+        return Err(bad("no trailer"));
+    }
+    let toc_len = u32_at(t, 8) as usize;
+    let end = plain.len() - TRAILER_LEN;
+    if toc_len < 8 || toc_len > end {
+        return Err(bad("trailer length out of range"));
+    }
+    let frame = &plain[end - toc_len..end];
+    if u32_at(frame, 0) != TOC_MAGIC || u32_at(frame, 4) as usize != toc_len - 8 {
+        return Err(bad("no TOC frame"));
+    }
+    let toc: Toc = serde_json::from_slice(&frame[8..]).map_err(|e| bad(&e.to_string()))?;
+    for e in &toc.chunks {
+        if e.offset as usize + e.length as usize > end - toc_len {
+            return Err(bad("entry past the chunk area"));
+        }
+    }
+    Ok(toc.chunks)
+}
+
+/// Decodes and verifies one chunk out of a pack's plaintext.
+pub fn extract(
+    plain: &[u8],
+    entry: &PackEntry,
+    secrets: &crypto::Secrets,
+    pack: &PackId,
+) -> Result<Vec<u8>> {
+    let name = key(pack);
+    let start = entry.offset as usize;
+    let end = start + entry.length as usize;
+    let frame = plain
+        .get(start..end)
+        .ok_or_else(|| Error::corrupt(&name, format!("chunk {} lies past the end of the pack", entry.id.short())))?;
+    let data = decode_chunk(frame, entry.raw_length as usize)
+        .map_err(|e| Error::corrupt(&name, format!("chunk {} does not decode: {e}", entry.id.short())))?;
+    if secrets.id(entry.tag, &data) != entry.id.0 {
+        return Err(Error::corrupt(&name, format!("chunk {} does not match its id", entry.id.short())));
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Secrets;
+
+    #[test]
+    fn raw_frames_decode_with_zstd() {
+        for n in [0usize, 1, 1000, MAX_BLOCK, MAX_BLOCK + 1, 3 * MAX_BLOCK + 17] {
+            let data: Vec<u8> = (0..n).map(|i| (i * 7 + i / 3) as u8).collect();
+            let f = raw_frame(&data);
+            assert_eq!(decode_chunk(&f, n).unwrap(), data, "len {n}");
+        }
+    }
+
+    #[test]
+    fn incompressible_chunks_are_stored_raw() {
+        let mut x = 1u64;
+        let noise: Vec<u8> = (0..400_000)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (x >> 33) as u8
+            })
+            .collect();
+        assert_eq!(encode_chunk(&noise, 3), raw_frame(&noise));
+        let text = b"INSERT INTO t VALUES (1, 'abc');\n".repeat(10_000);
+        assert!(encode_chunk(&text, 3).len() < text.len() / 10);
+    }
+
+    #[test]
+    fn pack_round_trip_and_toc() {
+        let s = Secrets::generate();
+        let mut w = PackWriter::new(&s.data_recipient, 1 << 20);
+        let chunks: Vec<Vec<u8>> = vec![b"hello".repeat(1000), vec![1, 2, 3], b"tree".to_vec()];
+        for (i, c) in chunks.iter().enumerate() {
+            let tag = if i == 2 { Tag::Tree } else { Tag::Data };
+            w.add(ChunkId(s.id(tag, c)), tag, &encode_chunk(c, 3), c.len());
+        }
+        let sealed = w.finish();
+        let plain = open(&sealed.id, &sealed.bytes, s.data_identity.as_ref().unwrap()).unwrap();
+        let toc = read_toc(&plain, "p").unwrap();
+        assert_eq!(toc, sealed.entries);
+        for (e, c) in toc.iter().zip(&chunks) {
+            assert_eq!(&extract(&plain, e, &s, &sealed.id).unwrap(), c);
+        }
+        let mut bad = sealed.bytes.clone();
+        bad[100] ^= 1;
+        assert!(open(&sealed.id, &bad, s.data_identity.as_ref().unwrap()).is_err());
+    }
+}
