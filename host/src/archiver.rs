@@ -155,7 +155,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, counters: &Counters) -> R
         counters,
         warnings: vec![],
         hardlinks: HashMap::new(),
-        racy_after_ns: time.timestamp_nanos_opt().unwrap_or(i64::MAX) - 2_000_000_000,
+        racy_after_ns: time.timestamp_nanos_opt().unwrap_or(i64::MAX) - 1_000_000_000,
     };
 
     let root = std::thread::scope(|s| {

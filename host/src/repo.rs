@@ -285,6 +285,28 @@ impl Repository {
         pack::open(id, &stored, identity)
     }
 
+    /// Stores a few chunks the index lacks in one new pack and indexes it; returns their ids.
+    /// For small generated items (crafted trees in tests, metadata); backups use the archiver.
+    pub fn store_chunks(&self, index: &Index, chunks: &[(Tag, Vec<u8>)]) -> Result<Vec<ChunkId>> {
+        let mut w = pack::PackWriter::new(&self.secrets.data_recipient, 1 << 20);
+        let mut ids = vec![];
+        let mut seen = std::collections::HashSet::new();
+        for (tag, data) in chunks {
+            let id = ChunkId(self.secrets.id(*tag, data));
+            ids.push(id);
+            if !index.contains(&id) && seen.insert(id) {
+                w.add(id, *tag, &pack::encode_chunk(data, self.config.compression), data.len());
+            }
+        }
+        if !w.is_empty() {
+            let p = w.finish();
+            let size = p.bytes.len() as u64;
+            self.backend.put(&pack::key(&p.id), p.bytes)?;
+            self.save_index(&IndexFile { packs: vec![index::IndexPack { id: p.id, size, chunks: p.entries }] })?;
+        }
+        Ok(ids)
+    }
+
     // ----- snapshots -----
 
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {

@@ -1,0 +1,213 @@
+//! Shared harness for the end-to-end tests: a scratch repository driven through the real
+//! `coffer` binary, and a manifest of a folder (content hash and metadata of every entry) to
+//! compare a restore with its source.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_coffer");
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub cache: PathBuf,
+    pub password: String,
+}
+
+impl Env {
+    /// A scratch folder with an initialised repository.
+    pub fn new() -> Env {
+        let env = Env::uninit();
+        env.ok(&["init"]);
+        env
+    }
+
+    pub fn uninit() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let cache = dir.path().join("cache");
+        Env { dir, repo, cache, password: PASSWORD.into() }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("COFFER_REPOSITORY", &self.repo)
+            .env("COFFER_PASSWORD", &self.password)
+            .env("COFFER_CACHE_DIR", &self.cache)
+            .env("COFFER_KDF_LOG_N", "10");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "coffer {args:?} failed ({:?}):\n{}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs with --json and parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    /// Runs and expects failure with `code`; returns stderr.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "coffer {args:?}: stdout {} stderr {stderr}", String::from_utf8_lossy(&out.stdout));
+        assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "panic: {stderr}");
+        stderr
+    }
+
+    pub fn backup(&self, path: &Path) -> serde_json::Value {
+        self.json(&["backup", path.to_str().unwrap()])
+    }
+
+    /// Restores a snapshot into a fresh folder and returns the restored copy of `name`.
+    pub fn restore(&self, snap: &str, name: &str) -> PathBuf {
+        let target = self.path(&format!("restore-{}", rand_suffix()));
+        self.ok(&["restore", snap, "--target", target.to_str().unwrap()]);
+        target.join(name)
+    }
+
+    pub fn objects(&self, prefix: &str) -> Vec<PathBuf> {
+        let mut out = vec![];
+        walk_files(&self.repo.join(prefix), &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            walk_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+pub fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// One entry of a manifest: everything restore must reproduce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+    pub size: u64,
+    pub content: String,
+    pub target: Vec<u8>,
+    /// Index of the first path sharing this inode (hard links), or none.
+    pub link_group: Option<Vec<u8>>,
+}
+
+/// Every entry under `root` (root itself as ""), keyed by relative path bytes.
+pub fn manifest(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<(u64, u64), Vec<u8>> = BTreeMap::new();
+    add(root, root, &mut out, &mut inodes);
+    out
+}
+
+fn add(root: &Path, p: &Path, out: &mut BTreeMap<Vec<u8>, Entry>, inodes: &mut BTreeMap<(u64, u64), Vec<u8>>) {
+    let m = std::fs::symlink_metadata(p).unwrap();
+    let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+    let ft = m.file_type();
+    let kind = if ft.is_file() { "file" } else if ft.is_dir() { "dir" } else if ft.is_symlink() { "symlink" } else { "other" };
+    let content = if ft.is_file() { hash_file(p) } else { String::new() };
+    let target = if ft.is_symlink() { std::fs::read_link(p).unwrap().as_os_str().as_bytes().to_vec() } else { vec![] };
+    let link_group = (ft.is_file() && m.nlink() > 1)
+        .then(|| inodes.entry((m.dev(), m.ino())).or_insert_with(|| rel.clone()).clone());
+    out.insert(
+        rel,
+        Entry {
+            kind: kind.into(),
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            size: if ft.is_dir() { 0 } else { m.size() },
+            content,
+            target,
+            link_group,
+        },
+    );
+    if ft.is_dir() {
+        let mut names: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        for n in names {
+            add(root, &p.join(n), out, inodes);
+        }
+    }
+}
+
+pub fn hash_file(p: &Path) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(p).unwrap()).unwrap();
+    h.finalize().to_hex().to_string()
+}
+
+/// Asserts two manifests are equal, showing the first difference.
+pub fn assert_same(a: &BTreeMap<Vec<u8>, Entry>, b: &BTreeMap<Vec<u8>, Entry>) {
+    for (k, v) in a {
+        match b.get(k) {
+            None => panic!("{} missing from the restore", String::from_utf8_lossy(k)),
+            Some(w) => assert_eq!(v, w, "entry {} differs", String::from_utf8_lossy(k)),
+        }
+    }
+    assert_eq!(a.len(), b.len(), "the restore holds extra entries");
+}
+
+/// Deterministic pseudo-random bytes (xorshift), fast enough for hundreds of MiB.
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// Makes every file under `p` look older than the racy window of the files cache.
+pub fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+}
