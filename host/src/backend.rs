@@ -18,6 +18,8 @@ pub enum BackendError {
     NotFound { key: String },
     #[error("storage error on {key}: {message}")]
     Store { key: String, message: String },
+    #[error("no coffer repository at {location}: run `coffer init` to create one, or point --repo / COFFER_REPOSITORY at an existing one")]
+    Missing { location: String },
     #[error("cannot open storage at {location}: {message}")]
     Open { location: String, message: String },
 }
@@ -73,6 +75,8 @@ impl StoreBackend {
         if create {
             std::fs::create_dir_all(path)
                 .map_err(|e| BackendError::Open { location: location.clone(), message: e.to_string() })?;
+        } else if !path.is_dir() {
+            return Err(BackendError::Missing { location });
         }
         let store = object_store::local::LocalFileSystem::new_with_prefix(path)
             .map_err(|e| BackendError::Open { location: location.clone(), message: e.to_string() })?

@@ -101,6 +101,7 @@ impl Error {
             Error::WriteOnly { .. } => ExitCode::WriteOnly,
             Error::Corrupt { .. } | Error::MissingChunk { .. } => ExitCode::Integrity,
             Error::Backend(BackendError::NotFound { .. }) => ExitCode::Integrity,
+            Error::Backend(BackendError::Missing { .. }) => ExitCode::NoRepository,
             Error::Unsafe(_) => ExitCode::Unsafe,
             _ => ExitCode::Failure,
         }
