@@ -76,9 +76,13 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
         }
     }
     let orphans = stored.keys().filter(|k| !indexed.contains(*k)).count();
-    if orphans > 0 {
+    if orphans > 0 && damaged_index.is_empty() {
         report.notes.push(format!(
             "{orphans} pack(s) are in no index (left by interrupted backups; no snapshot uses them)"
+        ));
+    } else if orphans > 0 {
+        report.notes.push(format!(
+            "{orphans} pack(s) are in no readable index: the damaged index object(s) may have listed them"
         ));
     }
 
@@ -194,7 +198,7 @@ fn walk_snapshot(
                         report.problems.push(Problem {
                             object: format!("chunk {}", c.short()),
                             message: format!(
-                                "{p} needs a chunk that is in no index{}",
+                                "{p} needs a chunk that is not in any index{}",
                                 if damaged_index.is_empty() { String::new() } else { format!(" (damaged: {})", damaged_index.join(", ")) }
                             ),
                             snapshots: vec![id.short()],
