@@ -155,6 +155,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, counters: &Counters) -> R
         counters,
         warnings: vec![],
         hardlinks: HashMap::new(),
+        buf: chunker.buffer(),
         racy_after_ns: time.timestamp_nanos_opt().unwrap_or(i64::MAX) - 1_000_000_000,
     };
 
@@ -217,8 +218,9 @@ fn worker(repo: &Repository, rx: Receiver<Job>, tx: Sender<SealedPack>, failure:
     let recipient = &repo.secrets.data_recipient;
     let mut data: Option<PackWriter> = None;
     let mut trees: Option<PackWriter> = None;
+    let mut encoder = pack::ChunkEncoder::new(repo.config.compression);
     for job in rx {
-        let frame = pack::encode_chunk(&job.data, repo.config.compression);
+        let frame = encoder.encode(&job.data);
         let slot = if job.tag == Tag::Tree { &mut trees } else { &mut data };
         let w = slot.get_or_insert_with(|| PackWriter::new(recipient, target as usize));
         w.add(job.id, job.tag, &frame, job.data.len());
@@ -274,6 +276,8 @@ struct Walker<'a> {
     counters: &'a Counters,
     warnings: Vec<String>,
     hardlinks: HashMap<(u64, u64), Vec<ChunkId>>,
+    /// The chunker's read buffer, reused for every file.
+    buf: Vec<u8>,
     /// Files modified after this instant are not cached: a write in the same timestamp tick as
     /// our read would go unnoticed next time.
     racy_after_ns: i64,
@@ -452,7 +456,26 @@ impl Walker<'_> {
             self.summary.files_new += 1;
         }
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut stream = self.chunker.stream(file);
+        let mut buf = std::mem::take(&mut self.buf);
+        let r = self.chunk_file(path, file, &mut buf);
+        self.buf = buf;
+        let (chunks, size) = r?;
+        let after = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+        let changed = after.len() != size || mtime_ns(&after) != entry.mtime_ns;
+        if changed {
+            self.warn(format!("{}: changed while it was read; this snapshot holds a mix", path.display()));
+        } else if entry.mtime_ns < self.racy_after_ns && ctime_ns(&after) < self.racy_after_ns {
+            self.new_cache.insert(key, CacheEntry { chunks: chunks.clone(), ..entry });
+        }
+        if meta.nlink() > 1 {
+            self.hardlinks.insert(link_key, chunks.clone());
+        }
+        Ok((chunks, size))
+    }
+
+    fn chunk_file(&mut self, path: &Path, file: std::fs::File, buf: &mut [u8]) -> Result<(Vec<ChunkId>, u64)> {
+        let chunker = self.chunker;
+        let mut stream = chunker.stream(file, buf);
         let mut chunks = vec![];
         let mut size = 0u64;
         while let Some(data) = stream.next_chunk().map_err(|e| Error::io(path, e))? {
@@ -463,16 +486,6 @@ impl Walker<'_> {
             chunks.push(id);
             self.submit(id, Tag::Data, data)?;
             self.check_failed()?;
-        }
-        let after = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
-        let changed = after.len() != size || mtime_ns(&after) != entry.mtime_ns;
-        if changed {
-            self.warn(format!("{}: changed while it was read; this snapshot holds a mix", path.display()));
-        } else if entry.mtime_ns < self.racy_after_ns && ctime_ns(&after) < self.racy_after_ns {
-            self.new_cache.insert(key, CacheEntry { chunks: chunks.clone(), ..entry });
-        }
-        if meta.nlink() > 1 {
-            self.hardlinks.insert(link_key, chunks.clone());
         }
         Ok((chunks, size))
     }

@@ -62,10 +62,16 @@ impl Chunker {
         Chunker { params, gear: gear.into_owned(), gear_ls: gear_ls.into_owned(), mask_s, mask_l }
     }
 
-    /// Chunks everything `source` yields.
-    pub fn stream<R: Read>(&self, source: R) -> ChunkStream<'_, R> {
-        let cap = self.params.max_size as usize * 4;
-        ChunkStream { chunker: self, source, buf: vec![0; cap], start: 0, end: 0, eof: false }
+    /// A buffer for [`Chunker::stream`]; allocate once and reuse it for every file (zeroing a
+    /// fresh buffer per small file once cost more than all the hashing).
+    pub fn buffer(&self) -> Vec<u8> {
+        vec![0; self.params.max_size as usize * 4]
+    }
+
+    /// Chunks everything `source` yields, using `buf` (from [`Chunker::buffer`]).
+    pub fn stream<'a, R: Read>(&'a self, source: R, buf: &'a mut [u8]) -> ChunkStream<'a, R> {
+        assert!(buf.len() >= self.params.max_size as usize * 2, "chunk buffer too small");
+        ChunkStream { chunker: self, source, buf, start: 0, end: 0, eof: false }
     }
 
     fn cut(&self, data: &[u8]) -> usize {
@@ -89,7 +95,7 @@ impl Chunker {
 pub struct ChunkStream<'a, R> {
     chunker: &'a Chunker,
     source: R,
-    buf: Vec<u8>,
+    buf: &'a mut [u8],
     start: usize,
     end: usize,
     eof: bool,
@@ -149,7 +155,8 @@ mod tests {
     }
 
     fn chunks(c: &Chunker, data: &[u8]) -> Vec<Vec<u8>> {
-        let mut s = c.stream(data);
+        let mut buf = c.buffer();
+        let mut s = c.stream(data, &mut buf);
         let mut out = vec![];
         while let Some(ch) = s.next_chunk().unwrap() {
             out.push(ch);

@@ -17,7 +17,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -162,7 +162,108 @@ fn ensure_dir(path: &Path) -> Result<()> {
 struct FileJob {
     idx: usize,
     tmp: PathBuf,
+    path: PathBuf,
+    /// Chunk places not yet written; the thread that takes it to zero finishes the file.
+    remaining: AtomicUsize,
     failed: AtomicBool,
+    /// Whether the temporary file exists yet.
+    created: Mutex<bool>,
+}
+
+/// What the pack threads share while writing files.
+struct WriteCtx<'a> {
+    items: &'a [Item],
+    jobs: &'a [FileJob],
+    errors: &'a Mutex<Vec<String>>,
+    as_root: bool,
+}
+
+impl WriteCtx<'_> {
+    fn report(&self, j: usize, why: &str) {
+        if !self.jobs[j].failed.swap(true, Ordering::AcqRel) {
+            self.errors.lock().unwrap().push(format!("{}: {why}", self.items[self.jobs[j].idx].rel.display()));
+        }
+    }
+
+    /// A chunk for file `j` could not be had: the file will not be restored.
+    fn fail(&self, j: usize, why: &str, restored: &[AtomicBool]) {
+        self.report(j, why);
+        self.settle(j, None, restored);
+    }
+
+    /// Writes one chunk (`None`: a hole, or an empty file) at `off` of file `j`.
+    fn place(&self, j: usize, data: Option<&[u8]>, off: u64, restored: &[AtomicBool]) {
+        let job = &self.jobs[j];
+        if job.failed.load(Ordering::Acquire) {
+            self.settle(j, None, restored);
+            return;
+        }
+        let r = self.open(job).and_then(|f| {
+            if let Some(d) = data {
+                f.write_all_at(d, off)?;
+            }
+            Ok(f)
+        });
+        match r {
+            Ok(f) => self.settle(j, Some(f), restored),
+            Err(e) => self.fail(j, &e.to_string(), restored),
+        }
+    }
+
+    fn open(&self, job: &FileJob) -> std::io::Result<std::fs::File> {
+        let mut created = job.created.lock().unwrap();
+        if *created {
+            return std::fs::OpenOptions::new().write(true).open(&job.tmp);
+        }
+        let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&job.tmp)?;
+        f.set_len(self.items[job.idx].node.size)?;
+        *created = true;
+        Ok(f)
+    }
+
+    /// Counts one place of file `j` done; the last one finishes or removes the file.
+    fn settle(&self, j: usize, handle: Option<std::fs::File>, restored: &[AtomicBool]) {
+        let job = &self.jobs[j];
+        let content = &self.items[job.idx].node.content;
+        let last = content.is_empty() || job.remaining.fetch_sub(1, Ordering::AcqRel) == 1;
+        if !last {
+            return;
+        }
+        if job.failed.load(Ordering::Acquire) {
+            if *job.created.lock().unwrap() {
+                let _ = std::fs::remove_file(&job.tmp);
+            }
+            return;
+        }
+        let node = &self.items[job.idx].node;
+        let r = match handle {
+            Some(f) => Ok(f),
+            None => self.open(job),
+        }
+        .and_then(|f| set_meta_fd(&f, node, self.as_root))
+        .and_then(|_| std::fs::rename(&job.tmp, &job.path));
+        match r {
+            Ok(()) => restored[j].store(true, Ordering::Release),
+            Err(e) => {
+                let _ = std::fs::remove_file(&job.tmp);
+                self.report(j, &e.to_string());
+            }
+        }
+    }
+}
+
+/// Owner, mode and mtime of a regular file, through its open handle.
+fn set_meta_fd(f: &std::fs::File, node: &Node, as_root: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if as_root {
+        std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid))?;
+    }
+    f.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777))?;
+    let t = filetime::FileTime::from_unix_time(
+        node.mtime_ns.div_euclid(1_000_000_000),
+        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
+    filetime::set_file_handle_times(f, Some(t), Some(t))
 }
 
 fn set_meta(path: &Path, node: &Node, is_link: bool, as_root: bool) -> std::io::Result<()> {
@@ -208,7 +309,8 @@ pub fn restore(
     for it in items.iter().filter(|i| i.node.kind == NodeKind::Dir) {
         ensure_dir(&target.join(&it.rel))?;
     }
-    // 2. files under temporary names
+    // 2. plan the files; each is created under a temporary name by whichever thread writes its
+    //    first chunk, and finished by the one that writes its last.
     let mut jobs: Vec<FileJob> = vec![];
     let mut link_first: HashMap<(u64, u64), usize> = HashMap::new();
     let mut later_links: Vec<usize> = vec![];
@@ -227,19 +329,25 @@ pub fn restore(
         let parent = path.parent().expect("under target");
         ensure_dir_chain(target, parent)?;
         let tmp = parent.join(format!(".coffer-restore-{}-{idx}", std::process::id()));
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
-        f.set_len(it.node.size).map_err(|e| Error::io(&tmp, e))?;
-        jobs.push(FileJob { idx, tmp, failed: AtomicBool::new(false) });
+        jobs.push(FileJob {
+            idx,
+            tmp,
+            path,
+            remaining: AtomicUsize::new(it.node.content.len()),
+            failed: AtomicBool::new(false),
+            created: Mutex::new(false),
+        });
     }
     // 3. chunks, pack by pack
     let mut by_pack: HashMap<PackId, HashMap<ChunkId, (PackEntry, Vec<(usize, u64)>)>> = HashMap::new();
+    let mut empty = vec![];
     for (j, job) in jobs.iter().enumerate() {
+        let content = &items[job.idx].node.content;
+        if content.is_empty() {
+            empty.push(j);
+        }
         let mut offset = 0u64;
-        for c in &items[job.idx].node.content {
+        for c in content {
             match index.get(c) {
                 Some((pack_id, entry)) => {
                     by_pack.entry(pack_id).or_default().entry(*c).or_insert((entry, vec![])).1.push((j, offset));
@@ -258,17 +366,15 @@ pub fn restore(
         }
     }
     let packs: Vec<_> = by_pack.into_iter().collect();
-    let fail_file = |j: usize, why: &str| {
-        if !jobs[j].failed.swap(true, Ordering::Relaxed) {
-            errors.lock().unwrap().push(format!("{}: {why}", items[jobs[j].idx].rel.display()));
-        }
-    };
+    let ctx = WriteCtx { items: &items, jobs: &jobs, errors: &errors, as_root };
+    let restored: Vec<AtomicBool> = jobs.iter().map(|_| AtomicBool::new(false)).collect();
+    parallel_map(&empty, |j| ctx.place(*j, None, 0, &restored));
     parallel_map(&packs, |(pack_id, chunks)| {
         let plain = match repo.read_pack(pack_id) {
             Ok(p) => p,
             Err(e) => {
                 for (_, places) in chunks.values() {
-                    places.iter().for_each(|(j, _)| fail_file(*j, &e.to_string()));
+                    places.iter().for_each(|(j, _)| ctx.fail(*j, &e.to_string(), &restored));
                 }
                 return;
             }
@@ -277,46 +383,26 @@ pub fn restore(
             let data = match pack::extract(&plain, entry, &repo.secrets, pack_id) {
                 Ok(d) => d,
                 Err(e) => {
-                    places.iter().for_each(|(j, _)| fail_file(*j, &e.to_string()));
+                    places.iter().for_each(|(j, _)| ctx.fail(*j, &e.to_string(), &restored));
                     continue;
                 }
             };
             let zero = data.iter().all(|b| *b == 0);
             for (j, off) in places {
-                if zero || jobs[*j].failed.load(Ordering::Relaxed) {
-                    continue;
-                }
-                let r = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&jobs[*j].tmp)
-                    .and_then(|f| f.write_all_at(&data, *off));
-                if let Err(e) = r {
-                    fail_file(*j, &e.to_string());
-                }
+                ctx.place(*j, (!zero).then_some(&data[..]), *off, &restored);
             }
             bytes_done.fetch_add(data.len() as u64 * places.len() as u64, Ordering::Relaxed);
         }
     });
-    // 4. finish files
+    // 4. files with a missing chunk never finished: remove what was started
     let mut restored_at: HashMap<usize, PathBuf> = HashMap::new();
-    for job in &jobs {
-        let it = &items[job.idx];
-        let path = target.join(&it.rel);
-        if job.failed.load(Ordering::Relaxed) {
+    for (j, job) in jobs.iter().enumerate() {
+        if restored[j].load(Ordering::Relaxed) {
+            summary.files += 1;
+            summary.bytes += items[job.idx].node.size;
+            restored_at.insert(job.idx, job.path.clone());
+        } else if *job.created.lock().unwrap() {
             let _ = std::fs::remove_file(&job.tmp);
-            continue;
-        }
-        let r = set_meta(&job.tmp, &it.node, false, as_root).and_then(|_| std::fs::rename(&job.tmp, &path));
-        match r {
-            Ok(()) => {
-                summary.files += 1;
-                summary.bytes += it.node.size;
-                restored_at.insert(job.idx, path);
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&job.tmp);
-                errors.lock().unwrap().push(format!("{}: {e}", path.display()));
-            }
         }
     }
     // 5. hard links, symlinks and special files
