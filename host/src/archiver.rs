@@ -137,7 +137,8 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, counters: &Counters) -> R
 
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
     let (job_tx, job_rx) = bounded::<Job>(workers * 2);
-    let (pack_tx, pack_rx) = bounded::<SealedPack>(1);
+    let (pack_tx, pack_rx) = bounded::<SealedPack>(0);
+    let (pool_tx, pool_rx) = bounded::<Vec<u8>>(workers * 2);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     let indexer = Indexer { repo, pending: Mutex::new((IndexFile::default(), Instant::now())) };
     let chunker = Chunker::new(repo.config.chunker, repo.secrets.chunker_seed);
@@ -156,16 +157,18 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, counters: &Counters) -> R
         warnings: vec![],
         hardlinks: HashMap::new(),
         buf: chunker.buffer(),
+        pool: pool_rx,
         racy_after_ns: time.timestamp_nanos_opt().unwrap_or(i64::MAX) - 1_000_000_000,
     };
 
     let root = std::thread::scope(|s| {
         for _ in 0..workers {
-            let (rx, tx, failure) = (job_rx.clone(), pack_tx.clone(), &failure);
-            s.spawn(move || worker(repo, rx, tx, failure));
+            let (rx, tx, pool, failure) = (job_rx.clone(), pack_tx.clone(), pool_tx.clone(), &failure);
+            s.spawn(move || worker(repo, rx, tx, pool, failure));
         }
         drop(job_rx);
         drop(pack_tx);
+        drop(pool_tx);
         for _ in 0..2 {
             let (rx, indexer, failure) = (pack_rx.clone(), &indexer, &failure);
             s.spawn(move || uploader(repo, rx, indexer, counters, failure));
@@ -213,17 +216,25 @@ fn fail(failure: &Mutex<Option<Error>>, e: Error) {
     }
 }
 
-fn worker(repo: &Repository, rx: Receiver<Job>, tx: Sender<SealedPack>, failure: &Mutex<Option<Error>>) {
+fn worker(
+    repo: &Repository,
+    rx: Receiver<Job>,
+    tx: Sender<SealedPack>,
+    pool: Sender<Vec<u8>>,
+    failure: &Mutex<Option<Error>>,
+) {
     let target = repo.config.pack_size as u64;
     let recipient = &repo.secrets.data_recipient;
     let mut data: Option<PackWriter> = None;
     let mut trees: Option<PackWriter> = None;
     let mut encoder = pack::ChunkEncoder::new(repo.config.compression);
+    let mut frame = Vec::new();
     for job in rx {
-        let frame = encoder.encode(&job.data);
+        encoder.encode_into(&job.data, &mut frame);
         let slot = if job.tag == Tag::Tree { &mut trees } else { &mut data };
         let w = slot.get_or_insert_with(|| PackWriter::new(recipient, target as usize));
         w.add(job.id, job.tag, &frame, job.data.len());
+        let _ = pool.try_send(job.data);
         if w.size() >= target {
             let sealed = slot.take().expect("just used").finish();
             if tx.send(sealed).is_err() {
@@ -278,6 +289,8 @@ struct Walker<'a> {
     hardlinks: HashMap<(u64, u64), Vec<ChunkId>>,
     /// The chunker's read buffer, reused for every file.
     buf: Vec<u8>,
+    /// Chunk buffers the workers are done with, to fill again (fresh ones cost page faults).
+    pool: Receiver<Vec<u8>>,
     /// Files modified after this instant are not cached: a write in the same timestamp tick as
     /// our read would go unnoticed next time.
     racy_after_ns: i64,
@@ -299,10 +312,12 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn submit(&mut self, id: ChunkId, tag: Tag, data: Vec<u8>) -> Result<()> {
-        if self.index.contains(&id) || !self.pending.insert(id) {
-            return Ok(());
-        }
+    /// Whether a chunk is neither stored nor already handed to the workers; claims it if so.
+    fn is_new(&mut self, id: &ChunkId) -> bool {
+        !self.index.contains(id) && self.pending.insert(*id)
+    }
+
+    fn send(&mut self, id: ChunkId, tag: Tag, data: Vec<u8>) -> Result<()> {
         self.summary.chunks_added += 1;
         self.tx.send(Job { id, tag, data }).map_err(|_| Error::Interrupted)
     }
@@ -322,7 +337,9 @@ impl Walker<'_> {
     fn save_tree(&mut self, tree: Tree) -> Result<ChunkId> {
         let bytes = tree.to_bytes();
         let id = ChunkId(self.repo.secrets.id(Tag::Tree, &bytes));
-        self.submit(id, Tag::Tree, bytes)?;
+        if self.is_new(&id) {
+            self.send(id, Tag::Tree, bytes)?;
+        }
         Ok(id)
     }
 
@@ -482,9 +499,14 @@ impl Walker<'_> {
             size += data.len() as u64;
             self.summary.bytes_read += data.len() as u64;
             self.counters.bytes_read.fetch_add(data.len() as u64, Ordering::Relaxed);
-            let id = ChunkId(self.repo.secrets.id(Tag::Data, &data));
+            let id = ChunkId(self.repo.secrets.id(Tag::Data, data));
             chunks.push(id);
-            self.submit(id, Tag::Data, data)?;
+            if self.is_new(&id) {
+                let mut owned = self.pool.try_recv().unwrap_or_default();
+                owned.clear();
+                owned.extend_from_slice(data);
+                self.send(id, Tag::Data, owned)?;
+            }
             self.check_failed()?;
         }
         Ok((chunks, size))

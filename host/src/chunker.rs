@@ -126,14 +126,16 @@ impl<R: Read> ChunkStream<'_, R> {
         Ok(())
     }
 
-    /// The next chunk, or `None` at the end of the stream.
-    pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+    /// The next chunk, or `None` at the end of the stream. The slice borrows the stream's
+    /// buffer: copy it only if it must outlive the next call (most chunks are deduplicated and
+    /// never copied).
+    pub fn next_chunk(&mut self) -> io::Result<Option<&[u8]>> {
         self.fill()?;
         if self.start == self.end {
             return Ok(None);
         }
         let n = self.chunker.cut(&self.buf[self.start..self.end]).max(1);
-        let chunk = self.buf[self.start..self.start + n].to_vec();
+        let chunk = &self.buf[self.start..self.start + n];
         self.start += n;
         Ok(Some(chunk))
     }
@@ -159,7 +161,7 @@ mod tests {
         let mut s = c.stream(data, &mut buf);
         let mut out = vec![];
         while let Some(ch) = s.next_chunk().unwrap() {
-            out.push(ch);
+            out.push(ch.to_vec());
         }
         out
     }

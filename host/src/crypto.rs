@@ -144,14 +144,21 @@ pub fn encrypt(recipient: &dyn age::Recipient, plaintext: &[u8]) -> Vec<u8> {
 
 /// Decrypts a whole age object; `object` names it in the error.
 pub fn decrypt(identity: &dyn age::Identity, ciphertext: &[u8], object: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    decrypt_into(identity, ciphertext, object, &mut out)?;
+    Ok(out)
+}
+
+/// Decrypts into `out` (cleared first), so hot loops can reuse one buffer.
+pub fn decrypt_into(identity: &dyn age::Identity, ciphertext: &[u8], object: &str, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
     let dec = age::Decryptor::new(ciphertext).map_err(|e| Error::corrupt(object, format!("not an age file: {e}")))?;
     let mut r = dec
         .decrypt(std::iter::once(identity))
         .map_err(|e| Error::corrupt(object, format!("cannot decrypt: {e}")))?;
-    let mut out = Vec::with_capacity(ciphertext.len());
-    r.read_to_end(&mut out)
-        .map_err(|e| Error::corrupt(object, format!("authentication failed: {e}")))?;
-    Ok(out)
+    out.reserve(ciphertext.len());
+    r.read_to_end(out).map_err(|e| Error::corrupt(object, format!("authentication failed: {e}")))?;
+    Ok(())
 }
 
 /// A passphrase recipient with an explicit scrypt work factor (log2 N).

@@ -280,9 +280,21 @@ impl Repository {
 
     /// Downloads a pack, checks it against its id and decrypts it.
     pub fn read_pack(&self, id: &PackId) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_pack_into(id, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Repository::read_pack`] into a reusable buffer.
+    pub fn read_pack_into(&self, id: &PackId, out: &mut Vec<u8>) -> Result<()> {
+        thread_local! {
+            static STORED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         let identity = self.secrets.data_identity("read data")?;
-        let stored = self.backend.get(&pack::key(id))?;
-        pack::open(id, &stored, identity)
+        STORED.with_borrow_mut(|stored| {
+            self.backend.get_into(&pack::key(id), stored)?;
+            pack::open_into(id, stored, identity, out)
+        })
     }
 
     /// Stores a few chunks the index lacks in one new pack and indexes it; returns their ids.

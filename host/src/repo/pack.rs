@@ -72,13 +72,26 @@ impl ChunkEncoder {
     }
 
     pub fn encode(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(data, &mut out);
+        out
+    }
+
+    /// [`ChunkEncoder::encode`] into a reusable buffer (cleared first).
+    pub fn encode_into(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        out.clear();
         if self.worth_compressing(data) {
-            let c = self.full.compress(data).expect("zstd compress into memory");
-            if c.len() < data.len() {
-                return c;
+            // Room for the frame only if it is smaller than the chunk; otherwise zstd reports
+            // "destination too small" and the chunk is stored raw, which is what we want anyway.
+            out.reserve(data.len());
+            if let Ok(n) = self.full.compress_to_buffer(data, out) {
+                if n < data.len() {
+                    return;
+                }
             }
+            out.clear();
         }
-        raw_frame(data)
+        raw_frame_into(data, out);
     }
 
     fn worth_compressing(&mut self, data: &[u8]) -> bool {
@@ -97,8 +110,14 @@ impl ChunkEncoder {
 /// A zstd frame holding `data` in raw blocks (RFC 8878 3.1.1): single segment, 8-byte content
 /// size, no checksum (chunk ids already authenticate the content).
 pub fn raw_frame(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    raw_frame_into(data, &mut out);
+    out
+}
+
+fn raw_frame_into(data: &[u8], out: &mut Vec<u8>) {
     let blocks = data.len().div_ceil(MAX_BLOCK).max(1);
-    let mut out = Vec::with_capacity(13 + 3 * blocks + data.len());
+    out.reserve(13 + 3 * blocks + data.len());
     out.extend_from_slice(&ZSTD_MAGIC.to_le_bytes());
     out.push(0b1110_0000); // FCS 8 bytes, single segment
     out.extend_from_slice(&(data.len() as u64).to_le_bytes());
@@ -112,25 +131,33 @@ pub fn raw_frame(data: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&header.to_le_bytes()[..3]);
         out.extend_from_slice(part);
     }
-    out
 }
 
 /// Decodes one stored frame into `raw_length` bytes.
 pub fn decode_chunk(frame: &[u8], raw_length: usize) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    decode_chunk_into(frame, raw_length, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes one stored frame into `out` (cleared first), reusing a per-thread zstd context.
+pub fn decode_chunk_into(frame: &[u8], raw_length: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
     thread_local! {
         static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
     }
-    let out = DCTX.with(|d| {
+    out.clear();
+    out.reserve(raw_length);
+    let n = DCTX.with(|d| {
         let mut d = d.borrow_mut();
         if d.is_none() {
             *d = Some(zstd::bulk::Decompressor::new()?);
         }
-        d.as_mut().expect("just set").decompress(frame, raw_length)
+        d.as_mut().expect("just set").decompress_to_buffer(frame, out)
     })?;
-    if out.len() != raw_length {
-        return Err(std::io::Error::other(format!("decoded {} bytes, expected {raw_length}", out.len())));
+    if n != raw_length {
+        return Err(std::io::Error::other(format!("decoded {n} bytes, expected {raw_length}")));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Writes one pack, encrypting as chunks arrive so a pack never sits in memory twice.
@@ -194,11 +221,18 @@ impl PackWriter {
 
 /// Checks a stored pack against its name and decrypts it; `Err` names the pack.
 pub fn open(id: &PackId, stored: &[u8], identity: &dyn age::Identity) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    open_into(id, stored, identity, &mut out)?;
+    Ok(out)
+}
+
+/// [`open`] into a reusable buffer.
+pub fn open_into(id: &PackId, stored: &[u8], identity: &dyn age::Identity, out: &mut Vec<u8>) -> Result<()> {
     let name = key(id);
     if blake3::hash(stored).as_bytes() != &id.0 {
         return Err(Error::corrupt(&name, "content does not match its id (bit rot or tampering)"));
     }
-    crypto::decrypt(identity, stored, &name)
+    crypto::decrypt_into(identity, stored, &name, out)
 }
 
 /// Reads the table of contents at the end of a pack's plaintext.
@@ -231,24 +265,33 @@ pub fn read_toc(plain: &[u8], name: &str) -> Result<Vec<PackEntry>> {
 }
 
 /// Decodes and verifies one chunk out of a pack's plaintext.
-pub fn extract(
+pub fn extract(plain: &[u8], entry: &PackEntry, secrets: &crypto::Secrets, pack: &PackId) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    extract_into(plain, entry, secrets, pack, &mut out)?;
+    Ok(out)
+}
+
+/// [`extract`] into a reusable buffer. `out` holds the chunk only if this returns `Ok`.
+pub fn extract_into(
     plain: &[u8],
     entry: &PackEntry,
     secrets: &crypto::Secrets,
     pack: &PackId,
-) -> Result<Vec<u8>> {
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let name = key(pack);
     let start = entry.offset as usize;
     let end = start + entry.length as usize;
     let frame = plain
         .get(start..end)
         .ok_or_else(|| Error::corrupt(&name, format!("chunk {} lies past the end of the pack", entry.id.short())))?;
-    let data = decode_chunk(frame, entry.raw_length as usize)
+    decode_chunk_into(frame, entry.raw_length as usize, out)
         .map_err(|e| Error::corrupt(&name, format!("chunk {} does not decode: {e}", entry.id.short())))?;
-    if secrets.id(entry.tag, &data) != entry.id.0 {
+    if secrets.id(entry.tag, out) != entry.id.0 {
+        out.clear();
         return Err(Error::corrupt(&name, format!("chunk {} does not match its id", entry.id.short())));
     }
-    Ok(data)
+    Ok(())
 }
 
 #[cfg(test)]
