@@ -33,14 +33,30 @@ impl Rng {
 }
 
 const WORDS: [&str; 16] = [
-    "hello", "order", "refund", "thanks", "shipping", "price", "when", "available", "colour", "size",
-    "customer", "delivery", "address", "invoice", "support", "ticket",
+    "hello",
+    "order",
+    "refund",
+    "thanks",
+    "shipping",
+    "price",
+    "when",
+    "available",
+    "colour",
+    "size",
+    "customer",
+    "delivery",
+    "address",
+    "invoice",
+    "support",
+    "ticket",
 ];
 
 fn sql_rows(out: &mut Vec<u8>, rng: &mut Rng, ids: std::ops::Range<u64>, tag: &str) {
     for i in ids {
         let x = rng.next();
-        let body: Vec<&str> = (0..12).map(|k| WORDS[((x >> (k * 4)) & 15) as usize]).collect();
+        let body: Vec<&str> = (0..12)
+            .map(|k| WORDS[((x >> (k * 4)) & 15) as usize])
+            .collect();
         writeln!(out, "INSERT INTO messages VALUES ({i}, 'customer-{}', '{tag}{}', '2026-{:02}-{:02} {:02}:{:02}:{:02}', {});",
             x % 40_000, body.join(" "), 1 + x % 12, 1 + (x >> 8) % 28, (x >> 16) % 24, (x >> 24) % 60, (x >> 32) % 60, (x >> 40) % 1000).unwrap();
     }
@@ -60,7 +76,12 @@ fn generate(root: &Path, size_mib: u64, day: u32) -> Result<()> {
         sql_rows(&mut dump, &mut rng, part * step..(part + 1) * step, "");
         if day == 2 {
             let mut r2 = Rng(77 + part);
-            sql_rows(&mut dump, &mut r2, 50_000_000 + part * 1000..50_000_000 + part * 1000 + 1000, "new ");
+            sql_rows(
+                &mut dump,
+                &mut r2,
+                50_000_000 + part * 1000..50_000_000 + part * 1000 + 1000,
+                "new ",
+            );
         }
     }
     if day == 2 {
@@ -163,7 +184,10 @@ struct Run {
 fn measure(cmd: &mut Command, log: &Path) -> Result<Run> {
     let me = std::env::current_exe()?;
     let mut m = Command::new(me);
-    m.arg("__measure").arg(log).arg(cmd.get_program()).args(cmd.get_args());
+    m.arg("__measure")
+        .arg(log)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
         match v {
             Some(v) => m.env(k, v),
@@ -175,13 +199,24 @@ fn measure(cmd: &mut Command, log: &Path) -> Result<Run> {
     if v["code"] != 0 {
         bail!("{:?} failed ({}); see {}", cmd, v["code"], log.display());
     }
-    Ok(Run { wall: v["wall"].as_f64().unwrap(), cpu: v["cpu"].as_f64().unwrap(), rss_mib: v["rss_kib"].as_f64().unwrap() / 1024.0 })
+    Ok(Run {
+        wall: v["wall"].as_f64().unwrap(),
+        cpu: v["cpu"].as_f64().unwrap(),
+        rss_mib: v["rss_kib"].as_f64().unwrap() / 1024.0,
+    })
 }
 
 fn measure_child(args: &[String]) -> Result<()> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&args[0])?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args[0])?;
     let start = Instant::now();
-    let status = Command::new(&args[1]).args(&args[2..]).stdout(log.try_clone()?).stderr(log).status()?;
+    let status = Command::new(&args[1])
+        .args(&args[2..])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .status()?;
     let wall = start.elapsed().as_secs_f64();
     let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?;
     let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
@@ -215,12 +250,21 @@ fn main() -> Result<()> {
             other => bail!("unknown argument {other}; use --size-mib N --dir PATH"),
         }
     }
-    let coffer = std::env::var_os("COFFER_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().join("coffer")
-    });
-    anyhow::ensure!(coffer.exists(), "{} not found: run `cargo build --release` first (or set COFFER_BIN)", coffer.display());
-    let restic_ok = Command::new("restic").arg("version").output().is_ok_and(|o| o.status.success());
+    let coffer = std::env::var_os("COFFER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().unwrap();
+            exe.parent().unwrap().join("coffer")
+        });
+    anyhow::ensure!(
+        coffer.exists(),
+        "{} not found: run `cargo build --release` first (or set COFFER_BIN)",
+        coffer.display()
+    );
+    let restic_ok = Command::new("restic")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     anyhow::ensure!(restic_ok, "restic is not installed: apt-get install restic");
     let _ = std::fs::remove_dir_all(&dir);
     let data = dir.join("data/app");
@@ -232,7 +276,11 @@ fn main() -> Result<()> {
     eprintln!("day 1 dataset: {:.0} MiB", day1 as f64 / 1048576.0);
 
     let identity = dir.join("coffer-identity.txt");
-    let o = Command::new("age-keygen").arg("-o").arg(&identity).output().context("age-keygen (Debian package age)")?;
+    let o = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&identity)
+        .output()
+        .context("age-keygen (Debian package age)")?;
     anyhow::ensure!(o.status.success(), "age-keygen failed");
     let recipient = std::fs::read_to_string(&identity)?
         .lines()
@@ -255,12 +303,28 @@ fn main() -> Result<()> {
         c
     };
     let mut tools = vec![
-        Tool { name: "restic", repo: dir.join("restic-repo"), runs: vec![], repo_bytes: 0 },
-        Tool { name: "coffer", repo: dir.join("coffer-repo"), runs: vec![], repo_bytes: 0 },
+        Tool {
+            name: "restic",
+            repo: dir.join("restic-repo"),
+            runs: vec![],
+            repo_bytes: 0,
+        },
+        Tool {
+            name: "coffer",
+            repo: dir.join("coffer-repo"),
+            runs: vec![],
+            repo_bytes: 0,
+        },
     ];
     let src = data.to_str().unwrap().to_string();
     for t in &mut tools {
-        let cmd = |args: &[&str]| if t.name == "coffer" { coffer_cmd(&t.repo, args) } else { restic_cmd(&t.repo, args) };
+        let cmd = |args: &[&str]| {
+            if t.name == "coffer" {
+                coffer_cmd(&t.repo, args)
+            } else {
+                restic_cmd(&t.repo, args)
+            }
+        };
         if t.name == "coffer" {
             measure(&mut cmd(&["init", "--recipient", &recipient]), &log)?;
         } else {
@@ -268,15 +332,26 @@ fn main() -> Result<()> {
         }
         let _ = t;
     }
-    let steps: [(&str, u32); 3] = [("first backup", 1), ("next-day backup", 2), ("no-change backup", 2)];
+    let steps: [(&str, u32); 3] = [
+        ("first backup", 1),
+        ("next-day backup", 2),
+        ("no-change backup", 2),
+    ];
     for (step, day) in steps {
         if day == 2 && step == "next-day backup" {
             generate(&data, size_mib, 2)?;
         }
         for t in &mut tools {
-            let mut c = if t.name == "coffer" { coffer_cmd(&t.repo, &["backup", &src]) } else { restic_cmd(&t.repo, &["backup", "-q", &src]) };
+            let mut c = if t.name == "coffer" {
+                coffer_cmd(&t.repo, &["backup", &src])
+            } else {
+                restic_cmd(&t.repo, &["backup", "-q", &src])
+            };
             let r = measure(&mut c, &log)?;
-            eprintln!("{:<7} {step:<17} {:>7.2}s wall {:>7.2}s cpu {:>6.0} MiB rss", t.name, r.wall, r.cpu, r.rss_mib);
+            eprintln!(
+                "{:<7} {step:<17} {:>7.2}s wall {:>7.2}s cpu {:>6.0} MiB rss",
+                t.name, r.wall, r.cpu, r.rss_mib
+            );
             t.runs.push((step, r));
         }
     }
@@ -286,7 +361,10 @@ fn main() -> Result<()> {
     let shm = Path::new("/dev/shm");
     let mut targets = vec![("restore", dir.clone())];
     if shm.is_dir() {
-        targets.push(("restore (tmpfs)", shm.join(format!("coffer-bench-{}", std::process::id()))));
+        targets.push((
+            "restore (tmpfs)",
+            shm.join(format!("coffer-bench-{}", std::process::id())),
+        ));
     }
     for (step, base) in &targets {
         for t in &mut tools {
@@ -298,11 +376,22 @@ fn main() -> Result<()> {
                 restic_cmd(&t.repo, &["restore", "latest", "--target", &t_str])
             };
             let r = measure(&mut c, &log)?;
-            eprintln!("{:<7} {:<17} {:>7.2}s wall {:>7.2}s cpu {:>6.0} MiB rss", t.name, step, r.wall, r.cpu, r.rss_mib);
+            eprintln!(
+                "{:<7} {:<17} {:>7.2}s wall {:>7.2}s cpu {:>6.0} MiB rss",
+                t.name, step, r.wall, r.cpu, r.rss_mib
+            );
             t.runs.push((step, r));
-            let restored = if t.name == "coffer" { target.join("app") } else { target.join(data.strip_prefix("/").unwrap()) };
+            let restored = if t.name == "coffer" {
+                target.join("app")
+            } else {
+                target.join(data.strip_prefix("/").unwrap())
+            };
             let got = du(&restored);
-            anyhow::ensure!(got == day2, "{} restored {got} bytes, expected {day2}", t.name);
+            anyhow::ensure!(
+                got == day2,
+                "{} restored {got} bytes, expected {day2}",
+                t.name
+            );
             t.repo_bytes = du(&t.repo);
         }
         // Both restores stay until both ran: ext4 scans past recently deleted inodes when it
@@ -315,8 +404,26 @@ fn main() -> Result<()> {
 
     // Report.
     let mib = |b: u64| b as f64 / 1048576.0;
-    println!("\ncoffer vs restic {} on {:.0} MiB (day 2: {:.0} MiB), {} cores", restic_version(), mib(day1), mib(day2), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    println!("{:<17} {:>14} {:>14} {:>8} {:>10} {:>10} {:>9} {:>9}", "step", "restic MiB/s", "coffer MiB/s", "ratio", "restic cpu", "coffer cpu", "restic RSS", "coffer RSS");
+    println!(
+        "\ncoffer vs restic {} on {:.0} MiB (day 2: {:.0} MiB), {} cores",
+        restic_version(),
+        mib(day1),
+        mib(day2),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!(
+        "{:<17} {:>14} {:>14} {:>8} {:>10} {:>10} {:>9} {:>9}",
+        "step",
+        "restic MiB/s",
+        "coffer MiB/s",
+        "ratio",
+        "restic cpu",
+        "coffer cpu",
+        "restic RSS",
+        "coffer RSS"
+    );
     let mut ratios = vec![];
     for i in 0..tools[0].runs.len() {
         let (step, r) = tools[0].runs[i];
@@ -326,14 +433,30 @@ fn main() -> Result<()> {
         ratios.push((step, ratio, r, c));
         println!(
             "{:<17} {:>14.1} {:>14.1} {:>7.2}x {:>9.2}s {:>9.2}s {:>6.0} MiB {:>6.0} MiB",
-            step, mib(size) / r.wall, mib(size) / c.wall, ratio, r.cpu, c.cpu, r.rss_mib, c.rss_mib
+            step,
+            mib(size) / r.wall,
+            mib(size) / c.wall,
+            ratio,
+            r.cpu,
+            c.cpu,
+            r.rss_mib,
+            c.rss_mib
         );
     }
-    println!("repository size:  restic {:.1} MiB, coffer {:.1} MiB ({:.2}x)", mib(tools[0].repo_bytes), mib(tools[1].repo_bytes), tools[1].repo_bytes as f64 / tools[0].repo_bytes as f64);
+    println!(
+        "repository size:  restic {:.1} MiB, coffer {:.1} MiB ({:.2}x)",
+        mib(tools[0].repo_bytes),
+        mib(tools[1].repo_bytes),
+        tools[1].repo_bytes as f64 / tools[0].repo_bytes as f64
+    );
     println!("\ntargets:");
     let target = |step: &str, want: f64| {
         let (_, ratio, _, _) = ratios.iter().find(|x| x.0 == step).unwrap();
-        println!("  {step:<17} >= {want:.1}x restic throughput: {:.2}x  {}", ratio, if *ratio >= want { "MET" } else { "NOT MET" });
+        println!(
+            "  {step:<17} >= {want:.1}x restic throughput: {:.2}x  {}",
+            ratio,
+            if *ratio >= want { "MET" } else { "NOT MET" }
+        );
     };
     target("first backup", 1.5);
     target("no-change backup", 3.0);
@@ -341,13 +464,41 @@ fn main() -> Result<()> {
     if ratios.iter().any(|x| x.0 == "restore (tmpfs)") {
         target("restore (tmpfs)", 1.5);
     }
-    let peak = |i: usize| tools[i].runs.iter().map(|r| r.1.rss_mib).fold(0.0, f64::max);
-    println!("  peak RSS <= restic's: coffer {:.0} MiB, restic {:.0} MiB  {}", peak(1), peak(0), if peak(1) <= peak(0) { "MET" } else { "NOT MET" });
-    println!("  repository size <= restic's: {}", if tools[1].repo_bytes <= tools[0].repo_bytes { "MET" } else { "NOT MET" });
+    let peak = |i: usize| {
+        tools[i]
+            .runs
+            .iter()
+            .map(|r| r.1.rss_mib)
+            .fold(0.0, f64::max)
+    };
+    println!(
+        "  peak RSS <= restic's: coffer {:.0} MiB, restic {:.0} MiB  {}",
+        peak(1),
+        peak(0),
+        if peak(1) <= peak(0) { "MET" } else { "NOT MET" }
+    );
+    println!(
+        "  repository size <= restic's: {}",
+        if tools[1].repo_bytes <= tools[0].repo_bytes {
+            "MET"
+        } else {
+            "NOT MET"
+        }
+    );
     println!("(coffer opens with an age identity key, no KDF; restic runs its scrypt KDF on every command)");
     Ok(())
 }
 
 fn restic_version() -> String {
-    Command::new("restic").arg("version").output().map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).unwrap_or("?").to_string()).unwrap_or_default()
+    Command::new("restic")
+        .arg("version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("?")
+                .to_string()
+        })
+        .unwrap_or_default()
 }

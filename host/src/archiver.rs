@@ -104,18 +104,27 @@ impl Indexer<'_> {
 ///
 /// Fails if a source cannot be read at all, or the repository cannot be written; unreadable files
 /// inside a source become warnings and the snapshot is saved without them.
-pub fn backup(repo: &Repository, opts: &BackupOptions, counters: &Counters) -> Result<BackupResult> {
+pub fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    counters: &Counters,
+) -> Result<BackupResult> {
     let start = Instant::now();
     let time = chrono::Utc::now();
     if opts.paths.is_empty() {
-        return Err(Error::Invalid("nothing to back up: give at least one path".into()));
+        return Err(Error::Invalid(
+            "nothing to back up: give at least one path".into(),
+        ));
     }
     let mut sources = vec![];
     let mut names = HashSet::new();
     for p in &opts.paths {
         let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
         std::fs::symlink_metadata(&abs).map_err(|e| Error::io(&abs, e))?;
-        let name = abs.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "root".into());
+        let name = abs
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| "root".into());
         if !names.insert(name.clone()) {
             return Err(Error::Invalid(format!(
                 "two sources are named '{}': back them up separately or give their parent folder",
@@ -127,20 +136,38 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, counters: &Counters) -> R
     let (index, index_errors) = repo.load_index()?;
     let mut warnings: Vec<String> = index_errors
         .iter()
-        .map(|(id, e)| format!("index {} unreadable, its chunks will be stored again: {e}", id.short()))
+        .map(|(id, e)| {
+            format!(
+                "index {} unreadable, its chunks will be stored again: {e}",
+                id.short()
+            )
+        })
         .collect();
 
     let cache_path = opts.cache_dir.as_ref().map(|d| {
-        FilesCache::path(d, &repo.config.id, &sources.iter().map(|s| s.0.as_path()).collect::<Vec<_>>())
+        FilesCache::path(
+            d,
+            &repo.config.id,
+            &sources.iter().map(|s| s.0.as_path()).collect::<Vec<_>>(),
+        )
     });
-    let old_cache = cache_path.as_deref().map(FilesCache::load).unwrap_or_default();
+    let old_cache = cache_path
+        .as_deref()
+        .map(FilesCache::load)
+        .unwrap_or_default();
 
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
     let (job_tx, job_rx) = bounded::<Job>(workers * 2);
     let (pack_tx, pack_rx) = bounded::<SealedPack>(0);
     let (pool_tx, pool_rx) = bounded::<Vec<u8>>(workers * 2);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
-    let indexer = Indexer { repo, pending: Mutex::new((IndexFile::default(), Instant::now())) };
+    let indexer = Indexer {
+        repo,
+        pending: Mutex::new((IndexFile::default(), Instant::now())),
+    };
     let chunker = Chunker::new(repo.config.chunker, repo.secrets.chunker_seed);
 
     let mut walker = Walker {
@@ -163,7 +190,8 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, counters: &Counters) -> R
 
     let root = std::thread::scope(|s| {
         for _ in 0..workers {
-            let (rx, tx, pool, failure) = (job_rx.clone(), pack_tx.clone(), pool_tx.clone(), &failure);
+            let (rx, tx, pool, failure) =
+                (job_rx.clone(), pack_tx.clone(), pool_tx.clone(), &failure);
             s.spawn(move || worker(repo, rx, tx, pool, failure));
         }
         drop(job_rx);
@@ -192,7 +220,10 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, counters: &Counters) -> R
         time,
         hostname: opts.host.clone().unwrap_or_else(crate::hostname),
         username: std::env::var("USER").unwrap_or_default(),
-        paths: sources.iter().map(|s| s.0.to_string_lossy().into_owned()).collect(),
+        paths: sources
+            .iter()
+            .map(|s| s.0.to_string_lossy().into_owned())
+            .collect(),
         tags: opts.tags.clone(),
         tree: root,
         app: opts.app.clone(),
@@ -206,7 +237,11 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, counters: &Counters) -> R
         }
     }
     warnings.extend(walker.warnings);
-    Ok(BackupResult { snapshot: id, summary, warnings })
+    Ok(BackupResult {
+        snapshot: id,
+        summary,
+        warnings,
+    })
 }
 
 fn fail(failure: &Mutex<Option<Error>>, e: Error) {
@@ -231,7 +266,11 @@ fn worker(
     let mut frame = Vec::new();
     for job in rx {
         encoder.encode_into(&job.data, &mut frame);
-        let slot = if job.tag == Tag::Tree { &mut trees } else { &mut data };
+        let slot = if job.tag == Tag::Tree {
+            &mut trees
+        } else {
+            &mut data
+        };
         let w = slot.get_or_insert_with(|| PackWriter::new(recipient, target as usize));
         w.add(job.id, job.tag, &frame, job.data.len());
         let _ = pool.try_send(job.data);
@@ -263,7 +302,13 @@ fn uploader(
             .backend()
             .put(&pack::key(&p.id), p.bytes)
             .map_err(Error::from)
-            .and_then(|_| indexer.add(IndexPack { id: p.id, size, chunks: p.entries }));
+            .and_then(|_| {
+                indexer.add(IndexPack {
+                    id: p.id,
+                    size,
+                    chunks: p.entries,
+                })
+            });
         match r {
             Ok(()) => {
                 counters.bytes_added.fetch_add(size, Ordering::Relaxed);
@@ -297,11 +342,15 @@ struct Walker<'a> {
 }
 
 fn mtime_ns(m: &std::fs::Metadata) -> i64 {
-    m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
+    m.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.mtime_nsec())
 }
 
 fn ctime_ns(m: &std::fs::Metadata) -> i64 {
-    m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec())
+    m.ctime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.ctime_nsec())
 }
 
 impl Walker<'_> {
@@ -319,7 +368,9 @@ impl Walker<'_> {
 
     fn send(&mut self, id: ChunkId, tag: Tag, data: Vec<u8>) -> Result<()> {
         self.summary.chunks_added += 1;
-        self.tx.send(Job { id, tag, data }).map_err(|_| Error::Interrupted)
+        self.tx
+            .send(Job { id, tag, data })
+            .map_err(|_| Error::Interrupted)
     }
 
     fn save_root(&mut self, sources: &[(PathBuf, std::ffi::OsString)]) -> Result<ChunkId> {
@@ -330,7 +381,7 @@ impl Walker<'_> {
                 nodes.push(n);
             }
         }
-        nodes.sort_by(|a, b| a.os_name().cmp(&b.os_name()));
+        nodes.sort_by_key(|n| n.os_name());
         self.save_tree(Tree { nodes })
     }
 
@@ -348,7 +399,12 @@ impl Walker<'_> {
         self.warnings.push(msg);
     }
 
-    fn save_node(&mut self, path: &Path, name: &OsStr, meta: std::fs::Metadata) -> Result<Option<Node>> {
+    fn save_node(
+        &mut self,
+        path: &Path,
+        name: &OsStr,
+        meta: std::fs::Metadata,
+    ) -> Result<Option<Node>> {
         let ft = meta.file_type();
         let kind = if ft.is_file() {
             NodeKind::File
@@ -442,7 +498,9 @@ impl Walker<'_> {
         self.check_failed()?;
         self.counters.files.fetch_add(1, Ordering::Relaxed);
         self.summary.total_bytes += meta.len();
-        self.counters.bytes_seen.fetch_add(meta.len(), Ordering::Relaxed);
+        self.counters
+            .bytes_seen
+            .fetch_add(meta.len(), Ordering::Relaxed);
         let entry = CacheEntry {
             size: meta.len(),
             mtime_ns: mtime_ns(meta),
@@ -454,7 +512,10 @@ impl Walker<'_> {
         let old = self.old_cache.get(key);
         if let Some(old) = old {
             if old.same_file(&entry)
-                && old.chunks.iter().all(|c| self.index.contains(c) || self.pending.contains(c))
+                && old
+                    .chunks
+                    .iter()
+                    .all(|c| self.index.contains(c) || self.pending.contains(c))
             {
                 self.summary.files_unchanged += 1;
                 self.new_cache.insert(key, old.clone());
@@ -480,9 +541,18 @@ impl Walker<'_> {
         let after = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
         let changed = after.len() != size || mtime_ns(&after) != entry.mtime_ns;
         if changed {
-            self.warn(format!("{}: changed while it was read; this snapshot holds a mix", path.display()));
+            self.warn(format!(
+                "{}: changed while it was read; this snapshot holds a mix",
+                path.display()
+            ));
         } else if entry.mtime_ns < self.racy_after_ns && ctime_ns(&after) < self.racy_after_ns {
-            self.new_cache.insert(key, CacheEntry { chunks: chunks.clone(), ..entry });
+            self.new_cache.insert(
+                key,
+                CacheEntry {
+                    chunks: chunks.clone(),
+                    ..entry
+                },
+            );
         }
         if meta.nlink() > 1 {
             self.hardlinks.insert(link_key, chunks.clone());
@@ -490,7 +560,12 @@ impl Walker<'_> {
         Ok((chunks, size))
     }
 
-    fn chunk_file(&mut self, path: &Path, file: std::fs::File, buf: &mut [u8]) -> Result<(Vec<ChunkId>, u64)> {
+    fn chunk_file(
+        &mut self,
+        path: &Path,
+        file: std::fs::File,
+        buf: &mut [u8],
+    ) -> Result<(Vec<ChunkId>, u64)> {
         let chunker = self.chunker;
         let mut stream = chunker.stream(file, buf);
         let mut chunks = vec![];
@@ -498,7 +573,9 @@ impl Walker<'_> {
         while let Some(data) = stream.next_chunk().map_err(|e| Error::io(path, e))? {
             size += data.len() as u64;
             self.summary.bytes_read += data.len() as u64;
-            self.counters.bytes_read.fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.counters
+                .bytes_read
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
             let id = ChunkId(self.repo.secrets.id(Tag::Data, data));
             chunks.push(id);
             if self.is_new(&id) {

@@ -78,21 +78,34 @@ impl StoreBackend {
             .enable_all()
             .thread_name("coffer-io")
             .build()
-            .map_err(|e| BackendError::Open { location: location.clone(), message: e.to_string() })?;
-        Ok(Self { store, runtime, location, local_root: None })
+            .map_err(|e| BackendError::Open {
+                location: location.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            store,
+            runtime,
+            location,
+            local_root: None,
+        })
     }
 
     /// A local folder. It is created if `create` is set; otherwise it must exist.
     pub fn local(path: &Path, create: bool) -> Result<Self, BackendError> {
         let location = path.display().to_string();
         if create {
-            std::fs::create_dir_all(path)
-                .map_err(|e| BackendError::Open { location: location.clone(), message: e.to_string() })?;
+            std::fs::create_dir_all(path).map_err(|e| BackendError::Open {
+                location: location.clone(),
+                message: e.to_string(),
+            })?;
         } else if !path.is_dir() {
             return Err(BackendError::Missing { location });
         }
         let store = object_store::local::LocalFileSystem::new_with_prefix(path)
-            .map_err(|e| BackendError::Open { location: location.clone(), message: e.to_string() })?
+            .map_err(|e| BackendError::Open {
+                location: location.clone(),
+                message: e.to_string(),
+            })?
             // A backup that says it saved must survive a power cut too.
             .with_fsync(true)
             .with_automatic_cleanup(false);
@@ -103,14 +116,22 @@ impl StoreBackend {
 
     /// An in-memory store, for tests and dry runs.
     pub fn memory() -> Self {
-        Self::new(Arc::new(object_store::memory::InMemory::new()), "memory".into())
-            .expect("a runtime can be built")
+        Self::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            "memory".into(),
+        )
+        .expect("a runtime can be built")
     }
 
     fn err(&self, key: &str, e: object_store::Error) -> BackendError {
         match e {
-            object_store::Error::NotFound { .. } => BackendError::NotFound { key: key.to_string() },
-            other => BackendError::Store { key: key.to_string(), message: other.to_string() },
+            object_store::Error::NotFound { .. } => BackendError::NotFound {
+                key: key.to_string(),
+            },
+            other => BackendError::Store {
+                key: key.to_string(),
+                message: other.to_string(),
+            },
         }
     }
 }
@@ -140,7 +161,9 @@ impl Backend for StoreBackend {
 
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, BackendError> {
         let path = StorePath::from(key);
-        self.runtime.block_on(self.store.get_range(&path, range)).map_err(|e| self.err(key, e))
+        self.runtime
+            .block_on(self.store.get_range(&path, range))
+            .map_err(|e| self.err(key, e))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
@@ -152,7 +175,10 @@ impl Backend for StoreBackend {
             .map_err(|e| self.err(prefix, e))?;
         Ok(objects
             .into_iter()
-            .map(|m| ObjectInfo { key: m.location.to_string(), size: m.size })
+            .map(|m| ObjectInfo {
+                key: m.location.to_string(),
+                size: m.size,
+            })
             .collect())
     }
 
@@ -175,10 +201,18 @@ impl Backend for StoreBackend {
         out.clear();
         let path = root.join(key);
         let mut f = std::fs::File::open(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => BackendError::NotFound { key: key.to_string() },
-            _ => BackendError::Store { key: key.to_string(), message: e.to_string() },
+            std::io::ErrorKind::NotFound => BackendError::NotFound {
+                key: key.to_string(),
+            },
+            _ => BackendError::Store {
+                key: key.to_string(),
+                message: e.to_string(),
+            },
         })?;
-        f.read_to_end(out).map_err(|e| BackendError::Store { key: key.to_string(), message: e.to_string() })?;
+        f.read_to_end(out).map_err(|e| BackendError::Store {
+            key: key.to_string(),
+            message: e.to_string(),
+        })?;
         Ok(())
     }
 
@@ -212,7 +246,10 @@ pub(crate) mod conformance {
     use super::*;
 
     pub fn run(b: &dyn Backend) {
-        assert!(matches!(b.get("index/nope"), Err(BackendError::NotFound { .. })));
+        assert!(matches!(
+            b.get("index/nope"),
+            Err(BackendError::NotFound { .. })
+        ));
         assert!(!b.exists("index/nope").unwrap());
         b.put("index/aa", b"hello".to_vec()).unwrap();
         b.put("data/00/bb", vec![1, 2, 3, 4, 5]).unwrap();
@@ -222,9 +259,17 @@ pub(crate) mod conformance {
         let mut buf = vec![7; 3];
         b.get_into("data/01/cc", &mut buf).unwrap();
         assert_eq!(buf, vec![9; 10]);
-        assert!(matches!(b.get_into("data/01/nope", &mut buf), Err(BackendError::NotFound { .. })));
+        assert!(matches!(
+            b.get_into("data/01/nope", &mut buf),
+            Err(BackendError::NotFound { .. })
+        ));
         assert_eq!(b.head("data/01/cc").unwrap(), 10);
-        let mut keys: Vec<_> = b.list("data/").unwrap().into_iter().map(|o| o.key).collect();
+        let mut keys: Vec<_> = b
+            .list("data/")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         keys.sort();
         assert_eq!(keys, ["data/00/bb", "data/01/cc"]);
         assert!(b.list("snapshots/").unwrap().is_empty());

@@ -52,13 +52,21 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     let mut damaged_index = vec![];
     for (id, e) in index_errors {
         damaged_index.push(index::key(&id));
-        report.problems.push(Problem { object: index::key(&id), message: e.to_string(), snapshots: vec![] });
+        report.problems.push(Problem {
+            object: index::key(&id),
+            message: e.to_string(),
+            snapshots: vec![],
+        });
     }
     report.chunks = index.chunk_count();
 
     // Packs: present with the indexed size?
-    let stored: HashMap<String, u64> =
-        repo.backend().list("data/")?.into_iter().map(|o| (o.key, o.size)).collect();
+    let stored: HashMap<String, u64> = repo
+        .backend()
+        .list("data/")?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
     let mut indexed = HashSet::new();
     let mut bad_packs: HashMap<PackId, String> = HashMap::new();
     for (id, size) in index.packs() {
@@ -90,7 +98,9 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     let mut users: HashMap<ChunkId, Vec<u32>> = HashMap::new();
     let mut snap_names: Vec<String> = vec![];
     if repo.secrets.is_write_only() {
-        report.notes.push("write-only key: snapshots and trees were not checked".into());
+        report
+            .notes
+            .push("write-only key: snapshots and trees were not checked".into());
     } else {
         let reader = ChunkReader::new(repo, &index);
         for (id, s) in repo.list_snapshots()? {
@@ -108,19 +118,42 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
             };
             let n = snap_names.len() as u32;
             snap_names.push(id.short());
-            walk_snapshot(&reader, &id, &snap.tree, n, &mut users, &mut report, &damaged_index);
+            walk_snapshot(
+                &reader,
+                &id,
+                &snap.tree,
+                n,
+                &mut users,
+                &mut report,
+                &damaged_index,
+            );
         }
     }
     let affected = |chunks: &mut dyn Iterator<Item = ChunkId>| -> Vec<String> {
-        let mut s: Vec<u32> = chunks.filter_map(|c| users.get(&c)).flatten().copied().collect();
+        let mut s: Vec<u32> = chunks
+            .filter_map(|c| users.get(&c))
+            .flatten()
+            .copied()
+            .collect();
         s.sort();
         s.dedup();
-        s.into_iter().map(|i| snap_names[i as usize].clone()).collect()
+        s.into_iter()
+            .map(|i| snap_names[i as usize].clone())
+            .collect()
     };
-    let chunks_of = |p: PackId| index.chunks().filter(move |(_, pk, _)| *pk == p).map(|(c, _, _)| c);
+    let chunks_of = |p: PackId| {
+        index
+            .chunks()
+            .filter(move |(_, pk, _)| *pk == p)
+            .map(|(c, _, _)| c)
+    };
 
     // Data.
-    let mut to_read: Vec<PackId> = index.packs().map(|(id, _)| id).filter(|id| !bad_packs.contains_key(id)).collect();
+    let mut to_read: Vec<PackId> = index
+        .packs()
+        .map(|(id, _)| id)
+        .filter(|id| !bad_packs.contains_key(id))
+        .collect();
     match read {
         ReadData::None => to_read.clear(),
         ReadData::All => {}
@@ -139,7 +172,13 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
             entries_of.entry(p).or_default().push(e);
         }
     }
-    let results = parallel_map(&to_read, |id| read_pack(repo, id, entries_of.get(id).map(Vec::as_slice).unwrap_or(&[])));
+    let results = parallel_map(&to_read, |id| {
+        read_pack(
+            repo,
+            id,
+            entries_of.get(id).map(Vec::as_slice).unwrap_or(&[]),
+        )
+    });
     for (id, r) in to_read.iter().zip(results) {
         if let Err(msg) = r {
             bad_packs.insert(*id, msg);
@@ -149,7 +188,11 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     bad.sort_by_key(|(id, _)| *id);
     for (id, msg) in bad {
         let snapshots = affected(&mut chunks_of(id));
-        report.problems.push(Problem { object: pack::key(&id), message: msg, snapshots });
+        report.problems.push(Problem {
+            object: pack::key(&id),
+            message: msg,
+            snapshots,
+        });
     }
     Ok(report)
 }
@@ -199,7 +242,11 @@ fn walk_snapshot(
                             object: format!("chunk {}", c.short()),
                             message: format!(
                                 "{p} needs a chunk that is not in any index{}",
-                                if damaged_index.is_empty() { String::new() } else { format!(" (damaged: {})", damaged_index.join(", ")) }
+                                if damaged_index.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" (damaged: {})", damaged_index.join(", "))
+                                }
                             ),
                             snapshots: vec![id.short()],
                         });
@@ -231,7 +278,10 @@ fn read_pack(repo: &Repository, id: &PackId, indexed: &[pack::PackEntry]) -> Res
     let in_toc: HashMap<ChunkId, pack::PackEntry> = toc.iter().map(|e| (e.id, *e)).collect();
     for e in indexed {
         if in_toc.get(&e.id) != Some(e) {
-            return Err(format!("{name}: the index lists chunk {} at a place its table of contents does not", e.id.short()));
+            return Err(format!(
+                "{name}: the index lists chunk {} at a place its table of contents does not",
+                e.id.short()
+            ));
         }
     }
     for e in &toc {

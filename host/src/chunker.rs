@@ -21,7 +21,11 @@ pub struct ChunkerParams {
 
 impl Default for ChunkerParams {
     fn default() -> Self {
-        ChunkerParams { min_size: 512 * 1024, avg_size: 1024 * 1024, max_size: 4 * 1024 * 1024 }
+        ChunkerParams {
+            min_size: 512 * 1024,
+            avg_size: 1024 * 1024,
+            max_size: 4 * 1024 * 1024,
+        }
     }
 }
 
@@ -29,13 +33,18 @@ impl ChunkerParams {
     /// Checks the bounds FastCDC accepts.
     pub fn validate(&self) -> Result<(), String> {
         use fastcdc::v2020::*;
-        let (min, avg, max) = (self.min_size as usize, self.avg_size as usize, self.max_size as usize);
-        if !(MINIMUM_MIN..=MINIMUM_MAX).contains(&min)
-            || !(AVERAGE_MIN..=AVERAGE_MAX).contains(&avg)
-            || !(MAXIMUM_MIN..=MAXIMUM_MAX).contains(&max)
-            || !(min <= avg && avg <= max)
-            || min % 2 + avg % 2 + max % 2 != 0
-        {
+        let (min, avg, max) = (
+            self.min_size as usize,
+            self.avg_size as usize,
+            self.max_size as usize,
+        );
+        let in_range = (MINIMUM_MIN..=MINIMUM_MAX).contains(&min)
+            && (AVERAGE_MIN..=AVERAGE_MAX).contains(&avg)
+            && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&max)
+            && min <= avg
+            && avg <= max
+            && min % 2 + avg % 2 + max % 2 == 0;
+        if !in_range {
             return Err(format!(
                 "chunk sizes min {min} / avg {avg} / max {max} are out of range \
                  (min {MINIMUM_MIN}..={MINIMUM_MAX}, avg {AVERAGE_MIN}..={AVERAGE_MAX}, max {MAXIMUM_MIN}..={MAXIMUM_MAX}, even, min <= avg <= max)"
@@ -59,7 +68,13 @@ impl Chunker {
     pub fn new(params: ChunkerParams, seed: u64) -> Self {
         let (gear, gear_ls) = get_gear_with_seed(seed);
         let (mask_s, mask_l) = select_masks(params.avg_size as usize, Normalization::Level1);
-        Chunker { params, gear: gear.into_owned(), gear_ls: gear_ls.into_owned(), mask_s, mask_l }
+        Chunker {
+            params,
+            gear: gear.into_owned(),
+            gear_ls: gear_ls.into_owned(),
+            mask_s,
+            mask_l,
+        }
     }
 
     /// A buffer for [`Chunker::stream`]; allocate once and reuse it for every file (zeroing a
@@ -70,8 +85,18 @@ impl Chunker {
 
     /// Chunks everything `source` yields, using `buf` (from [`Chunker::buffer`]).
     pub fn stream<'a, R: Read>(&'a self, source: R, buf: &'a mut [u8]) -> ChunkStream<'a, R> {
-        assert!(buf.len() >= self.params.max_size as usize * 2, "chunk buffer too small");
-        ChunkStream { chunker: self, source, buf, start: 0, end: 0, eof: false }
+        assert!(
+            buf.len() >= self.params.max_size as usize * 2,
+            "chunk buffer too small"
+        );
+        ChunkStream {
+            chunker: self,
+            source,
+            buf,
+            start: 0,
+            end: 0,
+            eof: false,
+        }
     }
 
     fn cut(&self, data: &[u8]) -> usize {
@@ -197,6 +222,9 @@ mod tests {
         let data = pseudo_random(8 << 20, 3);
         let a = chunks(&Chunker::new(ChunkerParams::default(), 1), &data);
         let b = chunks(&Chunker::new(ChunkerParams::default(), 2), &data);
-        assert_ne!(a.iter().map(Vec::len).collect::<Vec<_>>(), b.iter().map(Vec::len).collect::<Vec<_>>());
+        assert_ne!(
+            a.iter().map(Vec::len).collect::<Vec<_>>(),
+            b.iter().map(Vec::len).collect::<Vec<_>>()
+        );
     }
 }

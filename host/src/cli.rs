@@ -26,7 +26,11 @@ use coffer::repo::Repository;
 use coffer::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "coffer", version, about = "Back up and restore whole self-hosted applications")]
+#[command(
+    name = "coffer",
+    version,
+    about = "Back up and restore whole self-hosted applications"
+)]
 pub struct Args {
     #[command(flatten)]
     pub global: Global,
@@ -102,7 +106,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
 }
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
 impl Global {
@@ -138,7 +144,8 @@ impl Global {
                 "no passphrase: set COFFER_PASSWORD_FILE (or --password-file) or COFFER_PASSWORD, or run on a terminal"
             );
         }
-        let p = rpassword::prompt_password("repository passphrase: ").context("reading the passphrase")?;
+        let p = rpassword::prompt_password("repository passphrase: ")
+            .context("reading the passphrase")?;
         if confirm {
             let again = rpassword::prompt_password("again: ").context("reading the passphrase")?;
             anyhow::ensure!(p == again, "the passphrases differ");
@@ -163,7 +170,12 @@ impl Global {
         Ok(repo)
     }
 
-    pub fn new_protector(&self, recipients: &[String], recipients_file: &Option<PathBuf>, new_password_file: &Option<PathBuf>) -> Result<Protector> {
+    pub fn new_protector(
+        &self,
+        recipients: &[String],
+        recipients_file: &Option<PathBuf>,
+        new_password_file: &Option<PathBuf>,
+    ) -> Result<Protector> {
         let mut lines = recipients.to_vec();
         if let Some(f) = recipients_file {
             lines.extend(keyfile::read_recipients_file(f)?);
@@ -175,12 +187,16 @@ impl Global {
             Some(f) => read_password_file(f)?,
             None => self.passphrase(true)?,
         };
-        Ok(Protector::Passphrase { passphrase, log_n: self.kdf_log_n })
+        Ok(Protector::Passphrase {
+            passphrase,
+            log_n: self.kdf_log_n,
+        })
     }
 }
 
 fn read_password_file(f: &Path) -> Result<SecretString> {
-    let s = std::fs::read_to_string(f).with_context(|| format!("reading passphrase file {}", f.display()))?;
+    let s = std::fs::read_to_string(f)
+        .with_context(|| format!("reading passphrase file {}", f.display()))?;
     let line = s.lines().next().unwrap_or("").to_string();
     anyhow::ensure!(!line.is_empty(), "passphrase file {} is empty", f.display());
     Ok(SecretString::from(line))
@@ -206,7 +222,10 @@ impl Progress {
         let thread = std::thread::spawn(move || {
             let bar = tty.then(|| {
                 let b = indicatif::ProgressBar::new_spinner();
-                b.set_style(indicatif::ProgressStyle::with_template("{spinner} {prefix} {elapsed} {msg}").unwrap());
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {prefix} {elapsed} {msg}")
+                        .unwrap(),
+                );
                 b.set_prefix(label);
                 b
             });
@@ -227,7 +246,10 @@ impl Progress {
                 b.finish_and_clear();
             }
         });
-        Progress { stop, thread: Some(thread) }
+        Progress {
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 

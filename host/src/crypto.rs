@@ -81,7 +81,10 @@ impl Secrets {
     }
 
     pub fn write_only(&self) -> Self {
-        Secrets { data_identity: None, ..self.clone() }
+        Secrets {
+            data_identity: None,
+            ..self.clone()
+        }
     }
 
     /// The keyed id of `data` of kind `tag`.
@@ -93,7 +96,9 @@ impl Secrets {
     }
 
     pub fn data_identity(&self, action: &'static str) -> Result<&age::x25519::Identity> {
-        self.data_identity.as_ref().ok_or(Error::WriteOnly { action })
+        self.data_identity
+            .as_ref()
+            .ok_or(Error::WriteOnly { action })
     }
 
     pub fn to_file(&self) -> SecretsFile {
@@ -117,10 +122,18 @@ impl Secrets {
         let data_recipient = age::x25519::Recipient::from_str(&f.data_recipient)
             .map_err(|e| format!("data_recipient: {e}"))?;
         let data_identity = match &f.data_identity {
-            Some(s) => Some(age::x25519::Identity::from_str(s).map_err(|e| format!("data_identity: {e}"))?),
+            Some(s) => Some(
+                age::x25519::Identity::from_str(s).map_err(|e| format!("data_identity: {e}"))?,
+            ),
             None => None,
         };
-        Ok(Secrets { id_key, chunker_seed: f.chunker_seed, index_identity, data_recipient, data_identity })
+        Ok(Secrets {
+            id_key,
+            chunker_seed: f.chunker_seed,
+            index_identity,
+            data_recipient,
+            data_identity,
+        })
     }
 }
 
@@ -138,7 +151,8 @@ pub fn encryptor<W: Write>(
 pub fn encrypt(recipient: &dyn age::Recipient, plaintext: &[u8]) -> Vec<u8> {
     let mut w = encryptor(recipient, Vec::with_capacity(plaintext.len() + 256))
         .expect("writing to memory cannot fail");
-    w.write_all(plaintext).expect("writing to memory cannot fail");
+    w.write_all(plaintext)
+        .expect("writing to memory cannot fail");
     w.finish().expect("writing to memory cannot fail")
 }
 
@@ -150,19 +164,29 @@ pub fn decrypt(identity: &dyn age::Identity, ciphertext: &[u8], object: &str) ->
 }
 
 /// Decrypts into `out` (cleared first), so hot loops can reuse one buffer.
-pub fn decrypt_into(identity: &dyn age::Identity, ciphertext: &[u8], object: &str, out: &mut Vec<u8>) -> Result<()> {
+pub fn decrypt_into(
+    identity: &dyn age::Identity,
+    ciphertext: &[u8],
+    object: &str,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     out.clear();
-    let dec = age::Decryptor::new(ciphertext).map_err(|e| Error::corrupt(object, format!("not an age file: {e}")))?;
+    let dec = age::Decryptor::new(ciphertext)
+        .map_err(|e| Error::corrupt(object, format!("not an age file: {e}")))?;
     let mut r = dec
         .decrypt(std::iter::once(identity))
         .map_err(|e| Error::corrupt(object, format!("cannot decrypt: {e}")))?;
     out.reserve(ciphertext.len());
-    r.read_to_end(out).map_err(|e| Error::corrupt(object, format!("authentication failed: {e}")))?;
+    r.read_to_end(out)
+        .map_err(|e| Error::corrupt(object, format!("authentication failed: {e}")))?;
     Ok(())
 }
 
 /// A passphrase recipient with an explicit scrypt work factor (log2 N).
-pub fn passphrase_recipient(passphrase: &SecretString, log_n: Option<u8>) -> age::scrypt::Recipient {
+pub fn passphrase_recipient(
+    passphrase: &SecretString,
+    log_n: Option<u8>,
+) -> age::scrypt::Recipient {
     let mut r = age::scrypt::Recipient::new(passphrase.clone());
     if let Some(n) = log_n {
         r.set_work_factor(n);
@@ -197,7 +221,10 @@ mod tests {
         let wo = s.write_only();
         assert!(wo.is_write_only());
         assert!(wo.to_file().data_identity.is_none());
-        assert!(matches!(wo.data_identity("read"), Err(Error::WriteOnly { .. })));
+        assert!(matches!(
+            wo.data_identity("read"),
+            Err(Error::WriteOnly { .. })
+        ));
     }
 
     #[test]

@@ -48,7 +48,10 @@ pub enum Error {
     WrongKey { tried: usize },
 
     #[error("this repository has no key that can be opened with {what}: {hint}")]
-    NoUsableKey { what: &'static str, hint: &'static str },
+    NoUsableKey {
+        what: &'static str,
+        hint: &'static str,
+    },
 
     #[error("this key is write-only: it can back up but cannot {action}; use a full key (see `coffer key list`)")]
     WriteOnly { action: &'static str },
@@ -59,7 +62,9 @@ pub enum Error {
     #[error("chunk {chunk} is not in any index (was it pruned, or is an index object damaged?); run `coffer check`")]
     MissingChunk { chunk: String },
 
-    #[error("unsupported repository format version {found} (this coffer reads version {supported})")]
+    #[error(
+        "unsupported repository format version {found} (this coffer reads version {supported})"
+    )]
     UnsupportedVersion { found: u32, supported: u32 },
 
     #[error("no snapshot matches '{0}': see `coffer snapshots`")]
@@ -87,11 +92,17 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Corrupt { object: object.into(), reason: reason.into() }
+        Error::Corrupt {
+            object: object.into(),
+            reason: reason.into(),
+        }
     }
 
     pub fn exit_code(&self) -> ExitCode {

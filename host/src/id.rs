@@ -98,6 +98,9 @@ mod tests {
         let parsed: ChunkId = id.to_hex().parse().unwrap();
         assert_eq!(id, parsed);
         assert!("zz".parse::<ChunkId>().is_err());
-        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{}\"", id.to_hex()));
+        assert_eq!(
+            serde_json::to_string(&id).unwrap(),
+            format!("\"{}\"", id.to_hex())
+        );
     }
 }

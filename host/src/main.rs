@@ -9,10 +9,15 @@ use clap::Parser;
 fn main() {
     tune_allocator();
     let args = cli::Args::parse();
-    let filter = if args.global.verbose { "coffer=debug" } else { "coffer=warn" };
+    let filter = if args.global.verbose {
+        "coffer=debug"
+    } else {
+        "coffer=warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| filter.into()),
+            tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
+                .unwrap_or_else(|_| filter.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -28,7 +33,10 @@ fn main() {
             let msg = format!("{err:#}");
             eprintln!("coffer: error: {msg}");
             if json {
-                println!("{}", serde_json::json!({ "error": msg, "exit_code": code as i32 }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": msg, "exit_code": code as i32 })
+                );
             }
             code
         }

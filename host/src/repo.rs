@@ -37,7 +37,11 @@ pub struct InitOptions {
 
 impl Default for InitOptions {
     fn default() -> Self {
-        InitOptions { chunker: ChunkerParams::default(), pack_size: 16 << 20, compression: 3 }
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            pack_size: 16 << 20,
+            compression: 3,
+        }
     }
 }
 
@@ -65,17 +69,31 @@ impl Repository {
     /// Creates a repository in an empty store.
     ///
     /// Fails if the store already holds a `config`.
-    pub fn init(backend: Arc<dyn Backend>, opts: &InitOptions, protector: &Protector) -> Result<Self> {
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        opts: &InitOptions,
+        protector: &Protector,
+    ) -> Result<Self> {
         opts.chunker.validate().map_err(Error::Invalid)?;
         if !(1..=22).contains(&opts.compression) {
-            return Err(Error::Invalid(format!("compression level {} is out of range 1..=22", opts.compression)));
+            return Err(Error::Invalid(format!(
+                "compression level {} is out of range 1..=22",
+                opts.compression
+            )));
         }
         if backend.exists(CONFIG_KEY)? {
-            return Err(Error::AlreadyInitialized { location: backend.location() });
+            return Err(Error::AlreadyInitialized {
+                location: backend.location(),
+            });
         }
         let config = Config::new(opts.chunker, opts.pack_size, opts.compression);
         let secrets = Secrets::generate();
-        let mut repo = Repository { backend, config, secrets, key_id: KeyId([0; 32]) };
+        let mut repo = Repository {
+            backend,
+            config,
+            secrets,
+            key_id: KeyId([0; 32]),
+        };
         repo.key_id = repo.add_key(protector, false)?;
         // The config goes last: a store with keys but no config is not yet a repository, so an
         // interrupted init can simply be run again.
@@ -103,7 +121,10 @@ impl Repository {
                 }
             };
             if file.repository != config.id {
-                tracing::warn!("skipping key file {}: it belongs to another repository", k.key);
+                tracing::warn!(
+                    "skipping key file {}: it belongs to another repository",
+                    k.key
+                );
                 continue;
             }
             match file.kind {
@@ -121,7 +142,12 @@ impl Repository {
             tried += 1;
             if let Some(secrets) = file.open(unlocker, &k.key)? {
                 let key_id = KeyId(*blake3::hash(&bytes).as_bytes());
-                return Ok(Repository { backend, config, secrets, key_id });
+                return Ok(Repository {
+                    backend,
+                    config,
+                    secrets,
+                    key_id,
+                });
             }
         }
         if tried == 0 {
@@ -144,14 +170,19 @@ impl Repository {
         let raw = match backend.get(CONFIG_KEY) {
             Ok(r) => r,
             Err(BackendError::NotFound { .. }) => {
-                return Err(Error::NoRepository { location: backend.location() })
+                return Err(Error::NoRepository {
+                    location: backend.location(),
+                })
             }
             Err(e) => return Err(e.into()),
         };
         let config: Config =
             serde_json::from_slice(&raw).map_err(|e| Error::corrupt(CONFIG_KEY, e.to_string()))?;
         if config.version != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion { found: config.version, supported: FORMAT_VERSION });
+            return Err(Error::UnsupportedVersion {
+                found: config.version,
+                supported: FORMAT_VERSION,
+            });
         }
         Ok(config)
     }
@@ -168,7 +199,11 @@ impl Repository {
 
     /// Writes a new key file holding this repository's secrets (or their write-only subset).
     pub fn add_key(&self, protector: &Protector, write_only: bool) -> Result<KeyId> {
-        let secrets = if write_only { self.secrets.write_only() } else { self.secrets.clone() };
+        let secrets = if write_only {
+            self.secrets.write_only()
+        } else {
+            self.secrets.clone()
+        };
         let file = KeyFile::seal(&self.config.id, &secrets, protector)?;
         let bytes = serde_json::to_vec_pretty(&file).expect("key file serializes");
         let id = KeyId(*blake3::hash(&bytes).as_bytes());
@@ -180,9 +215,15 @@ impl Repository {
         let mut out = vec![];
         for k in self.backend.list("keys/")? {
             let bytes = self.backend.get(&k.key)?;
-            let Ok(file) = serde_json::from_slice::<KeyFile>(&bytes) else { continue };
+            let Ok(file) = serde_json::from_slice::<KeyFile>(&bytes) else {
+                continue;
+            };
             let id = KeyId(*blake3::hash(&bytes).as_bytes());
-            out.push(KeyInfo { id, current: id == self.key_id, file });
+            out.push(KeyInfo {
+                id,
+                current: id == self.key_id,
+                file,
+            });
         }
         out.sort_by_key(|k| k.file.created);
         Ok(out)
@@ -191,11 +232,22 @@ impl Repository {
     /// Removes a key. Refuses to remove the key in use and the last full key.
     pub fn remove_key(&self, prefix: &str) -> Result<KeyId> {
         let keys = self.list_keys()?;
-        let matches: Vec<_> = keys.iter().filter(|k| k.id.to_hex().starts_with(prefix)).collect();
+        let matches: Vec<_> = keys
+            .iter()
+            .filter(|k| k.id.to_hex().starts_with(prefix))
+            .collect();
         let key = match matches.as_slice() {
             [k] => *k,
-            [] => return Err(Error::Invalid(format!("no key matches '{prefix}': see `coffer key list`"))),
-            _ => return Err(Error::Invalid(format!("'{prefix}' matches more than one key: give more digits"))),
+            [] => {
+                return Err(Error::Invalid(format!(
+                    "no key matches '{prefix}': see `coffer key list`"
+                )))
+            }
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "'{prefix}' matches more than one key: give more digits"
+                )))
+            }
         };
         if key.current {
             return Err(Error::Invalid(
@@ -203,7 +255,9 @@ impl Repository {
             ));
         }
         if !key.file.write_only && keys.iter().filter(|k| !k.file.write_only).count() <= 1 {
-            return Err(Error::Invalid("refusing to remove the last full key: the data would be lost".into()));
+            return Err(Error::Invalid(
+                "refusing to remove the last full key: the data would be lost".into(),
+            ));
         }
         self.backend.delete(&key_object(&key.id))?;
         Ok(key.id)
@@ -211,7 +265,12 @@ impl Repository {
 
     // ----- documents: index and snapshot objects -----
 
-    fn seal_doc<T: Serialize>(&self, tag: Tag, value: &T, recipient: &dyn age::Recipient) -> ([u8; 32], Vec<u8>) {
+    fn seal_doc<T: Serialize>(
+        &self,
+        tag: Tag,
+        value: &T,
+        recipient: &dyn age::Recipient,
+    ) -> ([u8; 32], Vec<u8>) {
         let json = serde_json::to_vec(value).expect("document serializes");
         let id = self.secrets.id(tag, &json);
         let compressed = zstd::bulk::compress(&json, 3).expect("zstd into memory");
@@ -247,7 +306,13 @@ impl Repository {
     pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
         let name = index::key(id);
         let stored = self.backend.get(&name)?;
-        self.open_doc(Tag::Index, &id.0, &stored, &self.secrets.index_identity, &name)
+        self.open_doc(
+            Tag::Index,
+            &id.0,
+            &stored,
+            &self.secrets.index_identity,
+            &name,
+        )
     }
 
     pub fn list_index_ids(&self) -> Result<Vec<IndexId>> {
@@ -307,14 +372,25 @@ impl Repository {
             let id = ChunkId(self.secrets.id(*tag, data));
             ids.push(id);
             if !index.contains(&id) && seen.insert(id) {
-                w.add(id, *tag, &pack::encode_chunk(data, self.config.compression), data.len());
+                w.add(
+                    id,
+                    *tag,
+                    &pack::encode_chunk(data, self.config.compression),
+                    data.len(),
+                );
             }
         }
         if !w.is_empty() {
             let p = w.finish();
             let size = p.bytes.len() as u64;
             self.backend.put(&pack::key(&p.id), p.bytes)?;
-            self.save_index(&IndexFile { packs: vec![index::IndexPack { id: p.id, size, chunks: p.entries }] })?;
+            self.save_index(&IndexFile {
+                packs: vec![index::IndexPack {
+                    id: p.id,
+                    size,
+                    chunks: p.entries,
+                }],
+            })?;
         }
         Ok(ids)
     }
@@ -365,8 +441,11 @@ impl Repository {
                 .find_map(|(id, s)| s.ok().map(|s| (id, s)))
                 .ok_or_else(|| Error::NoSuchSnapshot(spec.into()));
         }
-        let ids: Vec<_> =
-            self.list_snapshot_ids()?.into_iter().filter(|id| id.to_hex().starts_with(spec)).collect();
+        let ids: Vec<_> = self
+            .list_snapshot_ids()?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(spec))
+            .collect();
         match ids.as_slice() {
             [id] => Ok((*id, self.load_snapshot(id)?)),
             [] => Err(Error::NoSuchSnapshot(spec.into())),
@@ -384,12 +463,18 @@ pub struct ChunkReader<'a> {
 
 impl<'a> ChunkReader<'a> {
     pub fn new(repo: &'a Repository, index: &'a Index) -> Self {
-        ChunkReader { repo, index, cache: Mutex::new(HashMap::new()) }
+        ChunkReader {
+            repo,
+            index,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        let (pack_id, entry) =
-            self.index.get(id).ok_or_else(|| Error::MissingChunk { chunk: id.to_hex() })?;
+        let (pack_id, entry) = self
+            .index
+            .get(id)
+            .ok_or_else(|| Error::MissingChunk { chunk: id.to_hex() })?;
         let cached = self.cache.lock().unwrap().get(&pack_id).cloned();
         let plain = match cached {
             Some(p) => p,
@@ -413,13 +498,17 @@ impl<'a> ChunkReader<'a> {
 
     pub fn tree(&self, id: &ChunkId) -> Result<Tree> {
         let data = self.chunk(id)?;
-        serde_json::from_slice(&data).map_err(|e| Error::corrupt(format!("tree {}", id.short()), e.to_string()))
+        serde_json::from_slice(&data)
+            .map_err(|e| Error::corrupt(format!("tree {}", id.short()), e.to_string()))
     }
 }
 
 /// Maps `f` over `items` on two threads (the machine's cores), keeping order.
 pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
     if items.len() < 2 || threads == 1 {
         return items.iter().map(f).collect();
     }
@@ -436,5 +525,8 @@ pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -
             });
         }
     });
-    results.into_iter().map(|m| m.into_inner().unwrap().expect("every item mapped")).collect()
+    results
+        .into_iter()
+        .map(|m| m.into_inner().unwrap().expect("every item mapped"))
+        .collect()
 }

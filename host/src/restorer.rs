@@ -50,6 +50,9 @@ pub struct RestoreSummary {
     pub duration_secs: f64,
 }
 
+/// A chunk and every (file job, offset) it is written to.
+type ChunkPlaces = (PackEntry, Vec<(usize, u64)>);
+
 /// One entry of the plan.
 struct Item {
     rel: PathBuf,
@@ -61,10 +64,17 @@ fn plan(reader: &ChunkReader, root: &ChunkId, opts: &RestoreOptions) -> Result<V
     let include: Vec<PathBuf> = opts
         .include
         .iter()
-        .map(|p| p.components().filter(|c| matches!(c, Component::Normal(_))).collect())
+        .map(|p| {
+            p.components()
+                .filter(|c| matches!(c, Component::Normal(_)))
+                .collect()
+        })
         .collect();
     let wanted = |rel: &Path| {
-        include.is_empty() || include.iter().any(|inc| rel.starts_with(inc) || inc.starts_with(rel))
+        include.is_empty()
+            || include
+                .iter()
+                .any(|inc| rel.starts_with(inc) || inc.starts_with(rel))
     };
     let mut items = vec![];
     let mut stack = vec![(PathBuf::new(), *root)];
@@ -73,9 +83,9 @@ fn plan(reader: &ChunkReader, root: &ChunkId, opts: &RestoreOptions) -> Result<V
         let tree = reader.tree(&tree_id)?;
         let mut seen = HashSet::new();
         for node in tree.nodes {
-            let name = node
-                .os_name()
-                .ok_or_else(|| Error::corrupt(format!("tree {}", tree_id.short()), "bad name encoding"))?;
+            let name = node.os_name().ok_or_else(|| {
+                Error::corrupt(format!("tree {}", tree_id.short()), "bad name encoding")
+            })?;
             check_name(&name, &dir)?;
             if !seen.insert(name.clone()) {
                 return Err(Error::Unsafe(format!(
@@ -90,7 +100,11 @@ fn plan(reader: &ChunkReader, root: &ChunkId, opts: &RestoreOptions) -> Result<V
             if node.kind == NodeKind::Symlink && !opts.allow_outside_symlinks {
                 let target = node.os_target().unwrap_or_default();
                 if escapes(&dir, Path::new(&target)) {
-                    unsafe_links.push(format!("{} -> {}", rel.display(), Path::new(&target).display()));
+                    unsafe_links.push(format!(
+                        "{} -> {}",
+                        rel.display(),
+                        Path::new(&target).display()
+                    ));
                 }
             }
             if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
@@ -152,7 +166,10 @@ fn ensure_dir(path: &Path) -> Result<()> {
             if m.is_dir() {
                 Ok(())
             } else {
-                Err(Error::Unsafe(format!("{} exists and is not a folder", path.display())))
+                Err(Error::Unsafe(format!(
+                    "{} exists and is not a folder",
+                    path.display()
+                )))
             }
         }
         Err(e) => Err(Error::io(path, e)),
@@ -181,7 +198,10 @@ struct WriteCtx<'a> {
 impl WriteCtx<'_> {
     fn report(&self, j: usize, why: &str) {
         if !self.jobs[j].failed.swap(true, Ordering::AcqRel) {
-            self.errors.lock().unwrap().push(format!("{}: {why}", self.items[self.jobs[j].idx].rel.display()));
+            self.errors.lock().unwrap().push(format!(
+                "{}: {why}",
+                self.items[self.jobs[j].idx].rel.display()
+            ));
         }
     }
 
@@ -215,7 +235,10 @@ impl WriteCtx<'_> {
         if *created {
             return std::fs::OpenOptions::new().write(true).open(&job.tmp);
         }
-        let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&job.tmp)?;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&job.tmp)?;
         f.set_len(self.items[job.idx].node.size)?;
         *created = true;
         Ok(f)
@@ -297,7 +320,9 @@ pub fn restore(
     let reader = ChunkReader::new(repo, index);
     let items = plan(&reader, &snapshot.tree, opts)?;
     if !opts.include.is_empty() && items.is_empty() {
-        return Err(Error::Invalid("nothing in the snapshot matches --include".into()));
+        return Err(Error::Invalid(
+            "nothing in the snapshot matches --include".into(),
+        ));
     }
     let target = &opts.target;
     std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
@@ -339,7 +364,7 @@ pub fn restore(
         });
     }
     // 3. chunks, pack by pack
-    let mut by_pack: HashMap<PackId, HashMap<ChunkId, (PackEntry, Vec<(usize, u64)>)>> = HashMap::new();
+    let mut by_pack: HashMap<PackId, HashMap<ChunkId, ChunkPlaces>> = HashMap::new();
     let mut empty = vec![];
     for (j, job) in jobs.iter().enumerate() {
         let content = &items[job.idx].node.content;
@@ -350,7 +375,13 @@ pub fn restore(
         for c in content {
             match index.get(c) {
                 Some((pack_id, entry)) => {
-                    by_pack.entry(pack_id).or_default().entry(*c).or_insert((entry, vec![])).1.push((j, offset));
+                    by_pack
+                        .entry(pack_id)
+                        .or_default()
+                        .entry(*c)
+                        .or_insert((entry, vec![]))
+                        .1
+                        .push((j, offset));
                     offset += entry.raw_length as u64;
                 }
                 None => {
@@ -366,7 +397,12 @@ pub fn restore(
         }
     }
     let packs: Vec<_> = by_pack.into_iter().collect();
-    let ctx = WriteCtx { items: &items, jobs: &jobs, errors: &errors, as_root };
+    let ctx = WriteCtx {
+        items: &items,
+        jobs: &jobs,
+        errors: &errors,
+        as_root,
+    };
     let restored: Vec<AtomicBool> = jobs.iter().map(|_| AtomicBool::new(false)).collect();
     parallel_map(&empty, |j| ctx.place(*j, None, 0, &restored));
     thread_local! {
@@ -374,25 +410,31 @@ pub fn restore(
         // page faults than decryption did.
         static BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     }
-    parallel_map(&packs, |(pack_id, chunks)| BUFS.with_borrow_mut(|(plain, data)| {
-        if let Err(e) = repo.read_pack_into(pack_id, plain) {
-            for (_, places) in chunks.values() {
-                places.iter().for_each(|(j, _)| ctx.fail(*j, &e.to_string(), &restored));
+    parallel_map(&packs, |(pack_id, chunks)| {
+        BUFS.with_borrow_mut(|(plain, data)| {
+            if let Err(e) = repo.read_pack_into(pack_id, plain) {
+                for (_, places) in chunks.values() {
+                    places
+                        .iter()
+                        .for_each(|(j, _)| ctx.fail(*j, &e.to_string(), &restored));
+                }
+                return;
             }
-            return;
-        }
-        for (entry, places) in chunks.values() {
-            if let Err(e) = pack::extract_into(plain, entry, &repo.secrets, pack_id, data) {
-                places.iter().for_each(|(j, _)| ctx.fail(*j, &e.to_string(), &restored));
-                continue;
+            for (entry, places) in chunks.values() {
+                if let Err(e) = pack::extract_into(plain, entry, &repo.secrets, pack_id, data) {
+                    places
+                        .iter()
+                        .for_each(|(j, _)| ctx.fail(*j, &e.to_string(), &restored));
+                    continue;
+                }
+                let zero = data.iter().all(|b| *b == 0);
+                for (j, off) in places {
+                    ctx.place(*j, (!zero).then_some(&data[..]), *off, &restored);
+                }
+                bytes_done.fetch_add(data.len() as u64 * places.len() as u64, Ordering::Relaxed);
             }
-            let zero = data.iter().all(|b| *b == 0);
-            for (j, off) in places {
-                ctx.place(*j, (!zero).then_some(&data[..]), *off, &restored);
-            }
-            bytes_done.fetch_add(data.len() as u64 * places.len() as u64, Ordering::Relaxed);
-        }
-    }));
+        })
+    });
     // 4. files with a missing chunk never finished: remove what was started
     let mut restored_at: HashMap<usize, PathBuf> = HashMap::new();
     for (j, job) in jobs.iter().enumerate() {
@@ -414,7 +456,10 @@ pub fn restore(
                 let r = replace_with(&path, |tmp| std::fs::hard_link(src, tmp));
                 match r {
                     Ok(()) => summary.files += 1,
-                    Err(e) => errors.lock().unwrap().push(format!("{}: {e}", path.display())),
+                    Err(e) => errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("{}: {e}", path.display())),
                 }
             }
             None => errors.lock().unwrap().push(format!(
@@ -434,12 +479,17 @@ pub fn restore(
                     .map(|_| summary.links += 1)
             }
             NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev | NodeKind::Socket => {
-                make_special(&path, &it.node).and_then(|_| set_meta(&path, &it.node, false, as_root)).map(|_| summary.others += 1)
+                make_special(&path, &it.node)
+                    .and_then(|_| set_meta(&path, &it.node, false, as_root))
+                    .map(|_| summary.others += 1)
             }
             _ => Ok(()),
         };
         if let Err(e) = r {
-            errors.lock().unwrap().push(format!("{}: {e}", path.display()));
+            errors
+                .lock()
+                .unwrap()
+                .push(format!("{}: {e}", path.display()));
         }
     }
     // 6. folder metadata, deepest first (writing into a folder changes its mtime)
@@ -447,7 +497,10 @@ pub fn restore(
         let path = target.join(&it.rel);
         match set_meta(&path, &it.node, false, as_root) {
             Ok(()) => summary.dirs += 1,
-            Err(e) => errors.lock().unwrap().push(format!("{}: {e}", path.display())),
+            Err(e) => errors
+                .lock()
+                .unwrap()
+                .push(format!("{}: {e}", path.display())),
         }
     }
     summary.errors = errors.into_inner().unwrap();
@@ -468,7 +521,10 @@ fn ensure_dir_chain(target: &Path, dir: &Path) -> Result<()> {
 }
 
 /// Creates something at a temporary name with `make`, then renames it over `path`.
-fn replace_with(path: &Path, make: impl FnOnce(&Path) -> std::io::Result<()>) -> std::io::Result<()> {
+fn replace_with(
+    path: &Path,
+    make: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let parent = path.parent().expect("under target");
     let mut name = OsString::from(".coffer-restore-");
     name.push(std::process::id().to_string());
@@ -491,8 +547,13 @@ fn make_special(path: &Path, node: &Node) -> std::io::Result<()> {
         _ => SFlag::S_IFSOCK,
     };
     let _ = std::fs::remove_file(path);
-    mknod(path, kind, Mode::from_bits_truncate(node.mode & 0o777), node.rdev.unwrap_or(0))
-        .map_err(std::io::Error::from)
+    mknod(
+        path,
+        kind,
+        Mode::from_bits_truncate(node.mode & 0o777),
+        node.rdev.unwrap_or(0),
+    )
+    .map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

@@ -7,18 +7,11 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use age::secrecy::SecretString;
 use coffer::id::ChunkId;
-use coffer::repo::keyfile::Unlocker;
 use coffer::repo::{ChunkReader, Repository};
 use common::*;
 
 const INTEGRITY: i32 = 13;
-
-fn open(env: &Env) -> Repository {
-    let b = coffer::backend::open(env.repo.to_str().unwrap(), false).unwrap();
-    Repository::open(b, &Unlocker::Passphrase(SecretString::from(PASSWORD.to_string()))).unwrap()
-}
 
 fn flip(path: &Path, at: usize) {
     let mut b = std::fs::read(path).unwrap();
@@ -65,7 +58,11 @@ fn setup() -> (Env, String, String) {
 
 fn no_temp_files(dir: &Path) {
     for e in walkdir(dir) {
-        assert!(!e.to_string_lossy().contains(".coffer-restore"), "temporary file left: {}", e.display());
+        assert!(
+            !e.to_string_lossy().contains(".coffer-restore"),
+            "temporary file left: {}",
+            e.display()
+        );
     }
 }
 
@@ -87,14 +84,25 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
 fn flipped_byte_in_a_pack_is_named_and_contained() {
     let (env, snap_a, snap_b) = setup();
     env.ok(&["check", "--read-data"]);
-    let repo = open(&env);
+    let repo = env.open_repo();
     let files = files_of(&repo, &snap_a);
     let (index, _) = repo.load_index().unwrap();
     // The pack holding f2's first chunk.
     let (pack, _) = index.get(&files["a/f2"][0]).unwrap();
-    let in_pack: HashSet<ChunkId> = index.chunks().filter(|(_, p, _)| *p == pack).map(|(c, _, _)| c).collect();
-    let hurt: Vec<&String> = files.iter().filter(|(_, cs)| cs.iter().any(|c| in_pack.contains(c))).map(|(f, _)| f).collect();
-    assert!(hurt.len() < files.len(), "every file lies in one pack; the test needs more packs");
+    let in_pack: HashSet<ChunkId> = index
+        .chunks()
+        .filter(|(_, p, _)| *p == pack)
+        .map(|(c, _, _)| c)
+        .collect();
+    let hurt: Vec<&String> = files
+        .iter()
+        .filter(|(_, cs)| cs.iter().any(|c| in_pack.contains(c)))
+        .map(|(f, _)| f)
+        .collect();
+    assert!(
+        hurt.len() < files.len(),
+        "every file lies in one pack; the test needs more packs"
+    );
     let pack_file = env.repo.join(coffer::repo::pack::key(&pack));
     let size = std::fs::metadata(&pack_file).unwrap().len() as usize;
     flip(&pack_file, size / 2);
@@ -102,7 +110,10 @@ fn flipped_byte_in_a_pack_is_named_and_contained() {
     let out = env.run(&["check", "--read-data"]);
     assert_eq!(out.status.code(), Some(INTEGRITY));
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.contains(&pack.to_hex())).unwrap_or_else(|| panic!("pack not named: {text}"));
+    let line = text
+        .lines()
+        .find(|l| l.contains(&pack.to_hex()))
+        .unwrap_or_else(|| panic!("pack not named: {text}"));
     assert!(line.contains(&snap_a[..8]), "{line}");
     assert!(!line.contains(&snap_b[..8]), "{line}");
     // The structural check alone cannot see it: it reads no data.
@@ -110,12 +121,20 @@ fn flipped_byte_in_a_pack_is_named_and_contained() {
 
     let target = env.path("restored");
     let out = env.run(&["restore", &snap_a, "--target", target.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(INTEGRITY), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(INTEGRITY),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for (f, _) in &files {
+    for f in files.keys() {
         let restored = target.join(f);
         if hurt.contains(&f) {
-            assert!(!restored.exists(), "{f} was written despite a damaged chunk");
+            assert!(
+                !restored.exists(),
+                "{f} was written despite a damaged chunk"
+            );
             assert!(stderr.contains(f.as_str()), "{f} not reported: {stderr}");
         } else {
             assert_eq!(hash_file(&restored), hash_file(&env.path(f)), "{f}");
@@ -124,28 +143,44 @@ fn flipped_byte_in_a_pack_is_named_and_contained() {
     no_temp_files(&target);
     // The other snapshot is untouched.
     let b = env.restore(&snap_b, "b");
-    assert_eq!(hash_file(&b.join("only-b")), hash_file(&env.path("b/only-b")));
+    assert_eq!(
+        hash_file(&b.join("only-b")),
+        hash_file(&env.path("b/only-b"))
+    );
 }
 
 #[test]
 fn flipped_byte_in_an_index_is_named_with_its_snapshots() {
     let (env, snap_a, snap_b) = setup();
-    let repo = open(&env);
+    let repo = env.open_repo();
     // Find the index object that lists the packs of snapshot b's file.
     let b_chunk = files_of(&repo, &snap_b)["b/only-b"][0];
     let victim = repo
         .list_index_ids()
         .unwrap()
         .into_iter()
-        .find(|id| repo.load_index_file(id).unwrap().packs.iter().any(|p| p.chunks.iter().any(|c| c.id == b_chunk)))
+        .find(|id| {
+            repo.load_index_file(id)
+                .unwrap()
+                .packs
+                .iter()
+                .any(|p| p.chunks.iter().any(|c| c.id == b_chunk))
+        })
         .unwrap();
     let path = env.repo.join(coffer::repo::index::key(&victim));
     flip(&path, std::fs::metadata(&path).unwrap().len() as usize - 30);
     let out = env.run(&["check", "--read-data"]);
     assert_eq!(out.status.code(), Some(INTEGRITY));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("index/{}", victim.to_hex())), "{text}");
-    assert!(text.lines().any(|l| l.contains("not in any index") && l.contains(&snap_b[..8])), "{text}");
+    assert!(
+        text.contains(&format!("index/{}", victim.to_hex())),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("not in any index") && l.contains(&snap_b[..8])),
+        "{text}"
+    );
     // Snapshot a, whose data is indexed elsewhere, still restores.
     let a = env.restore(&snap_a, "a");
     assert_eq!(hash_file(&a.join("f0")), hash_file(&env.path("a/f0")));
@@ -165,7 +200,15 @@ fn flipped_byte_in_a_snapshot_is_named() {
     assert_eq!(out.status.code(), Some(INTEGRITY));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&snap_a[..8]));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&snap_b));
-    let err = env.fails(&["restore", &snap_b[..10], "--target", env.path("x").to_str().unwrap()], INTEGRITY);
+    let err = env.fails(
+        &[
+            "restore",
+            &snap_b[..10],
+            "--target",
+            env.path("x").to_str().unwrap(),
+        ],
+        INTEGRITY,
+    );
     assert!(err.contains("damaged"), "{err}");
     assert!(!env.path("x").exists());
 }

@@ -10,16 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn sigkill_during_backup_never_damages_the_repository() {
     let env = Env::uninit();
@@ -28,9 +18,17 @@ fn sigkill_during_backup_never_damages_the_repository() {
     std::fs::create_dir_all(src.join("text")).unwrap();
     for i in 0..40 {
         let line = format!("row {i} of a table that compresses well enough to matter\n");
-        std::fs::write(src.join(format!("text/t{i}.sql")), line.repeat(8_000 + i * 50)).unwrap();
+        std::fs::write(
+            src.join(format!("text/t{i}.sql")),
+            line.repeat(8_000 + i * 50),
+        )
+        .unwrap();
     }
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
     eprintln!("crash test seed {seed}");
     let mut rng = Rng(seed);
     let mut snapshots: Vec<(String, BTreeMap<Vec<u8>, Entry>)> = vec![];
@@ -39,13 +37,29 @@ fn sigkill_during_backup_never_damages_the_repository() {
     let t = Instant::now();
     let first = env.backup(&src);
     let span = t.elapsed().as_millis() as u64 + 30;
-    snapshots.push((first["snapshot"].as_str().unwrap().to_string(), manifest(&src)));
+    snapshots.push((
+        first["snapshot"].as_str().unwrap().to_string(),
+        manifest(&src),
+    ));
     let mut kills_mid_run = 0;
     for round in 0..22 {
         // New and changed data each round, so the killed backup has something to upload.
-        std::fs::write(src.join(format!("new-{round}.bin")), noise(3_000_000, 1000 + round)).unwrap();
-        std::fs::write(src.join("text/t0.sql"), format!("changed in round {round}\n").repeat(20_000)).unwrap();
-        let mut child = env.cmd(&["backup", "--no-cache", src.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        std::fs::write(
+            src.join(format!("new-{round}.bin")),
+            noise(3_000_000, 1000 + round),
+        )
+        .unwrap();
+        std::fs::write(
+            src.join("text/t0.sql"),
+            format!("changed in round {round}\n").repeat(20_000),
+        )
+        .unwrap();
+        let mut child = env
+            .cmd(&["backup", "--no-cache", src.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(rng.next() % span));
         if child.try_wait().unwrap().is_none() {
             kills_mid_run += 1;
@@ -54,16 +68,26 @@ fn sigkill_during_backup_never_damages_the_repository() {
         let _ = child.wait();
 
         let check = env.run(&["check", "--read-data"]);
-        assert!(check.status.success(), "round {round}: check failed after a kill:\n{}", String::from_utf8_lossy(&check.stdout));
+        assert!(
+            check.status.success(),
+            "round {round}: check failed after a kill:\n{}",
+            String::from_utf8_lossy(&check.stdout)
+        );
         for (snap, before) in &snapshots {
             let restored = env.restore(snap, "src");
             assert_same(before, &manifest(&restored));
             std::fs::remove_dir_all(restored.parent().unwrap()).unwrap();
         }
         let next = env.json(&["backup", src.to_str().unwrap()]);
-        snapshots.push((next["snapshot"].as_str().unwrap().to_string(), manifest(&src)));
+        snapshots.push((
+            next["snapshot"].as_str().unwrap().to_string(),
+            manifest(&src),
+        ));
     }
     eprintln!("{kills_mid_run} of 22 kills landed while the backup ran");
-    assert!(kills_mid_run >= 11, "too few kills hit a running backup ({kills_mid_run}); the test did not test");
+    assert!(
+        kills_mid_run >= 11,
+        "too few kills hit a running backup ({kills_mid_run}); the test did not test"
+    );
     env.ok(&["check", "--read-data"]);
 }

@@ -9,7 +9,18 @@ use common::*;
 fn dump(rows: std::ops::Range<u64>, extra: &[(u64, String)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(220 << 20);
     out.extend_from_slice(b"-- PostgreSQL database dump\nCREATE TABLE messages (id bigint, customer text, body text);\n");
-    let words = ["hello", "order", "refund", "thanks", "shipping", "price", "when", "available", "colour", "size"];
+    let words = [
+        "hello",
+        "order",
+        "refund",
+        "thanks",
+        "shipping",
+        "price",
+        "when",
+        "available",
+        "colour",
+        "size",
+    ];
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     for i in rows {
         for (at, line) in extra {
@@ -20,10 +31,17 @@ fn dump(rows: std::ops::Range<u64>, extra: &[(u64, String)]) -> Vec<u8> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let body: Vec<&str> = (0..10).map(|k| words[((x >> (k * 5)) % 10) as usize]).collect();
+        let body: Vec<&str> = (0..10)
+            .map(|k| words[((x >> (k * 5)) % 10) as usize])
+            .collect();
         out.extend_from_slice(
-            format!("INSERT INTO messages VALUES ({i}, 'customer-{}', '{} {:016x}');\n", x % 5000, body.join(" "), x)
-                .as_bytes(),
+            format!(
+                "INSERT INTO messages VALUES ({i}, 'customer-{}', '{} {:016x}');\n",
+                x % 5000,
+                body.join(" "),
+                x
+            )
+            .as_bytes(),
         );
     }
     out
@@ -42,11 +60,25 @@ fn inserted_rows_cost_about_the_changed_bytes() {
     // Day two: three bursts of rows inserted in the middle, and rows appended at the end.
     let mut edits = vec![];
     for (n, at) in [(rows / 4, 300), (rows / 2, 500), (rows * 3 / 4, 200)] {
-        let lines: String = (0..at).map(|k| format!("INSERT INTO messages VALUES ({}, 'new-customer', 'inserted row {k}');\n", 10_000_000 + n + k)).collect();
+        let lines: String = (0..at)
+            .map(|k| {
+                format!(
+                    "INSERT INTO messages VALUES ({}, 'new-customer', 'inserted row {k}');\n",
+                    10_000_000 + n + k
+                )
+            })
+            .collect();
         edits.push((n, lines));
     }
     let mut day2 = dump(0..rows, &edits);
-    let appended: String = (0..2000).map(|k| format!("INSERT INTO messages VALUES ({}, 'late', 'appended row');\n", 20_000_000 + k)).collect();
+    let appended: String = (0..2000)
+        .map(|k| {
+            format!(
+                "INSERT INTO messages VALUES ({}, 'late', 'appended row');\n",
+                20_000_000 + k
+            )
+        })
+        .collect();
     day2.extend_from_slice(appended.as_bytes());
     let changed = (day2.len() - day1.len()) as u64;
     std::fs::write(src.join("dump.sql"), &day2).unwrap();
@@ -63,9 +95,15 @@ fn inserted_rows_cost_about_the_changed_bytes() {
         added >> 10,
         limit >> 10
     );
-    assert!(added <= limit, "second backup added {added} bytes for {changed} changed bytes");
+    assert!(
+        added <= limit,
+        "second backup added {added} bytes for {changed} changed bytes"
+    );
     // And it is far below the size of the file: the rest deduplicated.
     assert!(added < day2.len() as u64 / 10);
     let restored = env.restore(second["snapshot"].as_str().unwrap(), "db");
-    assert_eq!(hash_file(&restored.join("dump.sql")), hash_file(&src.join("dump.sql")));
+    assert_eq!(
+        hash_file(&restored.join("dump.sql")),
+        hash_file(&src.join("dump.sql"))
+    );
 }

@@ -24,21 +24,38 @@ fn write_only_key_backs_up_with_dedup_but_reads_nothing() {
     env.backup(&src);
     let wo_pass = env.path("wo-pass");
     std::fs::write(&wo_pass, "write only passphrase\n").unwrap();
-    env.ok(&["key", "add", "--write-only", "--new-password-file", wo_pass.to_str().unwrap()]);
+    env.ok(&[
+        "key",
+        "add",
+        "--write-only",
+        "--new-password-file",
+        wo_pass.to_str().unwrap(),
+    ]);
 
-    let wo = Env { repo: env.repo.clone(), password: "write only passphrase".into(), ..Env::uninit() };
+    let wo = Env {
+        repo: env.repo.clone(),
+        password: "write only passphrase".into(),
+        ..Env::uninit()
+    };
     // Same data from another host: fully deduplicated against what the full key stored.
     std::fs::write(src.join("more.bin"), noise(2_000_000, 2)).unwrap();
     settle();
     let out = wo.backup(&src);
     let added = out["bytes_added"].as_u64().unwrap();
-    assert!(added < 2_300_000, "write-only backup re-uploaded known data: {out}");
+    assert!(
+        added < 2_300_000,
+        "write-only backup re-uploaded known data: {out}"
+    );
     assert_eq!(out["files_new"], 2, "{out}");
     let wo_snap = out["snapshot"].as_str().unwrap().to_string();
     // Incremental too: the files cache needs no snapshot.
     let again = wo.backup(&src);
     assert_eq!(again["bytes_read"], 0, "{again}");
-    for args in [vec!["snapshots"], vec!["ls", &wo_snap], vec!["restore", &wo_snap, "--target", "/tmp/never"]] {
+    for args in [
+        vec!["snapshots"],
+        vec!["ls", &wo_snap],
+        vec!["restore", &wo_snap, "--target", "/tmp/never"],
+    ] {
         let err = wo.fails(&args, WRITE_ONLY);
         one_line(&err);
         assert!(err.contains("write-only"), "{err}");
@@ -49,7 +66,14 @@ fn write_only_key_backs_up_with_dedup_but_reads_nothing() {
     assert_same(&manifest(&src), &manifest(&restored));
     let keys = env.json(&["key", "list"]);
     assert_eq!(keys.as_array().unwrap().len(), 2);
-    assert_eq!(keys.as_array().unwrap().iter().filter(|k| k["write_only"] == true).count(), 1);
+    assert_eq!(
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["write_only"] == true)
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -76,10 +100,18 @@ fn identity_keys_open_and_keys_are_managed() {
     let env = Env::new();
     // An age identity as a second key.
     let id_file = env.path("me.key");
-    let out = std::process::Command::new("age-keygen").arg("-o").arg(&id_file).output().expect("age-keygen (Debian package age)");
+    let out = std::process::Command::new("age-keygen")
+        .arg("-o")
+        .arg(&id_file)
+        .output()
+        .expect("age-keygen (Debian package age)");
     assert!(out.status.success());
     let text = std::fs::read_to_string(&id_file).unwrap();
-    let recipient = text.lines().find_map(|l| l.strip_prefix("# public key: ")).unwrap().to_string();
+    let recipient = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_string();
     env.ok(&["key", "add", "--recipient", &recipient]);
     let mut by_id = Env::uninit();
     by_id.repo = env.repo.clone();
@@ -87,16 +119,40 @@ fn identity_keys_open_and_keys_are_managed() {
     let src = env.path("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("f"), b"opened with an identity").unwrap();
-    let snap = by_id.json(&["--identity-file", id_file.to_str().unwrap(), "backup", src.to_str().unwrap()]);
+    let snap = by_id.json(&[
+        "--identity-file",
+        id_file.to_str().unwrap(),
+        "backup",
+        src.to_str().unwrap(),
+    ]);
     let snaps = env.json(&["snapshots"]);
     assert_eq!(snaps[0]["id"], snap["snapshot"]);
     // A passphrase cannot remove the key it opened with, nor the last full key.
     let keys = env.json(&["key", "list"]);
-    let current = keys.as_array().unwrap().iter().find(|k| k["current"] == true).unwrap()["id"].as_str().unwrap().to_string();
-    let other = keys.as_array().unwrap().iter().find(|k| k["current"] == false).unwrap()["id"].as_str().unwrap().to_string();
+    let current = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let err = env.fails(&["key", "remove", &current[..12]], 1);
     assert!(err.contains("opened with"), "{err}");
     env.ok(&["key", "remove", &other[..12]]);
-    let err = by_id.fails(&["--identity-file", id_file.to_str().unwrap(), "snapshots"], WRONG_KEY);
+    let err = by_id.fails(
+        &["--identity-file", id_file.to_str().unwrap(), "snapshots"],
+        WRONG_KEY,
+    );
     one_line(&err);
 }

@@ -23,7 +23,11 @@ fn build_tree(root: &Path) {
     std::fs::write(root.join("sub/noise.bin"), noise(3_000_000, 5)).unwrap();
     std::fs::write(root.join("sub/deeper/empty-file"), b"").unwrap();
     std::fs::write(root.join("sub/script.sh"), b"#!/bin/sh\necho hi\n").unwrap();
-    std::fs::set_permissions(root.join("sub/script.sh"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    std::fs::set_permissions(
+        root.join("sub/script.sh"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
     std::fs::write(root.join("secret"), b"s3cr3t").unwrap();
     std::fs::set_permissions(root.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(root.join("empty"), std::fs::Permissions::from_mode(0o1777)).unwrap();
@@ -35,18 +39,27 @@ fn build_tree(root: &Path) {
     std::os::unix::fs::symlink("plain.txt", root.join("link-to-plain")).unwrap();
     std::os::unix::fs::symlink("does/not/exist", root.join("dangling")).unwrap();
     std::os::unix::fs::symlink("sub/deeper", root.join("link-to-dir")).unwrap();
-    std::os::unix::fs::symlink(OsStr::from_bytes(b"caf\xe9-\xff.txt"), root.join("link-latin1")).unwrap();
+    std::os::unix::fs::symlink(
+        OsStr::from_bytes(b"caf\xe9-\xff.txt"),
+        root.join("link-latin1"),
+    )
+    .unwrap();
     // Hard links: three names, one inode.
     std::fs::write(root.join("sub/hard-a"), noise(100_000, 9)).unwrap();
     std::fs::hard_link(root.join("sub/hard-a"), root.join("sub/hard-b")).unwrap();
     std::fs::hard_link(root.join("sub/hard-a"), root.join("hard-c")).unwrap();
     // A FIFO.
-    nix::unistd::mkfifo(&root.join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
+    nix::unistd::mkfifo(
+        &root.join("pipe"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
     // A file over 4 GiB, sparse, with data at both ends and past the 4 GiB mark.
     let big = std::fs::File::create(root.join("big.sparse")).unwrap();
     use std::os::unix::fs::FileExt;
     big.write_all_at(b"start", 0).unwrap();
-    big.write_all_at(b"past four gibibytes", (4u64 << 30) + 12345).unwrap();
+    big.write_all_at(b"past four gibibytes", (4u64 << 30) + 12345)
+        .unwrap();
     big.set_len((4u64 << 30) + 1_000_000).unwrap();
     drop(big);
     // Owners (only root may give files away).
@@ -84,7 +97,11 @@ fn unchanged_tree_reads_no_bytes() {
     let src = env.path("src");
     std::fs::create_dir_all(src.join("a/b")).unwrap();
     for i in 0..200 {
-        std::fs::write(src.join(format!("a/b/f{i}")), noise(10_000 + i * 100, i as u64)).unwrap();
+        std::fs::write(
+            src.join(format!("a/b/f{i}")),
+            noise(10_000 + i * 100, i as u64),
+        )
+        .unwrap();
     }
     std::fs::write(src.join("a/big"), noise(5_000_000, 77)).unwrap();
     settle();
@@ -116,8 +133,18 @@ fn include_restores_only_the_named_part() {
     std::fs::write(src.join("static/logo.png"), noise(20_000, 2)).unwrap();
     let snap = env.backup(&src)["snapshot"].as_str().unwrap().to_string();
     let target = env.path("partial");
-    env.ok(&["restore", &snap, "--target", target.to_str().unwrap(), "--include", "app/data"]);
-    assert_eq!(hash_file(&target.join("app/data/db/main.db")), hash_file(&src.join("data/db/main.db")));
+    env.ok(&[
+        "restore",
+        &snap,
+        "--target",
+        target.to_str().unwrap(),
+        "--include",
+        "app/data",
+    ]);
+    assert_eq!(
+        hash_file(&target.join("app/data/db/main.db")),
+        hash_file(&src.join("data/db/main.db"))
+    );
     assert!(!target.join("app/static").exists());
     // ls and diff see the same snapshot.
     let ls = env.ok(&["ls", &snap]);

@@ -8,12 +8,18 @@ use std::process::{Command, Stdio};
 use common::*;
 
 fn tool(name: &str) -> bool {
-    Command::new(name).arg("--version").output().is_ok_and(|o| o.status.success())
+    Command::new(name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 #[test]
 fn age_and_zstd_recover_a_pack() {
-    assert!(tool("age") && tool("zstd"), "the age and zstd tools are needed: apt-get install age zstd (.ci/run does)");
+    assert!(
+        tool("age") && tool("zstd"),
+        "the age and zstd tools are needed: apt-get install age zstd (.ci/run does)"
+    );
     let env = Env::new();
     let src = env.path("src");
     std::fs::create_dir(&src).unwrap();
@@ -24,25 +30,55 @@ fn age_and_zstd_recover_a_pack() {
     std::fs::write(src.join("b.bin"), &random).unwrap();
     env.backup(&src);
     let identity = env.path("data.key");
-    let out = env.cmd(&["key", "export-identity", "data"]).output().unwrap();
+    let out = env
+        .cmd(&["key", "export-identity", "data"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     std::fs::write(&identity, &out.stdout).unwrap();
     let mut recovered = vec![];
     for pack in env.objects("data") {
-        let age = Command::new("age")
-            .args(["-d", "-i", identity.to_str().unwrap(), pack.to_str().unwrap()])
+        let mut age = Command::new("age")
+            .args([
+                "-d",
+                "-i",
+                identity.to_str().unwrap(),
+                pack.to_str().unwrap(),
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let z = Command::new("zstd").args(["-d", "-c"]).stdin(age.stdout.unwrap()).output().unwrap();
-        assert!(z.status.success(), "zstd -d failed: {}", String::from_utf8_lossy(&z.stderr));
+        let z = Command::new("zstd")
+            .args(["-d", "-c"])
+            .stdin(age.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            age.wait().unwrap().success(),
+            "age -d failed on {}",
+            pack.display()
+        );
+        assert!(
+            z.status.success(),
+            "zstd -d failed: {}",
+            String::from_utf8_lossy(&z.stderr)
+        );
         recovered.extend(z.stdout);
     }
     let find = |needle: &[u8]| recovered.windows(needle.len()).any(|w| w == needle);
-    assert!(find(&text), "the SQL file's bytes are not in the decrypted packs");
-    assert!(find(&random), "the raw-stored file's bytes are not in the decrypted packs");
+    assert!(
+        find(&text),
+        "the SQL file's bytes are not in the decrypted packs"
+    );
+    assert!(
+        find(&random),
+        "the raw-stored file's bytes are not in the decrypted packs"
+    );
     // The key file's secrets are an armored age file too.
     let key = &env.objects("keys")[0];
     let kf: serde_json::Value = serde_json::from_slice(&std::fs::read(key).unwrap()).unwrap();
-    assert!(kf["secrets"].as_str().unwrap().starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
+    assert!(kf["secrets"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
 }

@@ -3,20 +3,13 @@
 
 mod common;
 
-use age::secrecy::SecretString;
 use coffer::crypto::Tag;
-use coffer::repo::keyfile::Unlocker;
 use coffer::repo::snapshot::Snapshot;
 use coffer::repo::tree::{Node, NodeKind, Tree};
 use coffer::repo::Repository;
 use common::*;
 
 const UNSAFE: i32 = 14;
-
-fn open(env: &Env) -> Repository {
-    let b = coffer::backend::open(env.repo.to_str().unwrap(), false).unwrap();
-    Repository::open(b, &Unlocker::Passphrase(SecretString::from(PASSWORD.to_string()))).unwrap()
-}
 
 fn file(name: &str, content: coffer::id::ChunkId, size: u64) -> Node {
     let mut n = Node::new(NodeKind::File);
@@ -31,14 +24,18 @@ fn file(name: &str, content: coffer::id::ChunkId, size: u64) -> Node {
 fn crafted(repo: &Repository, nodes: Vec<Node>) -> String {
     let (index, _) = repo.load_index().unwrap();
     let inner = Tree { nodes };
-    let inner_id = repo.store_chunks(&index, &[(Tag::Tree, inner.to_bytes())]).unwrap()[0];
+    let inner_id = repo
+        .store_chunks(&index, &[(Tag::Tree, inner.to_bytes())])
+        .unwrap()[0];
     let mut top = Node::new(NodeKind::Dir);
     top.name = "top".into();
     top.mode = 0o755;
     top.subtree = Some(inner_id);
     let root = Tree { nodes: vec![top] };
     let (index, _) = repo.load_index().unwrap();
-    let root_id = repo.store_chunks(&index, &[(Tag::Tree, root.to_bytes())]).unwrap()[0];
+    let root_id = repo
+        .store_chunks(&index, &[(Tag::Tree, root.to_bytes())])
+        .unwrap()[0];
     let snap = Snapshot {
         time: chrono::Utc::now(),
         hostname: "evil".into(),
@@ -56,10 +53,12 @@ fn crafted(repo: &Repository, nodes: Vec<Node>) -> String {
 #[test]
 fn entries_that_escape_the_target_are_refused() {
     let env = Env::new();
-    let repo = open(&env);
+    let repo = env.open_repo();
     let (index, _) = repo.load_index().unwrap();
     let payload = b"owned".to_vec();
-    let content = repo.store_chunks(&index, &[(Tag::Data, payload.clone())]).unwrap()[0];
+    let content = repo
+        .store_chunks(&index, &[(Tag::Data, payload.clone())])
+        .unwrap()[0];
     let outside = env.path("outside");
     std::fs::create_dir(&outside).unwrap();
     let evil_abs = outside.join("abs").to_str().unwrap().to_string();
@@ -73,14 +72,29 @@ fn entries_that_escape_the_target_are_refused() {
     let mut link = Node::new(NodeKind::Symlink);
     link.name = "escape".into();
     link.set_target(outside.as_os_str());
-    cases.push(("absolute-symlink", vec![link.clone(), file("ok", content, 5)]));
+    cases.push((
+        "absolute-symlink",
+        vec![link.clone(), file("ok", content, 5)],
+    ));
     let mut rel_link = link.clone();
     rel_link.set_target(std::ffi::OsStr::new("../../outside"));
     cases.push(("relative-symlink", vec![rel_link]));
     // A symlink and a folder of the same name: writing into the folder would follow the link.
     let mut dir = Node::new(NodeKind::Dir);
     dir.name = "escape".into();
-    dir.subtree = Some(repo.store_chunks(&index, &[(Tag::Tree, Tree { nodes: vec![file("x", content, 5)] }.to_bytes())]).unwrap()[0]);
+    dir.subtree = Some(
+        repo.store_chunks(
+            &index,
+            &[(
+                Tag::Tree,
+                Tree {
+                    nodes: vec![file("x", content, 5)],
+                }
+                .to_bytes(),
+            )],
+        )
+        .unwrap()[0],
+    );
     let mut inside_link = link.clone();
     inside_link.set_target(std::ffi::OsStr::new("."));
     cases.push(("duplicate-name", vec![inside_link, dir]));
@@ -88,10 +102,20 @@ fn entries_that_escape_the_target_are_refused() {
     for (label, nodes) in cases {
         let snap = crafted(&repo, nodes);
         let target = env.path(&format!("target-{label}"));
-        let err = env.fails(&["restore", &snap, "--target", target.to_str().unwrap()], UNSAFE);
+        let err = env.fails(
+            &["restore", &snap, "--target", target.to_str().unwrap()],
+            UNSAFE,
+        );
         assert!(err.contains("refusing to restore"), "{label}: {err}");
-        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "{label}: wrote outside the target");
-        assert!(!target.join("top").exists(), "{label}: a refused plan wrote into the target");
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "{label}: wrote outside the target"
+        );
+        assert!(
+            !target.join("top").exists(),
+            "{label}: a refused plan wrote into the target"
+        );
     }
     // The one legitimate use: an operator who wants the outside symlinks back as they were.
     let mut link = Node::new(NodeKind::Symlink);
@@ -99,8 +123,17 @@ fn entries_that_escape_the_target_are_refused() {
     link.set_target(std::ffi::OsStr::new("/etc"));
     let snap = crafted(&repo, vec![link]);
     let target = env.path("target-allowed");
-    env.ok(&["restore", &snap, "--target", target.to_str().unwrap(), "--allow-outside-symlinks"]);
-    assert_eq!(std::fs::read_link(target.join("top/etc-link")).unwrap(), std::path::Path::new("/etc"));
+    env.ok(&[
+        "restore",
+        &snap,
+        "--target",
+        target.to_str().unwrap(),
+        "--allow-outside-symlinks",
+    ]);
+    assert_eq!(
+        std::fs::read_link(target.join("top/etc-link")).unwrap(),
+        std::path::Path::new("/etc")
+    );
 }
 
 #[test]
@@ -115,7 +148,10 @@ fn an_existing_symlink_in_the_target_is_not_followed() {
     let target = env.path("target");
     std::fs::create_dir_all(target.join("app")).unwrap();
     std::os::unix::fs::symlink(&outside, target.join("app/data")).unwrap();
-    let err = env.fails(&["restore", &snap, "--target", target.to_str().unwrap()], UNSAFE);
+    let err = env.fails(
+        &["restore", &snap, "--target", target.to_str().unwrap()],
+        UNSAFE,
+    );
     assert!(err.contains("not a folder"), "{err}");
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 }

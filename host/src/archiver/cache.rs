@@ -47,7 +47,8 @@ impl FilesCache {
             h.update(std::os::unix::ffi::OsStrExt::as_bytes(s));
             h.update(b"\0");
         }
-        dir.join(repo_id).join(format!("files-{}.json", &h.finalize().to_hex()[..16]))
+        dir.join(repo_id)
+            .join(format!("files-{}.json", &h.finalize().to_hex()[..16]))
     }
 
     /// Loads a cache; a missing or unreadable one is an empty cache (the backup reads everything).

@@ -84,5 +84,9 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             s.duration_secs
         );
     }
-    Ok(if r.warnings.iter().any(|w| w.starts_with("skipped")) { ExitCode::Incomplete } else { ExitCode::Ok })
+    Ok(if r.warnings.iter().any(|w| w.starts_with("skipped")) {
+        ExitCode::Incomplete
+    } else {
+        ExitCode::Ok
+    })
 }

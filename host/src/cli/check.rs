@@ -25,7 +25,9 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
                 .parse()
                 .ok()
                 .filter(|n: &f64| *n > 0.0 && *n <= 100.0)
-                .ok_or_else(|| anyhow::anyhow!("--read-data-subset takes a percentage such as 10%, not '{s}'"))?;
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--read-data-subset takes a percentage such as 10%, not '{s}'")
+                })?;
             ReadData::Subset(n)
         }
         _ => ReadData::None,
@@ -55,8 +57,16 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             report.packs,
             report.packs_read,
             report.chunks,
-            if report.problems.is_empty() { "no problems".to_string() } else { format!("{} problem(s)", report.problems.len()) }
+            if report.problems.is_empty() {
+                "no problems".to_string()
+            } else {
+                format!("{} problem(s)", report.problems.len())
+            }
         );
     }
-    Ok(if report.problems.is_empty() { ExitCode::Ok } else { ExitCode::Integrity })
+    Ok(if report.problems.is_empty() {
+        ExitCode::Ok
+    } else {
+        ExitCode::Integrity
+    })
 }

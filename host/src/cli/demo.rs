@@ -38,7 +38,11 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         }
     };
     let base = std::env::temp_dir().join(format!("coffer-demo-{}", nix::unistd::getuid()));
-    let repo_dir = g.repo.clone().map(PathBuf::from).unwrap_or_else(|| base.join("repo"));
+    let repo_dir = g
+        .repo
+        .clone()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| base.join("repo"));
     let pass_file = base.join("passphrase");
     std::fs::create_dir_all(&base)?;
     if !pass_file.exists() {
@@ -46,7 +50,8 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         std::fs::write(&pass_file, hex::encode(p))?;
         std::fs::set_permissions(&pass_file, std::fs::Permissions::from_mode(0o600))?;
     }
-    let passphrase = age::secrecy::SecretString::from(std::fs::read_to_string(&pass_file)?.trim().to_string());
+    let passphrase =
+        age::secrecy::SecretString::from(std::fs::read_to_string(&pass_file)?.trim().to_string());
     let say = |s: String| {
         if !g.json {
             println!("{s}");
@@ -55,13 +60,23 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     let backend = coffer::backend::open(&repo_dir.display().to_string(), true)?;
     let repo = match Repository::open(backend.clone(), &Unlocker::Passphrase(passphrase.clone())) {
         Ok(r) => {
-            say(format!("1. opened the demo repository {}", repo_dir.display()));
+            say(format!(
+                "1. opened the demo repository {}",
+                repo_dir.display()
+            ));
             r
         }
         Err(coffer::Error::NoRepository { .. }) => {
-            let p = Protector::Passphrase { passphrase, log_n: g.kdf_log_n };
+            let p = Protector::Passphrase {
+                passphrase,
+                log_n: g.kdf_log_n,
+            };
             let r = Repository::init(backend, &InitOptions::default(), &p)?;
-            say(format!("1. created a repository at {} (passphrase in {})", repo_dir.display(), pass_file.display()));
+            say(format!(
+                "1. created a repository at {} (passphrase in {})",
+                repo_dir.display(),
+                pass_file.display()
+            ));
             r
         }
         Err(e) => return Err(e).context("opening the demo repository (delete it to start over)"),
@@ -90,13 +105,33 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         human(second.summary.bytes_read)
     ));
     let report = checker::check(&repo, ReadData::All)?;
-    anyhow::ensure!(report.problems.is_empty(), "check found problems: {:?}", report.problems);
-    say(format!("4. checked every byte of {} packs: no problems", report.packs_read));
+    anyhow::ensure!(
+        report.problems.is_empty(),
+        "check found problems: {:?}",
+        report.problems
+    );
+    say(format!(
+        "4. checked every byte of {} packs: no problems",
+        report.packs_read
+    ));
     let target = base.join(format!("restore-{}", std::process::id()));
     let (index, _) = repo.load_index()?;
     let snap = repo.load_snapshot(&second.snapshot)?;
-    let r = restorer::restore(&repo, &index, &snap, &RestoreOptions { target: target.clone(), ..Default::default() }, &AtomicU64::new(0))?;
-    anyhow::ensure!(r.errors.is_empty(), "restore reported errors: {:?}", r.errors);
+    let r = restorer::restore(
+        &repo,
+        &index,
+        &snap,
+        &RestoreOptions {
+            target: target.clone(),
+            ..Default::default()
+        },
+        &AtomicU64::new(0),
+    )?;
+    anyhow::ensure!(
+        r.errors.is_empty(),
+        "restore reported errors: {:?}",
+        r.errors
+    );
     let restored = target.join(source.file_name().unwrap_or_default());
     let compared = compare_trees(&source, &restored)?;
     say(format!(
@@ -110,7 +145,11 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             "first": first.summary, "second": second.summary, "entries_compared": compared, "ok": true,
         }));
     } else {
-        println!("demo passed: try `COFFER_REPOSITORY={} COFFER_PASSWORD_FILE={} coffer snapshots`", repo_dir.display(), pass_file.display());
+        println!(
+            "demo passed: try `COFFER_REPOSITORY={} COFFER_PASSWORD_FILE={} coffer snapshots`",
+            repo_dir.display(),
+            pass_file.display()
+        );
     }
     Ok(ExitCode::Ok)
 }
@@ -118,23 +157,43 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
 /// Compares content, type, mode and mtime of every entry; returns how many were compared.
 fn compare_trees(a: &Path, b: &Path) -> Result<usize> {
     let ma = std::fs::symlink_metadata(a)?;
-    let mb = std::fs::symlink_metadata(b).with_context(|| format!("{} missing after restore", b.display()))?;
-    anyhow::ensure!(ma.file_type() == mb.file_type(), "{}: type differs", b.display());
+    let mb = std::fs::symlink_metadata(b)
+        .with_context(|| format!("{} missing after restore", b.display()))?;
+    anyhow::ensure!(
+        ma.file_type() == mb.file_type(),
+        "{}: type differs",
+        b.display()
+    );
     anyhow::ensure!(ma.mode() == mb.mode(), "{}: mode differs", b.display());
     let mut n = 1;
     if ma.is_dir() {
-        let mut names: Vec<_> = std::fs::read_dir(a)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+        let mut names: Vec<_> = std::fs::read_dir(a)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
         names.sort();
         let count = std::fs::read_dir(b)?.count();
-        anyhow::ensure!(count == names.len(), "{}: holds {count} entries, the source {}", b.display(), names.len());
+        anyhow::ensure!(
+            count == names.len(),
+            "{}: holds {count} entries, the source {}",
+            b.display(),
+            names.len()
+        );
         for name in names {
             n += compare_trees(&a.join(&name), &b.join(&name))?;
         }
     } else if ma.is_file() {
         anyhow::ensure!(ma.mtime() == mb.mtime(), "{}: mtime differs", b.display());
-        anyhow::ensure!(std::fs::read(a)? == std::fs::read(b)?, "{}: content differs", b.display());
+        anyhow::ensure!(
+            std::fs::read(a)? == std::fs::read(b)?,
+            "{}: content differs",
+            b.display()
+        );
     } else if ma.file_type().is_symlink() {
-        anyhow::ensure!(std::fs::read_link(a)? == std::fs::read_link(b)?, "{}: link target differs", b.display());
+        anyhow::ensure!(
+            std::fs::read_link(a)? == std::fs::read_link(b)?,
+            "{}: link target differs",
+            b.display()
+        );
     }
     Ok(n)
 }

@@ -35,7 +35,13 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     let (index, _) = repo.load_index()?;
     let reader = ChunkReader::new(&repo, &index);
     let mut changes = vec![];
-    diff_tree(&reader, Some(sa.tree), Some(sb.tree), Path::new(""), &mut changes)?;
+    diff_tree(
+        &reader,
+        Some(sa.tree),
+        Some(sb.tree),
+        Path::new(""),
+        &mut changes,
+    )?;
     if g.json {
         print_json(&changes);
     } else {
@@ -43,18 +49,40 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             println!("{:<2}{}", c.change, c.path);
         }
         let count = |k| changes.iter().filter(|c| c.change == k).count();
-        println!("{} added, {} removed, {} modified, {} metadata only", count("+"), count("-"), count("M") + count("T"), count("U"));
+        println!(
+            "{} added, {} removed, {} modified, {} metadata only",
+            count("+"),
+            count("-"),
+            count("M") + count("T"),
+            count("U")
+        );
     }
     Ok(ExitCode::Ok)
 }
 
 fn nodes(reader: &ChunkReader, id: Option<ChunkId>) -> Result<BTreeMap<OsString, Node>> {
-    let Some(id) = id else { return Ok(BTreeMap::new()) };
-    Ok(reader.tree(&id)?.nodes.into_iter().map(|n| (n.os_name().unwrap_or_default(), n)).collect())
+    let Some(id) = id else {
+        return Ok(BTreeMap::new());
+    };
+    Ok(reader
+        .tree(&id)?
+        .nodes
+        .into_iter()
+        .map(|n| (n.os_name().unwrap_or_default(), n))
+        .collect())
 }
 
-fn all_below(reader: &ChunkReader, node: &Node, path: &Path, sign: &'static str, out: &mut Vec<Change>) -> Result<()> {
-    out.push(Change { change: sign, path: path.display().to_string() });
+fn all_below(
+    reader: &ChunkReader,
+    node: &Node,
+    path: &Path,
+    sign: &'static str,
+    out: &mut Vec<Change>,
+) -> Result<()> {
+    out.push(Change {
+        change: sign,
+        path: path.display().to_string(),
+    });
     if node.kind == NodeKind::Dir {
         for (name, n) in nodes(reader, node.subtree)? {
             all_below(reader, &n, &path.join(name), sign, out)?;
@@ -63,7 +91,13 @@ fn all_below(reader: &ChunkReader, node: &Node, path: &Path, sign: &'static str,
     Ok(())
 }
 
-fn diff_tree(reader: &ChunkReader, a: Option<ChunkId>, b: Option<ChunkId>, dir: &Path, out: &mut Vec<Change>) -> Result<()> {
+fn diff_tree(
+    reader: &ChunkReader,
+    a: Option<ChunkId>,
+    b: Option<ChunkId>,
+    dir: &Path,
+    out: &mut Vec<Change>,
+) -> Result<()> {
     if a == b {
         return Ok(());
     }
@@ -78,11 +112,22 @@ fn diff_tree(reader: &ChunkReader, a: Option<ChunkId>, b: Option<ChunkId>, dir: 
             (None, Some(y)) => all_below(reader, y, &path, "+", out)?,
             (Some(x), Some(y)) => {
                 if x.kind != y.kind {
-                    out.push(Change { change: "T", path: path.display().to_string() });
+                    out.push(Change {
+                        change: "T",
+                        path: path.display().to_string(),
+                    });
                 } else if x.content != y.content || x.target != y.target || x.size != y.size {
-                    out.push(Change { change: "M", path: path.display().to_string() });
-                } else if (x.mode, x.uid, x.gid, x.mtime_ns) != (y.mode, y.uid, y.gid, y.mtime_ns) && x.kind != NodeKind::Dir {
-                    out.push(Change { change: "U", path: path.display().to_string() });
+                    out.push(Change {
+                        change: "M",
+                        path: path.display().to_string(),
+                    });
+                } else if (x.mode, x.uid, x.gid, x.mtime_ns) != (y.mode, y.uid, y.gid, y.mtime_ns)
+                    && x.kind != NodeKind::Dir
+                {
+                    out.push(Change {
+                        change: "U",
+                        path: path.display().to_string(),
+                    });
                 }
                 if x.kind == NodeKind::Dir && y.kind == NodeKind::Dir {
                     diff_tree(reader, x.subtree, y.subtree, &path, out)?;

@@ -31,11 +31,22 @@ pub struct Args {
 pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     let location = g.repo_location();
     let backend = coffer::backend::open(&location, true).map_err(coffer::Error::from)?;
-    let mut opts = InitOptions { compression: a.compression, pack_size: a.pack_size << 20, ..Default::default() };
+    let mut opts = InitOptions {
+        compression: a.compression,
+        pack_size: a.pack_size << 20,
+        ..Default::default()
+    };
     if let Some(s) = &a.chunk_sizes {
-        opts.chunker = ChunkerParams { min_size: s[0] << 10, avg_size: s[1] << 10, max_size: s[2] << 10 };
+        opts.chunker = ChunkerParams {
+            min_size: s[0] << 10,
+            avg_size: s[1] << 10,
+            max_size: s[2] << 10,
+        };
     }
-    anyhow::ensure!((1..=512).contains(&a.pack_size), "--pack-size must be 1..=512 MiB");
+    anyhow::ensure!(
+        (1..=512).contains(&a.pack_size),
+        "--pack-size must be 1..=512 MiB"
+    );
     let protector = g.new_protector(&a.recipients, &a.recipients_file, &None)?;
     let repo = Repository::init(backend, &opts, &protector)?;
     if g.json {
@@ -43,7 +54,10 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             "repository": location, "id": repo.config.id, "key": repo.key_id.to_hex(),
         }));
     } else {
-        println!("created coffer repository {} at {location}", &repo.config.id[..8]);
+        println!(
+            "created coffer repository {} at {location}",
+            &repo.config.id[..8]
+        );
         println!("keep the passphrase (or identity) safe: without it the data cannot be read back");
     }
     Ok(ExitCode::Ok)

@@ -56,27 +56,43 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
                     .collect();
                 print_json(&v);
             } else {
-                println!("  {:<10} {:<11} {:<11} {:<16} created", "id", "kind", "access", "host");
+                println!(
+                    "  {:<10} {:<11} {:<11} {:<16} created",
+                    "id", "kind", "access", "host"
+                );
                 for k in keys {
                     println!(
                         "{} {:<10} {:<11} {:<11} {:<16} {}",
                         if k.current { "*" } else { " " },
                         k.id.short(),
                         format!("{:?}", k.file.kind).to_lowercase(),
-                        if k.file.write_only { "write-only" } else { "full" },
+                        if k.file.write_only {
+                            "write-only"
+                        } else {
+                            "full"
+                        },
                         k.file.host,
                         k.file.created.format("%Y-%m-%d %H:%M:%S")
                     );
                 }
             }
         }
-        Command::Add { write_only, recipients, recipients_file, new_password_file } => {
+        Command::Add {
+            write_only,
+            recipients,
+            recipients_file,
+            new_password_file,
+        } => {
             let protector = g.new_protector(recipients, recipients_file, new_password_file)?;
             let id = repo.add_key(&protector, *write_only)?;
             if g.json {
                 print_json(&serde_json::json!({ "id": id.to_hex(), "write_only": write_only }));
             } else {
-                println!("added {} key {}", if *write_only { "write-only" } else { "full" }, id.short());
+                println!(
+                    "added {} key {}",
+                    if *write_only { "write-only" } else { "full" },
+                    id.short()
+                );
             }
         }
         Command::Remove { id } => {
@@ -89,7 +105,9 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
         }
         Command::ExportIdentity { which } => {
             let secret = if which == "data" {
-                repo.secrets.data_identity("export the data identity")?.to_string()
+                repo.secrets
+                    .data_identity("export the data identity")?
+                    .to_string()
             } else {
                 repo.secrets.index_identity.to_string()
             };

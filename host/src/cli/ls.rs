@@ -25,10 +25,11 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
     let (index, _) = repo.load_index()?;
     let reader = ChunkReader::new(&repo, &index);
-    let filter: Option<PathBuf> = a
-        .path
-        .as_ref()
-        .map(|p| p.components().filter(|c| matches!(c, Component::Normal(_))).collect());
+    let filter: Option<PathBuf> = a.path.as_ref().map(|p| {
+        p.components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect()
+    });
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut stack = vec![(PathBuf::new(), snap.tree)];
     let mut rows = vec![];

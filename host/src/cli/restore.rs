@@ -40,7 +40,9 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     };
     let done = Arc::new(AtomicU64::new(0));
     let d = done.clone();
-    let progress = Progress::start("restore", move || format!("{} written", human(d.load(Ordering::Relaxed))));
+    let progress = Progress::start("restore", move || {
+        format!("{} written", human(d.load(Ordering::Relaxed)))
+    });
     let r = restorer::restore(&repo, &index, &snap, &opts, &done);
     drop(progress);
     let s = r?;
@@ -63,8 +65,15 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             s.duration_secs
         );
         if !s.errors.is_empty() {
-            println!("{} entries could not be restored (see above); run `coffer check --read-data`", s.errors.len());
+            println!(
+                "{} entries could not be restored (see above); run `coffer check --read-data`",
+                s.errors.len()
+            );
         }
     }
-    Ok(if s.errors.is_empty() { ExitCode::Ok } else { ExitCode::Integrity })
+    Ok(if s.errors.is_empty() {
+        ExitCode::Ok
+    } else {
+        ExitCode::Integrity
+    })
 }

@@ -47,7 +47,10 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             .collect();
         print_json(&v);
     } else {
-        println!("{:<10} {:<20} {:<16} {:>10}  paths", "id", "time", "host", "size");
+        println!(
+            "{:<10} {:<20} {:<16} {:>10}  paths",
+            "id", "time", "host", "size"
+        );
         for (id, s) in &rows {
             println!(
                 "{:<10} {:<20} {:<16} {:>10}  {}",
@@ -60,5 +63,9 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         }
         println!("{} snapshot(s)", rows.len());
     }
-    Ok(if damaged > 0 { ExitCode::Integrity } else { ExitCode::Ok })
+    Ok(if damaged > 0 {
+        ExitCode::Integrity
+    } else {
+        ExitCode::Ok
+    })
 }

@@ -23,7 +23,10 @@ pub fn run(g: &Global, _a: &Args) -> Result<ExitCode> {
     let mut logical = 0u64;
     if !repo.secrets.is_write_only() {
         let list = repo.list_snapshots()?;
-        logical = list.iter().filter_map(|(_, s)| s.as_ref().ok()?.summary.as_ref().map(|x| x.total_bytes)).sum();
+        logical = list
+            .iter()
+            .filter_map(|(_, s)| s.as_ref().ok()?.summary.as_ref().map(|x| x.total_bytes))
+            .sum();
         snapshots = Some(list.len());
     }
     let v = serde_json::json!({
@@ -45,11 +48,25 @@ pub fn run(g: &Global, _a: &Args) -> Result<ExitCode> {
         if let Some(n) = snapshots {
             println!("snapshots:        {n} ({} in all)", human(logical));
         }
-        println!("packs:            {} ({} stored)", index.packs().count(), human(stored));
-        println!("unique chunks:    {} ({} before compression)", index.chunk_count(), human(raw));
-        println!("compression:      {:.2}x", v["compression_ratio"].as_f64().unwrap_or(1.0));
+        println!(
+            "packs:            {} ({} stored)",
+            index.packs().count(),
+            human(stored)
+        );
+        println!(
+            "unique chunks:    {} ({} before compression)",
+            index.chunk_count(),
+            human(raw)
+        );
+        println!(
+            "compression:      {:.2}x",
+            v["compression_ratio"].as_f64().unwrap_or(1.0)
+        );
         if snapshots.is_some() {
-            println!("deduplication:    {:.2}x", v["dedup_ratio"].as_f64().unwrap_or(1.0));
+            println!(
+                "deduplication:    {:.2}x",
+                v["dedup_ratio"].as_f64().unwrap_or(1.0)
+            );
         }
     }
     Ok(ExitCode::Ok)

@@ -24,6 +24,12 @@ pub struct Config {
 impl Config {
     pub fn new(chunker: ChunkerParams, pack_size: u32, compression: i32) -> Self {
         let id: [u8; 32] = rand::random();
-        Config { version: FORMAT_VERSION, id: hex::encode(id), chunker, pack_size, compression }
+        Config {
+            version: FORMAT_VERSION,
+            id: hex::encode(id),
+            chunker,
+            pack_size,
+            compression,
+        }
     }
 }

@@ -60,7 +60,10 @@ impl Index {
             (self.packs.len() - 1) as u32
         });
         for e in chunks {
-            self.chunks.entry(e.id).or_insert(Location { pack: pos, entry: *e });
+            self.chunks.entry(e.id).or_insert(Location {
+                pack: pos,
+                entry: *e,
+            });
         }
     }
 
@@ -69,7 +72,9 @@ impl Index {
     }
 
     pub fn get(&self, id: &ChunkId) -> Option<(PackId, PackEntry)> {
-        self.chunks.get(id).map(|l| (self.packs[l.pack as usize].0, l.entry))
+        self.chunks
+            .get(id)
+            .map(|l| (self.packs[l.pack as usize].0, l.entry))
     }
 
     pub fn packs(&self) -> impl Iterator<Item = (PackId, u64)> + '_ {
@@ -81,7 +86,9 @@ impl Index {
     }
 
     pub fn chunks(&self) -> impl Iterator<Item = (ChunkId, PackId, PackEntry)> + '_ {
-        self.chunks.iter().map(|(id, l)| (*id, self.packs[l.pack as usize].0, l.entry))
+        self.chunks
+            .iter()
+            .map(|(id, l)| (*id, self.packs[l.pack as usize].0, l.entry))
     }
 
     pub fn chunk_count(&self) -> usize {

@@ -36,7 +36,10 @@ pub struct KeyFile {
 
 /// How a key file is (or is to be) protected.
 pub enum Protector {
-    Passphrase { passphrase: SecretString, log_n: Option<u8> },
+    Passphrase {
+        passphrase: SecretString,
+        log_n: Option<u8>,
+    },
     Recipients(Vec<Box<dyn age::Recipient + Send>>),
 }
 
@@ -52,11 +55,16 @@ impl KeyFile {
         let (kind, enc) = match protector {
             Protector::Passphrase { passphrase, log_n } => {
                 let r = crypto::passphrase_recipient(passphrase, *log_n);
-                (KeyKind::Passphrase, age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient)))
+                (
+                    KeyKind::Passphrase,
+                    age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient)),
+                )
             }
             Protector::Recipients(rs) => (
                 KeyKind::Recipients,
-                age::Encryptor::with_recipients(rs.iter().map(|r| r.as_ref() as &dyn age::Recipient)),
+                age::Encryptor::with_recipients(
+                    rs.iter().map(|r| r.as_ref() as &dyn age::Recipient),
+                ),
             ),
         };
         let enc = enc.map_err(|e| Error::Invalid(format!("cannot encrypt the key: {e}")))?;
@@ -98,23 +106,32 @@ impl KeyFile {
         };
         let mut reader = match reader {
             Ok(r) => r,
-            Err(age::DecryptError::NoMatchingKeys) | Err(age::DecryptError::DecryptionFailed) => return Ok(None),
+            Err(age::DecryptError::NoMatchingKeys) | Err(age::DecryptError::DecryptionFailed) => {
+                return Ok(None)
+            }
             Err(e) => return Err(Error::corrupt(object, format!("cannot open key: {e}"))),
         };
         let mut plain = vec![];
         reader
             .read_to_end(&mut plain)
             .map_err(|e| Error::corrupt(object, format!("key authentication failed: {e}")))?;
-        let f: SecretsFile =
-            serde_json::from_slice(&plain).map_err(|e| Error::corrupt(object, format!("bad secrets: {e}")))?;
-        Secrets::from_file(&f).map(Some).map_err(|e| Error::corrupt(object, e))
+        let f: SecretsFile = serde_json::from_slice(&plain)
+            .map_err(|e| Error::corrupt(object, format!("bad secrets: {e}")))?;
+        Secrets::from_file(&f)
+            .map(Some)
+            .map_err(|e| Error::corrupt(object, e))
     }
 }
 
 /// Reads age identities (an age identity file or an unencrypted SSH private key).
 pub fn load_identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>> {
     let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bad = |m: String| Error::Invalid(format!("{}: not a usable identity file: {m}", path.display()));
+    let bad = |m: String| {
+        Error::Invalid(format!(
+            "{}: not a usable identity file: {m}",
+            path.display()
+        ))
+    };
     if data.starts_with(b"-----BEGIN") {
         let id = age::ssh::Identity::from_buffer(&data[..], Some(path.display().to_string()))
             .map_err(|e| bad(e.to_string()))?;
@@ -122,7 +139,9 @@ pub fn load_identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>> {
             return Err(bad(format!("unsupported SSH key ({k:?})")));
         }
         if matches!(id, age::ssh::Identity::Encrypted(_)) {
-            return Err(bad("passphrase-protected SSH keys are not supported; use an age identity".into()));
+            return Err(bad(
+                "passphrase-protected SSH keys are not supported; use an age identity".into(),
+            ));
         }
         return Ok(vec![Box::new(id)]);
     }
@@ -133,7 +152,9 @@ pub fn load_identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>> {
 }
 
 /// Parses recipients: one per line (or argument), age `age1…` or SSH public keys; `#` comments.
-pub fn parse_recipients(lines: impl IntoIterator<Item = String>) -> Result<Vec<Box<dyn age::Recipient + Send>>> {
+pub fn parse_recipients(
+    lines: impl IntoIterator<Item = String>,
+) -> Result<Vec<Box<dyn age::Recipient + Send>>> {
     let mut out: Vec<Box<dyn age::Recipient + Send>> = vec![];
     for line in lines {
         let line = line.trim();
@@ -145,7 +166,9 @@ pub fn parse_recipients(lines: impl IntoIterator<Item = String>) -> Result<Vec<B
         } else if let Ok(r) = age::ssh::Recipient::from_str(line) {
             out.push(Box::new(r));
         } else {
-            return Err(Error::Invalid(format!("'{line}' is not an age or SSH recipient")));
+            return Err(Error::Invalid(format!(
+                "'{line}' is not an age or SSH recipient"
+            )));
         }
     }
     if out.is_empty() {
@@ -157,5 +180,8 @@ pub fn parse_recipients(lines: impl IntoIterator<Item = String>) -> Result<Vec<B
 /// Reads a recipients file.
 pub fn read_recipients_file(path: &Path) -> Result<Vec<String>> {
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    std::io::BufReader::new(f).lines().collect::<std::io::Result<_>>().map_err(|e| Error::io(path, e))
+    std::io::BufReader::new(f)
+        .lines()
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::io(path, e))
 }

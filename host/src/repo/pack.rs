@@ -102,7 +102,11 @@ impl ChunkEncoder {
         // Sample the middle: headers of media files often compress while their bodies do not.
         let mid = data.len() / 2 - SAMPLE / 2;
         let sample = &data[mid..mid + SAMPLE];
-        let c = self.probe.compress(sample).map(|c| c.len()).unwrap_or(SAMPLE);
+        let c = self
+            .probe
+            .compress(sample)
+            .map(|c| c.len())
+            .unwrap_or(SAMPLE);
         c < SAMPLE * 97 / 100
     }
 }
@@ -141,7 +145,11 @@ pub fn decode_chunk(frame: &[u8], raw_length: usize) -> std::io::Result<Vec<u8>>
 }
 
 /// Decodes one stored frame into `out` (cleared first), reusing a per-thread zstd context.
-pub fn decode_chunk_into(frame: &[u8], raw_length: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+pub fn decode_chunk_into(
+    frame: &[u8],
+    raw_length: usize,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
     thread_local! {
         static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
     }
@@ -152,10 +160,14 @@ pub fn decode_chunk_into(frame: &[u8], raw_length: usize, out: &mut Vec<u8>) -> 
         if d.is_none() {
             *d = Some(zstd::bulk::Decompressor::new()?);
         }
-        d.as_mut().expect("just set").decompress_to_buffer(frame, out)
+        d.as_mut()
+            .expect("just set")
+            .decompress_to_buffer(frame, out)
     })?;
     if n != raw_length {
-        return Err(std::io::Error::other(format!("decoded {n} bytes, expected {raw_length}")));
+        return Err(std::io::Error::other(format!(
+            "decoded {n} bytes, expected {raw_length}"
+        )));
     }
     Ok(())
 }
@@ -178,11 +190,17 @@ impl PackWriter {
     pub fn new(recipient: &dyn age::Recipient, capacity: usize) -> Self {
         let w = crypto::encryptor(recipient, Vec::with_capacity(capacity + capacity / 16))
             .expect("writing to memory cannot fail");
-        PackWriter { w, entries: vec![], offset: 0 }
+        PackWriter {
+            w,
+            entries: vec![],
+            offset: 0,
+        }
     }
 
     pub fn add(&mut self, id: ChunkId, tag: Tag, frame: &[u8], raw_length: usize) {
-        self.w.write_all(frame).expect("writing to memory cannot fail");
+        self.w
+            .write_all(frame)
+            .expect("writing to memory cannot fail");
         self.entries.push(PackEntry {
             id,
             tag,
@@ -203,7 +221,10 @@ impl PackWriter {
     }
 
     pub fn finish(mut self) -> SealedPack {
-        let toc = serde_json::to_vec(&Toc { chunks: self.entries.clone() }).expect("toc serializes");
+        let toc = serde_json::to_vec(&Toc {
+            chunks: self.entries.clone(),
+        })
+        .expect("toc serializes");
         let mut tail = Vec::with_capacity(toc.len() + 8 + TRAILER_LEN);
         tail.extend_from_slice(&TOC_MAGIC.to_le_bytes());
         tail.extend_from_slice(&(toc.len() as u32).to_le_bytes());
@@ -212,10 +233,16 @@ impl PackWriter {
         tail.extend_from_slice(&TRAILER_MAGIC.to_le_bytes());
         tail.extend_from_slice(&4u32.to_le_bytes());
         tail.extend_from_slice(&toc_frame_len.to_le_bytes());
-        self.w.write_all(&tail).expect("writing to memory cannot fail");
+        self.w
+            .write_all(&tail)
+            .expect("writing to memory cannot fail");
         let bytes = self.w.finish().expect("writing to memory cannot fail");
         let id = PackId(*blake3::hash(&bytes).as_bytes());
-        SealedPack { id, bytes, entries: self.entries }
+        SealedPack {
+            id,
+            bytes,
+            entries: self.entries,
+        }
     }
 }
 
@@ -227,10 +254,18 @@ pub fn open(id: &PackId, stored: &[u8], identity: &dyn age::Identity) -> Result<
 }
 
 /// [`open`] into a reusable buffer.
-pub fn open_into(id: &PackId, stored: &[u8], identity: &dyn age::Identity, out: &mut Vec<u8>) -> Result<()> {
+pub fn open_into(
+    id: &PackId,
+    stored: &[u8],
+    identity: &dyn age::Identity,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let name = key(id);
     if blake3::hash(stored).as_bytes() != &id.0 {
-        return Err(Error::corrupt(&name, "content does not match its id (bit rot or tampering)"));
+        return Err(Error::corrupt(
+            &name,
+            "content does not match its id (bit rot or tampering)",
+        ));
     }
     crypto::decrypt_into(identity, stored, &name, out)
 }
@@ -265,7 +300,12 @@ pub fn read_toc(plain: &[u8], name: &str) -> Result<Vec<PackEntry>> {
 }
 
 /// Decodes and verifies one chunk out of a pack's plaintext.
-pub fn extract(plain: &[u8], entry: &PackEntry, secrets: &crypto::Secrets, pack: &PackId) -> Result<Vec<u8>> {
+pub fn extract(
+    plain: &[u8],
+    entry: &PackEntry,
+    secrets: &crypto::Secrets,
+    pack: &PackId,
+) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     extract_into(plain, entry, secrets, pack, &mut out)?;
     Ok(out)
@@ -282,14 +322,24 @@ pub fn extract_into(
     let name = key(pack);
     let start = entry.offset as usize;
     let end = start + entry.length as usize;
-    let frame = plain
-        .get(start..end)
-        .ok_or_else(|| Error::corrupt(&name, format!("chunk {} lies past the end of the pack", entry.id.short())))?;
-    decode_chunk_into(frame, entry.raw_length as usize, out)
-        .map_err(|e| Error::corrupt(&name, format!("chunk {} does not decode: {e}", entry.id.short())))?;
+    let frame = plain.get(start..end).ok_or_else(|| {
+        Error::corrupt(
+            &name,
+            format!("chunk {} lies past the end of the pack", entry.id.short()),
+        )
+    })?;
+    decode_chunk_into(frame, entry.raw_length as usize, out).map_err(|e| {
+        Error::corrupt(
+            &name,
+            format!("chunk {} does not decode: {e}", entry.id.short()),
+        )
+    })?;
     if secrets.id(entry.tag, out) != entry.id.0 {
         out.clear();
-        return Err(Error::corrupt(&name, format!("chunk {} does not match its id", entry.id.short())));
+        return Err(Error::corrupt(
+            &name,
+            format!("chunk {} does not match its id", entry.id.short()),
+        ));
     }
     Ok(())
 }
@@ -301,7 +351,14 @@ mod tests {
 
     #[test]
     fn raw_frames_decode_with_zstd() {
-        for n in [0usize, 1, 1000, MAX_BLOCK, MAX_BLOCK + 1, 3 * MAX_BLOCK + 17] {
+        for n in [
+            0usize,
+            1,
+            1000,
+            MAX_BLOCK,
+            MAX_BLOCK + 1,
+            3 * MAX_BLOCK + 17,
+        ] {
             let data: Vec<u8> = (0..n).map(|i| (i * 7 + i / 3) as u8).collect();
             let f = raw_frame(&data);
             assert_eq!(decode_chunk(&f, n).unwrap(), data, "len {n}");
@@ -313,7 +370,9 @@ mod tests {
         let mut x = 1u64;
         let noise: Vec<u8> = (0..400_000)
             .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (x >> 33) as u8
             })
             .collect();

@@ -62,7 +62,10 @@ pub struct Node {
 fn encode(b: &OsStr) -> (String, Option<String>) {
     match std::str::from_utf8(b.as_bytes()) {
         Ok(s) => (s.to_string(), None),
-        Err(_) => (b.to_string_lossy().into_owned(), Some(hex::encode(b.as_bytes()))),
+        Err(_) => (
+            b.to_string_lossy().into_owned(),
+            Some(hex::encode(b.as_bytes())),
+        ),
     }
 }
 
@@ -90,7 +93,9 @@ impl Node {
     }
 
     pub fn os_target(&self) -> Option<OsString> {
-        self.target.as_ref().and_then(|t| decode(t, &self.target_raw))
+        self.target
+            .as_ref()
+            .and_then(|t| decode(t, &self.target_raw))
     }
 
     pub fn new(kind: NodeKind) -> Self {

@@ -31,7 +31,12 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
         let cache = dir.path().join("cache");
-        Env { dir, repo, cache, password: PASSWORD.into() }
+        Env {
+            dir,
+            repo,
+            cache,
+            password: PASSWORD.into(),
+        }
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -79,8 +84,16 @@ impl Env {
     pub fn fails(&self, args: &[&str], code: i32) -> String {
         let out = self.run(args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(code), "coffer {args:?}: stdout {} stderr {stderr}", String::from_utf8_lossy(&out.stdout));
-        assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "panic: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "coffer {args:?}: stdout {} stderr {stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+            "panic: {stderr}"
+        );
         stderr
     }
 
@@ -95,6 +108,15 @@ impl Env {
         target.join(name)
     }
 
+    /// The repository through the library, for tests that inspect or craft objects.
+    pub fn open_repo(&self) -> coffer::repo::Repository {
+        let b = coffer::backend::open(self.repo.to_str().unwrap(), false).unwrap();
+        let unlock = coffer::repo::keyfile::Unlocker::Passphrase(age::secrecy::SecretString::from(
+            self.password.clone(),
+        ));
+        coffer::repo::Repository::open(b, &unlock).unwrap()
+    }
+
     pub fn objects(&self, prefix: &str) -> Vec<PathBuf> {
         let mut out = vec![];
         walk_files(&self.repo.join(prefix), &mut out);
@@ -104,7 +126,9 @@ impl Env {
 }
 
 fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd {
         let p = e.unwrap().path();
         if p.is_dir() {
@@ -118,7 +142,11 @@ fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
 pub fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// One entry of a manifest: everything restore must reproduce.
@@ -144,15 +172,49 @@ pub fn manifest(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
     out
 }
 
-fn add(root: &Path, p: &Path, out: &mut BTreeMap<Vec<u8>, Entry>, inodes: &mut BTreeMap<(u64, u64), Vec<u8>>) {
+fn add(
+    root: &Path,
+    p: &Path,
+    out: &mut BTreeMap<Vec<u8>, Entry>,
+    inodes: &mut BTreeMap<(u64, u64), Vec<u8>>,
+) {
     let m = std::fs::symlink_metadata(p).unwrap();
-    let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+    let rel = p
+        .strip_prefix(root)
+        .unwrap()
+        .as_os_str()
+        .as_bytes()
+        .to_vec();
     let ft = m.file_type();
-    let kind = if ft.is_file() { "file" } else if ft.is_dir() { "dir" } else if ft.is_symlink() { "symlink" } else { "other" };
-    let content = if ft.is_file() { hash_file(p) } else { String::new() };
-    let target = if ft.is_symlink() { std::fs::read_link(p).unwrap().as_os_str().as_bytes().to_vec() } else { vec![] };
-    let link_group = (ft.is_file() && m.nlink() > 1)
-        .then(|| inodes.entry((m.dev(), m.ino())).or_insert_with(|| rel.clone()).clone());
+    let kind = if ft.is_file() {
+        "file"
+    } else if ft.is_dir() {
+        "dir"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else {
+        "other"
+    };
+    let content = if ft.is_file() {
+        hash_file(p)
+    } else {
+        String::new()
+    };
+    let target = if ft.is_symlink() {
+        std::fs::read_link(p)
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .to_vec()
+    } else {
+        vec![]
+    };
+    let link_group = (ft.is_file() && m.nlink() > 1).then(|| {
+        inodes
+            .entry((m.dev(), m.ino()))
+            .or_insert_with(|| rel.clone())
+            .clone()
+    });
     out.insert(
         rel,
         Entry {
@@ -168,7 +230,10 @@ fn add(root: &Path, p: &Path, out: &mut BTreeMap<Vec<u8>, Entry>, inodes: &mut B
         },
     );
     if ft.is_dir() {
-        let mut names: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let mut names: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         names.sort();
         for n in names {
             add(root, &p.join(n), out, inodes);
@@ -193,15 +258,24 @@ pub fn assert_same(a: &BTreeMap<Vec<u8>, Entry>, b: &BTreeMap<Vec<u8>, Entry>) {
     assert_eq!(a.len(), b.len(), "the restore holds extra entries");
 }
 
-/// Deterministic pseudo-random bytes (xorshift), fast enough for hundreds of MiB.
+/// A xorshift64 generator: deterministic, seedable, fast.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Deterministic pseudo-random bytes, fast enough for hundreds of MiB.
 pub fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
+    let mut rng = Rng(seed | 1);
     let mut out = Vec::with_capacity(n + 8);
     while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
+        out.extend_from_slice(&rng.next().to_le_bytes());
     }
     out.truncate(n);
     out
