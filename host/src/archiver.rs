@@ -14,13 +14,14 @@
 
 pub mod cache;
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -31,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::id::{ChunkId, SnapshotId};
 use crate::repo::index::{Index, IndexFile, IndexPack};
 use crate::repo::pack::{self, PackWriter, SealedPack};
-use crate::repo::snapshot::{Snapshot, Summary};
+use crate::repo::snapshot::{PluginRecord, Snapshot, Summary};
 use crate::repo::tree::{Node, NodeKind, Tree};
 use crate::repo::Repository;
 use cache::{CacheEntry, FilesCache};
@@ -70,12 +71,12 @@ struct Job {
 }
 
 /// Index entries of uploaded packs not yet written out.
-struct Indexer<'a> {
-    repo: &'a Repository,
+struct Indexer {
+    repo: Arc<Repository>,
     pending: Mutex<(IndexFile, Instant)>,
 }
 
-impl Indexer<'_> {
+impl Indexer {
     const MAX_PACKS: usize = 8;
     const MAX_AGE: Duration = Duration::from_secs(10);
 
@@ -100,148 +101,271 @@ impl Indexer<'_> {
     }
 }
 
-/// Runs one backup and saves its snapshot.
+/// Runs one backup of plain files and folders and saves its snapshot.
 ///
 /// Fails if a source cannot be read at all, or the repository cannot be written; unreadable files
 /// inside a source become warnings and the snapshot is saved without them.
-pub fn backup(
-    repo: &Repository,
-    opts: &BackupOptions,
-    counters: &Counters,
-) -> Result<BackupResult> {
-    let start = Instant::now();
-    let time = chrono::Utc::now();
+pub fn backup(repo: &Arc<Repository>, opts: &BackupOptions, counters: Arc<Counters>) -> Result<BackupResult> {
     if opts.paths.is_empty() {
-        return Err(Error::Invalid(
-            "nothing to back up: give at least one path".into(),
-        ));
+        return Err(Error::Invalid("nothing to back up: give at least one path".into()));
     }
     let mut sources = vec![];
-    let mut names = HashSet::new();
     for p in &opts.paths {
         let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
         std::fs::symlink_metadata(&abs).map_err(|e| Error::io(&abs, e))?;
-        let name = abs
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_else(|| "root".into());
-        if !names.insert(name.clone()) {
+        sources.push(abs);
+    }
+    let cache_path = opts.cache_dir.as_ref().map(|d| {
+        FilesCache::path(d, &repo.config.id, &sources.iter().map(|s| s.as_path()).collect::<Vec<_>>())
+    });
+    let mut session = Session::start(repo.clone(), cache_path, counters)?;
+    for abs in &sources {
+        let name = abs.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "root".into());
+        if session.has_item(Path::new(&name)) {
             return Err(Error::Invalid(format!(
                 "two sources are named '{}': back them up separately or give their parent folder",
                 name.to_string_lossy()
             )));
         }
-        sources.push((abs, name));
+        session.add_path(Path::new(&name), abs)?;
     }
-    let (index, index_errors) = repo.load_index()?;
-    let mut warnings: Vec<String> = index_errors
-        .iter()
-        .map(|(id, e)| {
-            format!(
-                "index {} unreadable, its chunks will be stored again: {e}",
-                id.short()
-            )
-        })
-        .collect();
-
-    let cache_path = opts.cache_dir.as_ref().map(|d| {
-        FilesCache::path(
-            d,
-            &repo.config.id,
-            &sources.iter().map(|s| s.0.as_path()).collect::<Vec<_>>(),
-        )
-    });
-    let old_cache = cache_path
-        .as_deref()
-        .map(FilesCache::load)
-        .unwrap_or_default();
-
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 8);
-    let (job_tx, job_rx) = bounded::<Job>(workers * 2);
-    let (pack_tx, pack_rx) = bounded::<SealedPack>(0);
-    let (pool_tx, pool_rx) = bounded::<Vec<u8>>(workers * 2);
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
-    let indexer = Indexer {
-        repo,
-        pending: Mutex::new((IndexFile::default(), Instant::now())),
-    };
-    let chunker = Chunker::new(repo.config.chunker, repo.secrets.chunker_seed);
-
-    let mut walker = Walker {
-        repo,
-        index: &index,
-        chunker: &chunker,
-        pending: HashSet::new(),
-        tx: job_tx,
-        failure: &failure,
-        old_cache: &old_cache,
-        new_cache: FilesCache::default(),
-        summary: Summary::default(),
-        counters,
-        warnings: vec![],
-        hardlinks: HashMap::new(),
-        buf: chunker.buffer(),
-        pool: pool_rx,
-        racy_after_ns: time.timestamp_nanos_opt().unwrap_or(i64::MAX) - 1_000_000_000,
-    };
-
-    let root = std::thread::scope(|s| {
-        for _ in 0..workers {
-            let (rx, tx, pool, failure) =
-                (job_rx.clone(), pack_tx.clone(), pool_tx.clone(), &failure);
-            s.spawn(move || worker(repo, rx, tx, pool, failure));
-        }
-        drop(job_rx);
-        drop(pack_tx);
-        drop(pool_tx);
-        for _ in 0..2 {
-            let (rx, indexer, failure) = (pack_rx.clone(), &indexer, &failure);
-            s.spawn(move || uploader(repo, rx, indexer, counters, failure));
-        }
-        drop(pack_rx);
-        let root = walker.save_root(&sources);
-        drop(std::mem::replace(&mut walker.tx, bounded(0).0));
-        root
-    });
-    if let Some(e) = failure.lock().unwrap().take() {
-        return Err(e);
-    }
-    let root = root?;
-    indexer.flush()?;
-
-    let mut summary = walker.summary;
-    summary.errors = walker.warnings.len() as u64;
-    summary.duration_secs = start.elapsed().as_secs_f64();
-    summary.bytes_added = counters.bytes_added.load(Ordering::Relaxed);
-    let snap = Snapshot {
-        time,
-        hostname: opts.host.clone().unwrap_or_else(crate::hostname),
-        username: std::env::var("USER").unwrap_or_default(),
-        paths: sources
-            .iter()
-            .map(|s| s.0.to_string_lossy().into_owned())
-            .collect(),
+    session.finish(SnapshotInfo {
+        paths: sources.iter().map(|s| s.to_string_lossy().into_owned()).collect(),
         tags: opts.tags.clone(),
-        tree: root,
+        host: opts.host.clone(),
         app: opts.app.clone(),
-        summary: Some(summary.clone()),
-        program_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
-    let id = repo.save_snapshot(&snap)?;
-    if let Some(p) = &cache_path {
-        if let Err(e) = walker.new_cache.save(p) {
-            warnings.push(format!("files cache not saved ({}): {e}", p.display()));
-        }
-    }
-    warnings.extend(walker.warnings);
-    Ok(BackupResult {
-        snapshot: id,
-        summary,
-        warnings,
+        ..Default::default()
     })
+}
+
+/// What a finished session records in its snapshot besides the tree.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotInfo {
+    pub paths: Vec<String>,
+    pub tags: Vec<String>,
+    pub host: Option<String>,
+    pub app: Option<String>,
+    pub plugin: Option<PluginRecord>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A top-level entry of the snapshot being built: a captured node, or a folder that exists only
+/// to hold items (`db` in `db/main.db`).
+enum ItemEntry {
+    Node(Node),
+    Dir(BTreeMap<OsString, ItemEntry>),
+}
+
+/// One backup in progress: items are added one by one (files and folders, streams, generated
+/// bytes), then [`Session::finish`] writes the snapshot. Plugins drive a session through the
+/// host's capabilities; `backup` drives one for plain paths.
+pub struct Session {
+    repo: Arc<Repository>,
+    walker: Walker,
+    items: BTreeMap<OsString, ItemEntry>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    indexer: Arc<Indexer>,
+    failure: Arc<Mutex<Option<Error>>>,
+    counters: Arc<Counters>,
+    cache_path: Option<PathBuf>,
+    warnings: Vec<String>,
+    start: Instant,
+    time: chrono::DateTime<chrono::Utc>,
+}
+
+impl Session {
+    /// Loads the index and starts the compress and upload threads.
+    pub fn start(repo: Arc<Repository>, cache_path: Option<PathBuf>, counters: Arc<Counters>) -> Result<Session> {
+        let start = Instant::now();
+        let time = chrono::Utc::now();
+        let (index, index_errors) = repo.load_index()?;
+        let warnings: Vec<String> = index_errors
+            .iter()
+            .map(|(id, e)| format!("index {} unreadable, its chunks will be stored again: {e}", id.short()))
+            .collect();
+        let old_cache = cache_path.as_deref().map(FilesCache::load).unwrap_or_default();
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+        let (job_tx, job_rx) = bounded::<Job>(workers * 2);
+        let (pack_tx, pack_rx) = bounded::<SealedPack>(0);
+        let (pool_tx, pool_rx) = bounded::<Vec<u8>>(workers * 2);
+        let failure: Arc<Mutex<Option<Error>>> = Arc::default();
+        let indexer = Arc::new(Indexer { repo: repo.clone(), pending: Mutex::new((IndexFile::default(), Instant::now())) });
+        let chunker = Arc::new(Chunker::new(repo.config.chunker, repo.secrets.chunker_seed));
+        let mut threads = vec![];
+        for _ in 0..workers {
+            let (repo, rx, tx, pool, failure) =
+                (repo.clone(), job_rx.clone(), pack_tx.clone(), pool_tx.clone(), failure.clone());
+            threads.push(std::thread::spawn(move || worker(&repo, rx, tx, pool, &failure)));
+        }
+        for _ in 0..2 {
+            let (repo, rx, indexer, counters, failure) =
+                (repo.clone(), pack_rx.clone(), indexer.clone(), counters.clone(), failure.clone());
+            threads.push(std::thread::spawn(move || uploader(&repo, rx, &indexer, &counters, &failure)));
+        }
+        let walker = Walker {
+            repo: repo.clone(),
+            index: Arc::new(index),
+            buf: chunker.buffer(),
+            chunker,
+            pending: HashSet::new(),
+            tx: Some(job_tx),
+            failure: failure.clone(),
+            old_cache,
+            new_cache: FilesCache::default(),
+            summary: Summary::default(),
+            counters: counters.clone(),
+            warnings: vec![],
+            hardlinks: HashMap::new(),
+            pool: pool_rx,
+            racy_after_ns: time.timestamp_nanos_opt().unwrap_or(i64::MAX) - 1_000_000_000,
+        };
+        Ok(Session {
+            repo,
+            walker,
+            items: BTreeMap::new(),
+            threads,
+            indexer,
+            failure,
+            counters,
+            cache_path,
+            warnings,
+            start,
+            time,
+        })
+    }
+
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Whether an item (or an item below it) exists at `item`.
+    pub fn has_item(&self, item: &Path) -> bool {
+        let mut level = &self.items;
+        let comps: Vec<_> = item.components().collect();
+        for (i, c) in comps.iter().enumerate() {
+            match level.get(c.as_os_str()) {
+                None => return false,
+                Some(ItemEntry::Node(_)) => return i == comps.len() - 1,
+                Some(ItemEntry::Dir(children)) => level = children,
+            }
+        }
+        true
+    }
+
+    fn place(&mut self, item: &Path, mut node: Node) -> Result<()> {
+        let comps: Vec<OsString> = item
+            .components()
+            .map(|c| match c {
+                std::path::Component::Normal(n) => Ok(n.to_os_string()),
+                _ => Err(Error::Invalid(format!("item '{}' must be a relative path without '..'", item.display()))),
+            })
+            .collect::<Result<_>>()?;
+        let Some((last, parents)) = comps.split_last() else {
+            return Err(Error::Invalid("an item needs a name".into()));
+        };
+        let mut level = &mut self.items;
+        for p in parents {
+            let e = level.entry(p.clone()).or_insert_with(|| ItemEntry::Dir(BTreeMap::new()));
+            level = match e {
+                ItemEntry::Dir(children) => children,
+                ItemEntry::Node(_) => {
+                    return Err(Error::Invalid(format!("item '{}' lies inside another item", item.display())))
+                }
+            };
+        }
+        if level.contains_key(last) {
+            return Err(Error::Invalid(format!("item '{}' was captured twice", item.display())));
+        }
+        node.set_name(last);
+        level.insert(last.clone(), ItemEntry::Node(node));
+        Ok(())
+    }
+
+    /// Captures a file or folder (recursively) as `item`; returns the bytes it holds.
+    pub fn add_path(&mut self, item: &Path, path: &Path) -> Result<u64> {
+        let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+        let before = self.walker.summary.total_bytes;
+        let node = self
+            .walker
+            .save_node(path, path.file_name().unwrap_or_default(), meta)?
+            .ok_or_else(|| Error::Invalid(format!("{} could not be read", path.display())))?;
+        self.place(item, node)?;
+        Ok(self.walker.summary.total_bytes - before)
+    }
+
+    /// Captures everything `reader` yields as the file `item` (a dump, a download).
+    pub fn add_reader(&mut self, item: &Path, reader: impl Read) -> Result<u64> {
+        let (content, size) = self.walker.chunk_stream(item, reader)?;
+        let mut node = Node::new(NodeKind::File);
+        node.mode = 0o600;
+        node.mtime_ns = self.time.timestamp_nanos_opt().unwrap_or(0);
+        node.uid = nix::unistd::geteuid().as_raw();
+        node.gid = nix::unistd::getegid().as_raw();
+        node.content = content;
+        node.size = size;
+        self.walker.summary.total_bytes += size;
+        self.walker.summary.files_new += 1;
+        self.place(item, node)?;
+        Ok(size)
+    }
+
+    /// Stores bytes that are not an item (the plugin's wasm); returns their chunks.
+    pub fn store_blob(&mut self, data: &[u8]) -> Result<Vec<ChunkId>> {
+        Ok(self.walker.chunk_stream(Path::new("(blob)"), data)?.0)
+    }
+
+    /// Writes the trees and the snapshot, after every pack and index entry is stored.
+    pub fn finish(mut self, info: SnapshotInfo) -> Result<BackupResult> {
+        let items = std::mem::take(&mut self.items);
+        let root = self.walker.save_items(items, self.time);
+        self.walker.tx = None;
+        for t in std::mem::take(&mut self.threads) {
+            let _ = t.join();
+        }
+        if let Some(e) = self.failure.lock().unwrap().take() {
+            return Err(e);
+        }
+        let root = root?;
+        self.indexer.flush()?;
+        let mut summary = std::mem::take(&mut self.walker.summary);
+        summary.errors = self.walker.warnings.len() as u64;
+        summary.duration_secs = self.start.elapsed().as_secs_f64();
+        summary.bytes_added = self.counters.bytes_added.load(Ordering::Relaxed);
+        let snap = Snapshot {
+            time: self.time,
+            hostname: info.host.unwrap_or_else(crate::hostname),
+            username: std::env::var("USER").unwrap_or_default(),
+            paths: info.paths,
+            tags: info.tags,
+            tree: root,
+            app: info.app,
+            plugin: info.plugin,
+            metadata: info.metadata,
+            summary: Some(summary.clone()),
+            program_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let id = self.repo.save_snapshot(&snap)?;
+        let mut warnings = std::mem::take(&mut self.warnings);
+        if let Some(p) = &self.cache_path {
+            if let Err(e) = self.walker.new_cache.save(p) {
+                warnings.push(format!("files cache not saved ({}): {e}", p.display()));
+            }
+        }
+        warnings.append(&mut self.walker.warnings);
+        Ok(BackupResult { snapshot: id, summary, warnings })
+    }
+}
+
+impl Drop for Session {
+    /// An abandoned session (a failed capture) stops its threads; what they uploaded stays
+    /// indexed for the next backup, and no snapshot is written.
+    fn drop(&mut self) {
+        self.walker.tx = None;
+        for t in std::mem::take(&mut self.threads) {
+            let _ = t.join();
+        }
+        let _ = self.indexer.flush();
+    }
 }
 
 fn fail(failure: &Mutex<Option<Error>>, e: Error) {
@@ -318,18 +442,19 @@ fn uploader(
     }
 }
 
-struct Walker<'a> {
-    repo: &'a Repository,
-    index: &'a Index,
-    chunker: &'a Chunker,
+struct Walker {
+    repo: Arc<Repository>,
+    index: Arc<Index>,
+    chunker: Arc<Chunker>,
     /// Chunks handed to the workers in this backup.
     pending: HashSet<ChunkId>,
-    tx: Sender<Job>,
-    failure: &'a Mutex<Option<Error>>,
-    old_cache: &'a FilesCache,
+    /// `None` once the session is finishing: the workers then drain and stop.
+    tx: Option<Sender<Job>>,
+    failure: Arc<Mutex<Option<Error>>>,
+    old_cache: FilesCache,
     new_cache: FilesCache,
     summary: Summary,
-    counters: &'a Counters,
+    counters: Arc<Counters>,
     warnings: Vec<String>,
     hardlinks: HashMap<(u64, u64), Vec<ChunkId>>,
     /// The chunker's read buffer, reused for every file.
@@ -353,7 +478,7 @@ fn ctime_ns(m: &std::fs::Metadata) -> i64 {
         .saturating_add(m.ctime_nsec())
 }
 
-impl Walker<'_> {
+impl Walker {
     fn check_failed(&self) -> Result<()> {
         if self.failure.lock().unwrap().is_some() {
             return Err(Error::Interrupted);
@@ -368,18 +493,28 @@ impl Walker<'_> {
 
     fn send(&mut self, id: ChunkId, tag: Tag, data: Vec<u8>) -> Result<()> {
         self.summary.chunks_added += 1;
-        self.tx
-            .send(Job { id, tag, data })
-            .map_err(|_| Error::Interrupted)
+        let tx = self.tx.as_ref().ok_or(Error::Interrupted)?;
+        tx.send(Job { id, tag, data }).map_err(|_| Error::Interrupted)
     }
 
-    fn save_root(&mut self, sources: &[(PathBuf, std::ffi::OsString)]) -> Result<ChunkId> {
+    /// Saves the trees of the item hierarchy bottom-up; returns the root tree.
+    fn save_items(&mut self, items: BTreeMap<OsString, ItemEntry>, time: chrono::DateTime<chrono::Utc>) -> Result<ChunkId> {
         let mut nodes = vec![];
-        for (path, name) in sources {
-            let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
-            if let Some(n) = self.save_node(path, name, meta)? {
-                nodes.push(n);
-            }
+        for (name, e) in items {
+            let node = match e {
+                ItemEntry::Node(n) => n,
+                ItemEntry::Dir(children) => {
+                    let mut n = Node::new(NodeKind::Dir);
+                    n.set_name(&name);
+                    n.mode = 0o755;
+                    n.uid = nix::unistd::geteuid().as_raw();
+                    n.gid = nix::unistd::getegid().as_raw();
+                    n.mtime_ns = time.timestamp_nanos_opt().unwrap_or(0);
+                    n.subtree = Some(self.save_items(children, time)?);
+                    n
+                }
+            };
+            nodes.push(node);
         }
         nodes.sort_by_key(|n| n.os_name());
         self.save_tree(Tree { nodes })
@@ -534,10 +669,7 @@ impl Walker<'_> {
             self.summary.files_new += 1;
         }
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut buf = std::mem::take(&mut self.buf);
-        let r = self.chunk_file(path, file, &mut buf);
-        self.buf = buf;
-        let (chunks, size) = r?;
+        let (chunks, size) = self.chunk_stream(path, file)?;
         let after = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
         let changed = after.len() != size || mtime_ns(&after) != entry.mtime_ns;
         if changed {
@@ -560,14 +692,17 @@ impl Walker<'_> {
         Ok((chunks, size))
     }
 
-    fn chunk_file(
-        &mut self,
-        path: &Path,
-        file: std::fs::File,
-        buf: &mut [u8],
-    ) -> Result<(Vec<ChunkId>, u64)> {
-        let chunker = self.chunker;
-        let mut stream = chunker.stream(file, buf);
+    /// Chunks a stream, hands new chunks to the workers; returns the chunk list and size.
+    fn chunk_stream(&mut self, path: &Path, source: impl Read) -> Result<(Vec<ChunkId>, u64)> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let r = self.chunk_into(path, source, &mut buf);
+        self.buf = buf;
+        r
+    }
+
+    fn chunk_into(&mut self, path: &Path, source: impl Read, buf: &mut [u8]) -> Result<(Vec<ChunkId>, u64)> {
+        let chunker = self.chunker.clone();
+        let mut stream = chunker.stream(source, buf);
         let mut chunks = vec![];
         let mut size = 0u64;
         while let Some(data) = stream.next_chunk().map_err(|e| Error::io(path, e))? {

@@ -118,15 +118,20 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
             };
             let n = snap_names.len() as u32;
             snap_names.push(id.short());
-            walk_snapshot(
-                &reader,
-                &id,
-                &snap.tree,
-                n,
-                &mut users,
-                &mut report,
-                &damaged_index,
-            );
+            walk_snapshot(&reader, &id, &snap.tree, n, &mut users, &mut report, &damaged_index);
+            // The stored plugin is part of what the snapshot needs to be restored.
+            if let Some(p) = &snap.plugin {
+                for c in &p.content {
+                    users.entry(*c).or_default().push(n);
+                    if !index.contains(c) {
+                        report.problems.push(Problem {
+                            object: format!("chunk {}", c.short()),
+                            message: format!("the stored plugin {} needs a chunk that is not in any index", p.name),
+                            snapshots: vec![id.short()],
+                        });
+                    }
+                }
+            }
         }
     }
     let affected = |chunks: &mut dyn Iterator<Item = ChunkId>| -> Vec<String> {

@@ -44,6 +44,8 @@ fn crafted(repo: &Repository, nodes: Vec<Node>) -> String {
         tags: vec![],
         tree: root_id,
         app: None,
+        plugin: None,
+        metadata: None,
         summary: None,
         program_version: "crafted".into(),
     };

@@ -45,7 +45,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             human(c.bytes_added.load(Ordering::Relaxed))
         )
     });
-    let result = archiver::backup(&repo, &opts, &counters);
+    let result = archiver::backup(&std::sync::Arc::new(repo), &opts, counters.clone());
     drop(progress);
     let r = result?;
     for w in &r.warnings {

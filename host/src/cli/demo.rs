@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 
 use anyhow::{Context, Result};
-use coffer::archiver::{self, BackupOptions, Counters};
+use coffer::archiver::{self, BackupOptions};
 use coffer::checker::{self, ReadData};
 use coffer::repo::keyfile::{Protector, Unlocker};
 use coffer::repo::{InitOptions, Repository};
@@ -87,7 +87,8 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         cache_dir: Some(base.join("cache")),
         ..Default::default()
     };
-    let first = archiver::backup(&repo, &opts, &Counters::default())?;
+    let repo = std::sync::Arc::new(repo);
+    let first = archiver::backup(&repo, &opts, Default::default())?;
     let s = &first.summary;
     say(format!(
         "2. backed up {}: snapshot {}, {} files, read {}, added {} to the repository",
@@ -97,7 +98,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         human(s.bytes_read),
         human(s.bytes_added)
     ));
-    let second = archiver::backup(&repo, &opts, &Counters::default())?;
+    let second = archiver::backup(&repo, &opts, Default::default())?;
     say(format!(
         "3. backed up again: snapshot {}, {} files unchanged, read {} (the files cache skips unchanged files)",
         second.snapshot.short(),

@@ -21,9 +21,27 @@ pub struct Snapshot {
     /// The app this snapshot captured, for app backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
+    /// The plugin that captured it; its wasm is stored in the repository too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginRecord>,
+    /// What the plugin's capture returned (versions, row counts...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
     pub program_version: String,
+}
+
+/// The plugin of an app snapshot, and where its wasm is stored (data chunks, like a file), so
+/// a restore runs the very code that captured the data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginRecord {
+    pub name: String,
+    pub version: String,
+    /// Plain BLAKE3 of the wasm, hex.
+    pub blake3: String,
+    pub size: u64,
+    pub content: Vec<ChunkId>,
 }
 
 /// What the backup that made a snapshot did.

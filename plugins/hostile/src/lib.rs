@@ -1,0 +1,68 @@
+//! A hostile plugin for the sandbox tests. Its setting `attack` picks the misbehaviour; each must
+//! be stopped by the host with an error that says why, and the host must carry on.
+
+use coffer_plugin_sdk::prelude::*;
+
+#[derive(Default)]
+struct Hostile;
+
+impl Plugin for Hostile {
+    fn describe() -> PluginInfo {
+        PluginInfo::new("hostile", env!("CARGO_PKG_VERSION"), "misbehaves on purpose (tests only)")
+            .setting("attack", "loop | memory | read-passwd | run | http | restore-outside | capture-outside | ok")
+            .item("data")
+    }
+
+    fn capture(settings: &Settings) -> Result<Json> {
+        match settings.require("attack")? {
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = vec![];
+                loop {
+                    hoard.push(vec![1u8; 16 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "read-passwd" => {
+                let s = std::fs::read_to_string("/etc/passwd")?;
+                bail!("read {} bytes of /etc/passwd", s.len())
+            }
+            "run" => {
+                Command::new("id").run()?;
+                bail!("ran an ungranted program")
+            }
+            "http" => {
+                Request::get("http://127.0.0.1:9/steal").send()?;
+                bail!("called an ungranted URL")
+            }
+            "capture-outside" => {
+                host::capture_path("data", "../outside")?;
+                bail!("captured outside the app folder")
+            }
+            _ => {
+                host::capture_path("data", ".")?;
+                Ok(json!({ "ok": true }))
+            }
+        }
+    }
+
+    fn restore(settings: &Settings, _snapshot: &Snapshot, _only: &[String]) -> Result<()> {
+        match settings.require("attack")? {
+            "restore-outside" => {
+                host::restore_item("data", "../outside")?;
+                bail!("restored outside the app folder")
+            }
+            _ => {
+                host::restore_item("data", "restored")?;
+                Ok(())
+            }
+        }
+    }
+}
+
+export_plugin!(Hostile);
