@@ -105,9 +105,15 @@ impl Indexer {
 ///
 /// Fails if a source cannot be read at all, or the repository cannot be written; unreadable files
 /// inside a source become warnings and the snapshot is saved without them.
-pub fn backup(repo: &Arc<Repository>, opts: &BackupOptions, counters: Arc<Counters>) -> Result<BackupResult> {
+pub fn backup(
+    repo: &Arc<Repository>,
+    opts: &BackupOptions,
+    counters: Arc<Counters>,
+) -> Result<BackupResult> {
     if opts.paths.is_empty() {
-        return Err(Error::Invalid("nothing to back up: give at least one path".into()));
+        return Err(Error::Invalid(
+            "nothing to back up: give at least one path".into(),
+        ));
     }
     let mut sources = vec![];
     for p in &opts.paths {
@@ -116,11 +122,18 @@ pub fn backup(repo: &Arc<Repository>, opts: &BackupOptions, counters: Arc<Counte
         sources.push(abs);
     }
     let cache_path = opts.cache_dir.as_ref().map(|d| {
-        FilesCache::path(d, &repo.config.id, &sources.iter().map(|s| s.as_path()).collect::<Vec<_>>())
+        FilesCache::path(
+            d,
+            &repo.config.id,
+            &sources.iter().map(|s| s.as_path()).collect::<Vec<_>>(),
+        )
     });
     let mut session = Session::start(repo.clone(), cache_path, counters)?;
     for abs in &sources {
-        let name = abs.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "root".into());
+        let name = abs
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| "root".into());
         if session.has_item(Path::new(&name)) {
             return Err(Error::Invalid(format!(
                 "two sources are named '{}': back them up separately or give their parent folder",
@@ -130,7 +143,10 @@ pub fn backup(repo: &Arc<Repository>, opts: &BackupOptions, counters: Arc<Counte
         session.add_path(Path::new(&name), abs)?;
     }
     session.finish(SnapshotInfo {
-        paths: sources.iter().map(|s| s.to_string_lossy().into_owned()).collect(),
+        paths: sources
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect(),
         tags: opts.tags.clone(),
         host: opts.host.clone(),
         app: opts.app.clone(),
@@ -163,6 +179,7 @@ pub struct Session {
     repo: Arc<Repository>,
     walker: Walker,
     items: BTreeMap<OsString, ItemEntry>,
+    item_paths: Vec<String>,
     threads: Vec<std::thread::JoinHandle<()>>,
     indexer: Arc<Indexer>,
     failure: Arc<Mutex<Option<Error>>>,
@@ -175,32 +192,64 @@ pub struct Session {
 
 impl Session {
     /// Loads the index and starts the compress and upload threads.
-    pub fn start(repo: Arc<Repository>, cache_path: Option<PathBuf>, counters: Arc<Counters>) -> Result<Session> {
+    pub fn start(
+        repo: Arc<Repository>,
+        cache_path: Option<PathBuf>,
+        counters: Arc<Counters>,
+    ) -> Result<Session> {
         let start = Instant::now();
         let time = chrono::Utc::now();
         let (index, index_errors) = repo.load_index()?;
         let warnings: Vec<String> = index_errors
             .iter()
-            .map(|(id, e)| format!("index {} unreadable, its chunks will be stored again: {e}", id.short()))
+            .map(|(id, e)| {
+                format!(
+                    "index {} unreadable, its chunks will be stored again: {e}",
+                    id.short()
+                )
+            })
             .collect();
-        let old_cache = cache_path.as_deref().map(FilesCache::load).unwrap_or_default();
-        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+        let old_cache = cache_path
+            .as_deref()
+            .map(FilesCache::load)
+            .unwrap_or_default();
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 8);
         let (job_tx, job_rx) = bounded::<Job>(workers * 2);
         let (pack_tx, pack_rx) = bounded::<SealedPack>(0);
         let (pool_tx, pool_rx) = bounded::<Vec<u8>>(workers * 2);
         let failure: Arc<Mutex<Option<Error>>> = Arc::default();
-        let indexer = Arc::new(Indexer { repo: repo.clone(), pending: Mutex::new((IndexFile::default(), Instant::now())) });
+        let indexer = Arc::new(Indexer {
+            repo: repo.clone(),
+            pending: Mutex::new((IndexFile::default(), Instant::now())),
+        });
         let chunker = Arc::new(Chunker::new(repo.config.chunker, repo.secrets.chunker_seed));
         let mut threads = vec![];
         for _ in 0..workers {
-            let (repo, rx, tx, pool, failure) =
-                (repo.clone(), job_rx.clone(), pack_tx.clone(), pool_tx.clone(), failure.clone());
-            threads.push(std::thread::spawn(move || worker(&repo, rx, tx, pool, &failure)));
+            let (repo, rx, tx, pool, failure) = (
+                repo.clone(),
+                job_rx.clone(),
+                pack_tx.clone(),
+                pool_tx.clone(),
+                failure.clone(),
+            );
+            threads.push(std::thread::spawn(move || {
+                worker(&repo, rx, tx, pool, &failure)
+            }));
         }
         for _ in 0..2 {
-            let (repo, rx, indexer, counters, failure) =
-                (repo.clone(), pack_rx.clone(), indexer.clone(), counters.clone(), failure.clone());
-            threads.push(std::thread::spawn(move || uploader(&repo, rx, &indexer, &counters, &failure)));
+            let (repo, rx, indexer, counters, failure) = (
+                repo.clone(),
+                pack_rx.clone(),
+                indexer.clone(),
+                counters.clone(),
+                failure.clone(),
+            );
+            threads.push(std::thread::spawn(move || {
+                uploader(&repo, rx, &indexer, &counters, &failure)
+            }));
         }
         let walker = Walker {
             repo: repo.clone(),
@@ -223,6 +272,7 @@ impl Session {
             repo,
             walker,
             items: BTreeMap::new(),
+            item_paths: vec![],
             threads,
             indexer,
             failure,
@@ -257,7 +307,10 @@ impl Session {
             .components()
             .map(|c| match c {
                 std::path::Component::Normal(n) => Ok(n.to_os_string()),
-                _ => Err(Error::Invalid(format!("item '{}' must be a relative path without '..'", item.display()))),
+                _ => Err(Error::Invalid(format!(
+                    "item '{}' must be a relative path without '..'",
+                    item.display()
+                ))),
             })
             .collect::<Result<_>>()?;
         let Some((last, parents)) = comps.split_last() else {
@@ -265,19 +318,28 @@ impl Session {
         };
         let mut level = &mut self.items;
         for p in parents {
-            let e = level.entry(p.clone()).or_insert_with(|| ItemEntry::Dir(BTreeMap::new()));
+            let e = level
+                .entry(p.clone())
+                .or_insert_with(|| ItemEntry::Dir(BTreeMap::new()));
             level = match e {
                 ItemEntry::Dir(children) => children,
                 ItemEntry::Node(_) => {
-                    return Err(Error::Invalid(format!("item '{}' lies inside another item", item.display())))
+                    return Err(Error::Invalid(format!(
+                        "item '{}' lies inside another item",
+                        item.display()
+                    )))
                 }
             };
         }
         if level.contains_key(last) {
-            return Err(Error::Invalid(format!("item '{}' was captured twice", item.display())));
+            return Err(Error::Invalid(format!(
+                "item '{}' was captured twice",
+                item.display()
+            )));
         }
         node.set_name(last);
         level.insert(last.clone(), ItemEntry::Node(node));
+        self.item_paths.push(item.to_string_lossy().into_owned());
         Ok(())
     }
 
@@ -340,6 +402,7 @@ impl Session {
             tree: root,
             app: info.app,
             plugin: info.plugin,
+            items: std::mem::take(&mut self.item_paths),
             metadata: info.metadata,
             summary: Some(summary.clone()),
             program_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -352,7 +415,11 @@ impl Session {
             }
         }
         warnings.append(&mut self.walker.warnings);
-        Ok(BackupResult { snapshot: id, summary, warnings })
+        Ok(BackupResult {
+            snapshot: id,
+            summary,
+            warnings,
+        })
     }
 }
 
@@ -494,11 +561,16 @@ impl Walker {
     fn send(&mut self, id: ChunkId, tag: Tag, data: Vec<u8>) -> Result<()> {
         self.summary.chunks_added += 1;
         let tx = self.tx.as_ref().ok_or(Error::Interrupted)?;
-        tx.send(Job { id, tag, data }).map_err(|_| Error::Interrupted)
+        tx.send(Job { id, tag, data })
+            .map_err(|_| Error::Interrupted)
     }
 
     /// Saves the trees of the item hierarchy bottom-up; returns the root tree.
-    fn save_items(&mut self, items: BTreeMap<OsString, ItemEntry>, time: chrono::DateTime<chrono::Utc>) -> Result<ChunkId> {
+    fn save_items(
+        &mut self,
+        items: BTreeMap<OsString, ItemEntry>,
+        time: chrono::DateTime<chrono::Utc>,
+    ) -> Result<ChunkId> {
         let mut nodes = vec![];
         for (name, e) in items {
             let node = match e {
@@ -700,7 +772,12 @@ impl Walker {
         r
     }
 
-    fn chunk_into(&mut self, path: &Path, source: impl Read, buf: &mut [u8]) -> Result<(Vec<ChunkId>, u64)> {
+    fn chunk_into(
+        &mut self,
+        path: &Path,
+        source: impl Read,
+        buf: &mut [u8],
+    ) -> Result<(Vec<ChunkId>, u64)> {
         let chunker = self.chunker.clone();
         let mut stream = chunker.stream(source, buf);
         let mut chunks = vec![];

@@ -118,7 +118,15 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
             };
             let n = snap_names.len() as u32;
             snap_names.push(id.short());
-            walk_snapshot(&reader, &id, &snap.tree, n, &mut users, &mut report, &damaged_index);
+            walk_snapshot(
+                &reader,
+                &id,
+                &snap.tree,
+                n,
+                &mut users,
+                &mut report,
+                &damaged_index,
+            );
             // The stored plugin is part of what the snapshot needs to be restored.
             if let Some(p) = &snap.plugin {
                 for c in &p.content {
@@ -126,7 +134,10 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
                     if !index.contains(c) {
                         report.problems.push(Problem {
                             object: format!("chunk {}", c.short()),
-                            message: format!("the stored plugin {} needs a chunk that is not in any index", p.name),
+                            message: format!(
+                                "the stored plugin {} needs a chunk that is not in any index",
+                                p.name
+                            ),
                             snapshots: vec![id.short()],
                         });
                     }

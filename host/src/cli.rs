@@ -8,6 +8,7 @@ mod diff;
 mod init;
 mod key;
 mod ls;
+mod plugin;
 mod restore;
 mod snapshots;
 mod stats;
@@ -58,6 +59,9 @@ pub struct Global {
     /// More log output on stderr
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// coffer.toml to read [default: ./coffer.toml, then ~/.config/coffer/coffer.toml]
+    #[arg(long, global = true, env = "COFFER_CONFIG")]
+    pub config: Option<PathBuf>,
     /// scrypt work factor (log2 N) for new passphrase keys; the default takes about a second.
     /// Lower only for tests.
     #[arg(long, global = true, env = "COFFER_KDF_LOG_N", hide = true)]
@@ -85,6 +89,9 @@ pub enum Command {
     /// Manage the keys that open the repository
     #[command(subcommand)]
     Key(key::Command),
+    /// List and inspect plugins
+    #[command(subcommand)]
+    Plugin(plugin::Command),
     /// Back up and restore the bundled example app in a local demo repository, and verify it
     Demo(demo::Args),
 }
@@ -101,6 +108,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Check(a) => check::run(g, a),
         Command::Stats(a) => stats::run(g, a),
         Command::Key(c) => key::run(g, c),
+        Command::Plugin(c) => plugin::run(g, c),
         Command::Demo(a) => demo::run(g, a),
     }
 }
@@ -111,23 +119,48 @@ fn home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
+static CONFIG: std::sync::OnceLock<Option<coffer::config::Config>> = std::sync::OnceLock::new();
+
 impl Global {
+    /// coffer.toml, if there is one (read once).
+    pub fn config(&self) -> Result<Option<&'static coffer::config::Config>> {
+        if let Some(c) = CONFIG.get() {
+            return Ok(c.as_ref());
+        }
+        let c = coffer::config::Config::discover(self.config.as_deref())?;
+        Ok(CONFIG.get_or_init(|| c).as_ref())
+    }
+
+    fn repo_config(&self) -> coffer::config::RepositoryConfig {
+        self.config()
+            .ok()
+            .flatten()
+            .map(|c| c.repository.clone())
+            .unwrap_or_default()
+    }
+
     pub fn repo_location(&self) -> String {
-        self.repo.clone().unwrap_or_else(|| {
-            let base = std::env::var_os("XDG_DATA_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| home().join(".local/share"));
-            base.join("coffer/repo").display().to_string()
-        })
+        self.repo
+            .clone()
+            .or_else(|| self.repo_config().location)
+            .unwrap_or_else(|| {
+                let base = std::env::var_os("XDG_DATA_HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| home().join(".local/share"));
+                base.join("coffer/repo").display().to_string()
+            })
     }
 
     pub fn cache_dir(&self) -> PathBuf {
-        self.cache_dir.clone().unwrap_or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| home().join(".cache"))
-                .join("coffer")
-        })
+        self.cache_dir
+            .clone()
+            .or_else(|| self.repo_config().cache_dir)
+            .unwrap_or_else(|| {
+                std::env::var_os("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| home().join(".cache"))
+                    .join("coffer")
+            })
     }
 
     /// The passphrase from the file, the environment, or a no-echo prompt (asked twice when
@@ -135,6 +168,11 @@ impl Global {
     pub fn passphrase(&self, confirm: bool) -> Result<SecretString> {
         if let Some(f) = &self.password_file {
             return read_password_file(f);
+        }
+        if std::env::var_os("COFFER_PASSWORD").is_none() {
+            if let Some(f) = self.repo_config().password_file {
+                return read_password_file(&f);
+            }
         }
         if let Ok(p) = std::env::var("COFFER_PASSWORD") {
             return Ok(SecretString::from(p));
@@ -155,7 +193,12 @@ impl Global {
     }
 
     pub fn unlocker(&self) -> Result<Unlocker> {
-        match &self.identity_file {
+        match self
+            .identity_file
+            .clone()
+            .or_else(|| self.repo_config().identity_file)
+            .as_ref()
+        {
             Some(f) => Ok(Unlocker::Identities(keyfile::load_identities(f)?)),
             None => Ok(Unlocker::Passphrase(self.passphrase(false)?)),
         }

@@ -86,6 +86,9 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    #[error(transparent)]
+    Plugin(crate::plugin::PluginError),
+
     #[error("interrupted")]
     Interrupted,
 }

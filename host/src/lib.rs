@@ -7,13 +7,16 @@
 //! - engines: [`archiver`] (backup), [`restorer`], [`checker`];
 //! - the `coffer` binary's command line, in `src/cli/`.
 
+pub mod app;
 pub mod archiver;
 pub mod backend;
 pub mod checker;
 pub mod chunker;
+pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod id;
+pub mod plugin;
 pub mod repo;
 pub mod restorer;
 

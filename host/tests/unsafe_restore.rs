@@ -45,6 +45,7 @@ fn crafted(repo: &Repository, nodes: Vec<Node>) -> String {
         tree: root_id,
         app: None,
         plugin: None,
+        items: vec![],
         metadata: None,
         summary: None,
         program_version: "crafted".into(),

@@ -24,6 +24,9 @@ pub struct Snapshot {
     /// The plugin that captured it; its wasm is stored in the repository too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<PluginRecord>,
+    /// Item paths an app capture added (`db/main.db`, `uploads`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<String>,
     /// What the plugin's capture returned (versions, row counts...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,

@@ -1,0 +1,116 @@
+//! `coffer plugin list|inspect`: what plugins there are and what they ask for.
+
+use std::path::Path;
+
+use anyhow::Result;
+use coffer::plugin::{self, Origin, Plugin};
+use coffer::ExitCode;
+
+use super::{print_json, Global};
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Built-in plugins and the plugins of the apps in coffer.toml
+    List,
+    /// Name, version, settings and every capability a plugin requests
+    Inspect {
+        /// A built-in plugin's name, an app of coffer.toml, or a path to a .wasm
+        plugin: String,
+    },
+}
+
+pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
+    let cache = g.cache_dir();
+    match c {
+        Command::List => {
+            let mut rows = vec![];
+            for name in plugin::builtin_names() {
+                let (wasm, origin) = plugin::resolve_wasm(name, None)?;
+                let p = Plugin::load(wasm, origin, Some(&cache))?;
+                rows.push(serde_json::json!({
+                    "name": p.info.name, "version": p.info.version, "source": "built-in",
+                    "blake3": p.blake3, "description": p.info.description, "app": null,
+                }));
+            }
+            if let Some(config) = g.config()? {
+                for (app, a) in &config.apps {
+                    rows.push(serde_json::json!({
+                        "name": a.plugin, "source": if plugin::builtin_names().contains(&a.plugin.as_str()) { "built-in" } else { "file" },
+                        "blake3": a.blake3, "app": app,
+                    }));
+                }
+            }
+            if g.json {
+                print_json(&rows);
+            } else {
+                for r in rows {
+                    match r["app"].as_str() {
+                        None => println!(
+                            "{:<12} {:<8} built-in  {}",
+                            r["name"].as_str().unwrap_or(""),
+                            r["version"].as_str().unwrap_or(""),
+                            r["description"].as_str().unwrap_or("")
+                        ),
+                        Some(app) => println!(
+                            "app {app:<8} uses {} ({})",
+                            r["name"].as_str().unwrap_or(""),
+                            r["source"].as_str().unwrap_or("")
+                        ),
+                    }
+                }
+            }
+        }
+        Command::Inspect { plugin: which } => {
+            let (wasm, origin) = if let Some(app) = g.config()?.and_then(|c| c.apps.get(which)) {
+                plugin::resolve_wasm(&app.plugin, app.blake3.as_deref())?
+            } else if plugin::builtin_names().contains(&which.as_str()) {
+                plugin::resolve_wasm(which, None)?
+            } else {
+                // Inspecting an unpinned file is how one learns the hash to pin.
+                let bytes =
+                    std::fs::read(Path::new(which)).map_err(|e| anyhow::anyhow!("{which}: {e}"))?;
+                (bytes, Origin::File(which.clone()))
+            };
+            let p = Plugin::load(wasm, origin, Some(&cache))?;
+            if g.json {
+                let mut v = serde_json::to_value(&p.info)?;
+                v["blake3"] = p.blake3.clone().into();
+                v["origin"] = serde_json::to_value(&p.origin)?;
+                v["size"] = p.wasm.len().into();
+                print_json(&v);
+            } else {
+                let i = &p.info;
+                println!("{} {} — {}", i.name, i.version, i.description);
+                println!("  blake3   {}", p.blake3);
+                println!(
+                    "  size     {} bytes, built against coffer:plugin@{}",
+                    p.wasm.len(),
+                    i.wit
+                );
+                println!("  items    {}", i.items.join(", "));
+                println!("  settings");
+                for s in &i.settings {
+                    println!(
+                        "    {:<16} {}{}",
+                        s.name,
+                        s.description,
+                        match (&s.default, s.required) {
+                            (Some(d), _) => format!(" [default: {d:?}]"),
+                            (None, true) => " [required]".into(),
+                            _ => String::new(),
+                        }
+                    );
+                }
+                println!("  capabilities requested (grant them under [apps.NAME.grants])");
+                if i.capabilities.is_empty() {
+                    println!("    none beyond its app folder");
+                }
+                for (k, v) in &i.capabilities {
+                    println!("    {:<6} {v}", k);
+                }
+                println!("  always: read its app folder (capture), write it through restore-item (restore)");
+            }
+        }
+    }
+    Ok(ExitCode::Ok)
+}

@@ -1,0 +1,235 @@
+//! `coffer.toml`: the repository and the apps, each with its plugin, settings and grants.
+//!
+//! ```toml
+//! [repository]
+//! location = "/var/backups/coffer"      # COFFER_REPOSITORY and --repo take precedence
+//! password_file = "/etc/coffer/passphrase"
+//!
+//! [apps.xianyu]
+//! plugin = "xianyu"                     # built in; or a path to a .wasm with `blake3 = "…"`
+//! dir = "/srv/xianyu"                   # the app's folder: all the plugin may touch
+//! time_limit_secs = 3600                # per plugin call
+//! memory_limit_mib = 256
+//!
+//! [apps.xianyu.settings]
+//! stop_command = "systemctl stop xianyu"
+//!
+//! [apps.xianyu.grants]
+//! programs = ["systemctl"]
+//! http = ["http://127.0.0.1:8080"]
+//! ```
+//!
+//! Relative paths are relative to the folder holding coffer.toml.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub repository: RepositoryConfig,
+    #[serde(default)]
+    pub apps: BTreeMap<String, AppConfig>,
+    /// Where the file was read from; relative paths resolve against its folder.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    pub location: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub identity_file: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// A built-in plugin's name, or a path to a `.wasm` file.
+    pub plugin: String,
+    /// BLAKE3 (hex) the `.wasm` must have; required for a plugin given by path.
+    pub blake3: Option<String>,
+    pub dir: PathBuf,
+    #[serde(default)]
+    pub settings: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub grants: Grants,
+    #[serde(default = "default_time_limit")]
+    pub time_limit_secs: u64,
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit_mib: u64,
+}
+
+fn default_time_limit() -> u64 {
+    3600
+}
+
+fn default_memory_limit() -> u64 {
+    256
+}
+
+/// What the user allows an app's plugin to do beyond its own folder.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Programs it may run (argv[0] exactly as the plugin gives it).
+    #[serde(default)]
+    pub programs: Vec<String>,
+    /// Origins (`scheme://host:port`) it may send HTTP requests to.
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// S3 endpoints (origins) it may read and write buckets at.
+    #[serde(default)]
+    pub s3: Vec<String>,
+}
+
+impl Config {
+    /// Reads a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut c: Config = toml::from_str(&text)
+            .map_err(|e| Error::Invalid(format!("{}: {}", path.display(), e.to_string().trim())))?;
+        c.path = Some(path.to_path_buf());
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        for app in c.apps.values_mut() {
+            if app.dir.is_relative() {
+                app.dir = base.join(&app.dir);
+            }
+            if app.plugin.ends_with(".wasm") && Path::new(&app.plugin).is_relative() {
+                app.plugin = base.join(&app.plugin).display().to_string();
+            }
+        }
+        for f in [
+            &mut c.repository.password_file,
+            &mut c.repository.identity_file,
+            &mut c.repository.cache_dir,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
+        if let Some(loc) = &mut c.repository.location {
+            if !loc.contains("://") && Path::new(loc).is_relative() {
+                *loc = base.join(&*loc).display().to_string();
+            }
+        }
+        Ok(c)
+    }
+
+    /// The first of: `explicit`, `./coffer.toml`, `$XDG_CONFIG_HOME/coffer/coffer.toml`
+    /// (`~/.config/...`). `None` when there is none (plain file backups need no config).
+    pub fn discover(explicit: Option<&Path>) -> Result<Option<Config>> {
+        if let Some(p) = explicit {
+            return Config::load(p).map(Some);
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let xdg = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(".config"));
+        for p in [PathBuf::from("coffer.toml"), xdg.join("coffer/coffer.toml")] {
+            if p.is_file() {
+                return Config::load(&p).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn app(&self, name: &str) -> Result<&AppConfig> {
+        self.apps.get(name).ok_or_else(|| {
+            Error::Invalid(format!(
+                "no app '{name}' in {}: add an [apps.{name}] section",
+                self.path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "coffer.toml".into())
+            ))
+        })
+    }
+}
+
+impl AppConfig {
+    /// Settings as text pairs, for the plugin.
+    pub fn settings_pairs(&self) -> Vec<(String, String)> {
+        self.settings
+            .iter()
+            .map(|(k, v)| {
+                let s = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Array(a) => a
+                        .iter()
+                        .map(|x| {
+                            x.as_str()
+                                .map(String::from)
+                                .unwrap_or_else(|| x.to_string())
+                        })
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    other => other.to_string(),
+                };
+                (k.clone(), s)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_apps_and_resolves_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("coffer.toml");
+        std::fs::write(
+            &p,
+            r#"
+[repository]
+location = "repo"
+[apps.x]
+plugin = "plugins/x.wasm"
+blake3 = "00"
+dir = "app"
+[apps.x.settings]
+port = 8080
+tables = ["a", "b"]
+[apps.x.grants]
+programs = ["pg_dump"]
+"#,
+        )
+        .unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(
+            c.repository.location.as_deref(),
+            Some(dir.path().join("repo").to_str().unwrap())
+        );
+        let x = c.app("x").unwrap();
+        assert_eq!(x.dir, dir.path().join("app"));
+        assert_eq!(
+            x.plugin,
+            dir.path().join("plugins/x.wasm").display().to_string()
+        );
+        let s = x.settings_pairs();
+        assert!(
+            s.contains(&("port".into(), "8080".into()))
+                && s.contains(&("tables".into(), "a,b".into()))
+        );
+        assert!(c.app("y").is_err());
+        std::fs::write(&p, "[apps.x]\nplugin = 'x'\ndir = '.'\nbogus = 1\n").unwrap();
+        assert!(
+            Config::load(&p).is_err(),
+            "unknown keys are errors, not silently ignored"
+        );
+    }
+}

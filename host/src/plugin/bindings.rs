@@ -1,0 +1,9 @@
+//! The one place `bindgen!` runs: host-side bindings of the `coffer:plugin` world in ../wit.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "app",
+});
+
+pub use coffer::plugin::host as wit_host;
+pub use coffer::plugin::types as wit;
