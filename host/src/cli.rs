@@ -305,6 +305,20 @@ impl Drop for Progress {
     }
 }
 
+/// Where a plugin's log lines go: stderr, prefixed with the app.
+pub fn plugin_log(app: &str) -> coffer::plugin::LogSink {
+    let app = app.to_string();
+    std::sync::Arc::new(move |level, msg: &str| {
+        use coffer::plugin::bindings::wit::LogLevel;
+        match level {
+            LogLevel::Debug => tracing::debug!("{app}: {msg}"),
+            LogLevel::Info => eprintln!("{app}: {msg}"),
+            LogLevel::Warn => eprintln!("{app}: warning: {msg}"),
+            LogLevel::Error => eprintln!("{app}: error: {msg}"),
+        }
+    })
+}
+
 /// Bytes as people read them.
 pub fn human(bytes: u64) -> String {
     indicatif::HumanBytes(bytes).to_string()

@@ -31,6 +31,10 @@ pub enum ExitCode {
     Integrity = 13,
     /// Restore refused: the snapshot would write outside the target.
     Unsafe = 14,
+    /// An app restore finished and verified, but the app's health checks fail.
+    Unhealthy = 15,
+    /// A plugin failed, was stopped at a limit, or was refused a capability.
+    Plugin = 16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +121,7 @@ impl Error {
             Error::Backend(BackendError::NotFound { .. }) => ExitCode::Integrity,
             Error::Backend(BackendError::Missing { .. }) => ExitCode::NoRepository,
             Error::Unsafe(_) => ExitCode::Unsafe,
+            Error::Plugin(_) => ExitCode::Plugin,
             _ => ExitCode::Failure,
         }
     }

@@ -26,7 +26,24 @@ pub struct Args {
     pub no_cache: bool,
 }
 
+/// The app of coffer.toml that `paths` names, if it names one.
+fn app_name(g: &Global, a: &Args) -> Result<Option<String>> {
+    let [one] = a.paths.as_slice() else {
+        return Ok(None);
+    };
+    let name = one.to_string_lossy();
+    if name.contains('/') {
+        return Ok(None);
+    }
+    Ok(g.config()?
+        .filter(|c| c.apps.contains_key(name.as_ref()))
+        .map(|_| name.into_owned()))
+}
+
 pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
+    if let Some(app) = app_name(g, a)? {
+        return run_app(g, a, &app);
+    }
     let repo = g.open()?;
     let opts = BackupOptions {
         paths: a.paths.clone(),
@@ -45,7 +62,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             human(c.bytes_added.load(Ordering::Relaxed))
         )
     });
-    let result = archiver::backup(&std::sync::Arc::new(repo), &opts, counters.clone());
+    let result = archiver::backup(&Arc::new(repo), &opts, counters.clone());
     drop(progress);
     let r = result?;
     for w in &r.warnings {
@@ -89,4 +106,64 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     } else {
         ExitCode::Ok
     })
+}
+
+fn run_app(g: &Global, a: &Args, name: &str) -> Result<ExitCode> {
+    let config = g.config()?.expect("app_name found a config");
+    let repo = Arc::new(g.open()?);
+    let counters = Arc::new(Counters::default());
+    let c = counters.clone();
+    let progress = Progress::start("backup", move || {
+        format!(
+            "{} read, {} added",
+            human(c.bytes_read.load(Ordering::Relaxed)),
+            human(c.bytes_added.load(Ordering::Relaxed))
+        )
+    });
+    let cache = (!a.no_cache).then(|| g.cache_dir());
+    let result = coffer::app::backup(
+        &repo,
+        config,
+        name,
+        a.tags.clone(),
+        a.host.clone(),
+        cache.as_deref(),
+        counters.clone(),
+        super::plugin_log(name),
+    );
+    drop(progress);
+    let (r, plugin) = result?;
+    for w in &r.warnings {
+        eprintln!("coffer: warning: {w}");
+    }
+    let snap = repo.load_snapshot(&r.snapshot).ok();
+    let s = &r.summary;
+    if g.json {
+        print_json(&serde_json::json!({
+            "snapshot": r.snapshot.to_hex(),
+            "app": name,
+            "plugin": { "name": plugin.info.name, "version": plugin.info.version, "blake3": plugin.blake3 },
+            "items": snap.as_ref().map(|s| s.items.clone()),
+            "metadata": snap.as_ref().and_then(|s| s.metadata.clone()),
+            "bytes_read": s.bytes_read,
+            "total_bytes": s.total_bytes,
+            "bytes_added": s.bytes_added,
+            "duration_secs": s.duration_secs,
+            "warnings": r.warnings,
+        }));
+    } else {
+        println!(
+            "snapshot {} of app {name} saved by plugin {} {}: {}, added {} in {:.1}s",
+            r.snapshot.short(),
+            plugin.info.name,
+            plugin.info.version,
+            human(s.total_bytes),
+            human(s.bytes_added),
+            s.duration_secs
+        );
+        if let Some(snap) = snap {
+            println!("items: {}", snap.items.join(", "));
+        }
+    }
+    Ok(ExitCode::Ok)
 }

@@ -14,9 +14,16 @@ use super::{human, print_json, Global, Progress};
 pub struct Args {
     /// Snapshot id (a prefix is enough) or `latest`
     pub snapshot: String,
-    /// Folder to restore into (created if missing)
+    /// Folder to restore the snapshot's files into (created if missing). Without it, an app
+    /// snapshot is restored into its app by the plugin stored in the snapshot
     #[arg(long, short)]
-    pub target: PathBuf,
+    pub target: Option<PathBuf>,
+    /// App restore: only these top-level items (repeatable), e.g. `--only db`
+    #[arg(long)]
+    pub only: Vec<String>,
+    /// App restore: into this folder instead of the app's `dir` (a drill, a second machine)
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
     /// Restore only this path of the snapshot (repeatable)
     #[arg(long)]
     pub include: Vec<PathBuf>,
@@ -29,12 +36,24 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     let repo = g.open()?;
     repo.secrets.data_identity("restore")?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let Some(target) = a.target.clone() else {
+        anyhow::ensure!(
+            snap.app.is_some(),
+            "snapshot {} holds plain files: give --target DIR",
+            id.short()
+        );
+        return run_app(g, a, Arc::new(repo), id, snap);
+    };
+    anyhow::ensure!(
+        a.only.is_empty() && a.dir.is_none(),
+        "--only and --dir are for app restores (without --target)"
+    );
     let (index, index_errors) = repo.load_index()?;
     for (i, e) in &index_errors {
         eprintln!("coffer: warning: index {} unreadable: {e}", i.short());
     }
     let opts = RestoreOptions {
-        target: a.target.clone(),
+        target: target.clone(),
         include: a.include.clone(),
         allow_outside_symlinks: a.allow_outside_symlinks,
     };
@@ -57,7 +76,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         println!(
             "restored snapshot {} to {}: {} files ({}), {} dirs, {} symlinks in {:.1}s",
             id.short(),
-            a.target.display(),
+            target.display(),
             s.files,
             human(s.bytes),
             s.dirs,
@@ -75,5 +94,65 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         ExitCode::Ok
     } else {
         ExitCode::Integrity
+    })
+}
+
+fn run_app(
+    g: &Global,
+    a: &Args,
+    repo: Arc<coffer::repo::Repository>,
+    id: coffer::id::SnapshotId,
+    snap: coffer::repo::snapshot::Snapshot,
+) -> Result<ExitCode> {
+    let app = snap.app.clone().unwrap_or_default();
+    let config = g
+        .config()?
+        .ok_or_else(|| anyhow::anyhow!("snapshot {} is of app {app}: restoring it needs its [apps.{app}] in coffer.toml (or use --target DIR for plain files)", id.short()))?;
+    let cache = g.cache_dir();
+    let report = coffer::app::restore(
+        &repo,
+        config,
+        &id,
+        snap,
+        &a.only,
+        a.dir.as_deref(),
+        Some(&cache),
+        super::plugin_log(&app),
+    )?;
+    if g.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["verified"] = report.verified().into();
+        v["healthy"] = report.healthy().into();
+        print_json(&v);
+    } else {
+        println!(
+            "restored snapshot {} of app {} into {}{} with plugin {}",
+            id.short(),
+            report.app,
+            report.dir.display(),
+            if a.only.is_empty() {
+                String::new()
+            } else {
+                format!(" (only {})", a.only.join(", "))
+            },
+            report.plugin
+        );
+        for (kind, checks) in [("verify", &report.verify), ("health", &report.health)] {
+            for c in checks {
+                println!(
+                    "  {kind:<6} {} {}: {}",
+                    if c.ok { "ok  " } else { "FAIL" },
+                    c.name,
+                    c.detail
+                );
+            }
+        }
+    }
+    Ok(if !report.verified() {
+        ExitCode::Integrity
+    } else if !report.healthy() {
+        ExitCode::Unhealthy
+    } else {
+        ExitCode::Ok
     })
 }

@@ -13,6 +13,9 @@ pub struct Args {
     /// Only snapshots with this tag
     #[arg(long)]
     pub tag: Option<String>,
+    /// Only snapshots of this app
+    #[arg(long)]
+    pub app: Option<String>,
 }
 
 pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
@@ -25,6 +28,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             Ok(s) => {
                 if a.host.as_ref().is_some_and(|h| *h != s.hostname)
                     || a.tag.as_ref().is_some_and(|t| !s.tags.contains(t))
+                    || a.app.as_ref().is_some_and(|x| s.app.as_ref() != Some(x))
                 {
                     continue;
                 }
@@ -48,7 +52,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         print_json(&v);
     } else {
         println!(
-            "{:<10} {:<20} {:<16} {:>10}  paths",
+            "{:<10} {:<20} {:<16} {:>10}  paths / app",
             "id", "time", "host", "size"
         );
         for (id, s) in &rows {
@@ -58,8 +62,19 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
                 s.time.format("%Y-%m-%d %H:%M:%S"),
                 s.hostname,
                 human(s.summary.as_ref().map_or(0, |x| x.total_bytes)),
-                s.paths.join(" ")
+                match (&s.app, &s.plugin) {
+                    (Some(app), Some(p)) => format!(
+                        "app {app} (plugin {} {}): {}",
+                        p.name,
+                        p.version,
+                        s.items.join(", ")
+                    ),
+                    _ => s.paths.join(" "),
+                }
             );
+            if let (Some(m), true) = (&s.metadata, s.app.is_some()) {
+                println!("{:<10} metadata {}", "", m);
+            }
         }
         println!("{} snapshot(s)", rows.len());
     }
