@@ -288,7 +288,14 @@ impl Plugin {
         }
     }
 
-    fn failed(&self, call: &'static str, message: String) -> PluginError {
+    fn failed(&self, call: &'static str, mut message: String) -> PluginError {
+        // WASI error numbers for a path the sandbox does not have, or may not write.
+        if ["(os error 44)", "(os error 2)", "(os error 63)"]
+            .iter()
+            .any(|e| message.contains(e))
+        {
+            message.push_str(" (a plugin sees only its app folder, read-only, at /app)");
+        }
         PluginError::Failed {
             plugin: self.info.name.clone(),
             call,

@@ -12,17 +12,32 @@ use std::time::Duration;
 use common::*;
 
 fn sim() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/xianyu/xianyu_sim.py").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/xianyu/xianyu_sim.py")
+        .canonicalize()
+        .unwrap()
 }
 
 fn py(args: &[&str]) -> std::process::Output {
-    let out = Command::new("python3").arg(sim()).args(args).output().expect("python3");
-    assert!(out.status.success(), "xianyu_sim {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg(sim())
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "xianyu_sim {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// coffer.toml for an app folder; with `lifecycle`, restore stops and starts the app.
@@ -50,7 +65,10 @@ fn config(env: &Env, name: &str, dir: &Path, port: u16, lifecycle: bool) -> Path
 struct Server(PathBuf);
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("python3").arg(sim()).args(["stop", self.0.to_str().unwrap()]).output();
+        let _ = Command::new("python3")
+            .arg(sim())
+            .args(["stop", self.0.to_str().unwrap()])
+            .output();
     }
 }
 
@@ -62,7 +80,14 @@ fn query(db: &Path, sql: &str) -> Vec<Vec<String>> {
 fn live_sqlite_capture_is_consistent_and_restores() {
     let env = Env::new();
     let app = env.path("xianyu");
-    py(&["generate", app.to_str().unwrap(), "--messages", "5000", "--images", "5"]);
+    py(&[
+        "generate",
+        app.to_str().unwrap(),
+        "--messages",
+        "5000",
+        "--images",
+        "5",
+    ]);
     let port = free_port();
     py(&["start", app.to_str().unwrap(), "--port", &port.to_string()]);
     let _server = Server(app.clone());
@@ -85,7 +110,10 @@ fn live_sqlite_capture_is_consistent_and_restores() {
     let written: u64 = written.trim().parse().unwrap();
     let snap = out["snapshot"].as_str().unwrap().to_string();
     let counts = &out["metadata"]["databases"]["xianyu_data.db"]["tables"];
-    assert_eq!(out["metadata"]["databases"]["xianyu_data.db"]["integrity"], "ok", "{out}");
+    assert_eq!(
+        out["metadata"]["databases"]["xianyu_data.db"]["integrity"], "ok",
+        "{out}"
+    );
 
     // Restore into a fresh folder (no stop/start there: the live app keeps its folder).
     let fresh = env.path("fresh");
@@ -94,16 +122,39 @@ fn live_sqlite_capture_is_consistent_and_restores() {
     assert_eq!(r["verified"], true, "{r}");
     assert_eq!(r["healthy"], true, "{r}");
     let db = fresh.join("data/xianyu_data.db");
-    assert_eq!(query(&db, "PRAGMA integrity_check"), vec![vec!["ok".to_string()]]);
+    assert_eq!(
+        query(&db, "PRAGMA integrity_check"),
+        vec![vec!["ok".to_string()]]
+    );
     // Every transaction is all there or not at all.
-    let torn = query(&db, "SELECT txn, count(*) FROM messages WHERE txn > 0 GROUP BY txn HAVING count(*) != 2");
+    let torn = query(
+        &db,
+        "SELECT txn, count(*) FROM messages WHERE txn > 0 GROUP BY txn HAVING count(*) != 2",
+    );
     assert!(torn.is_empty(), "transactions captured half: {torn:?}");
-    let live: u64 = query(&db, "SELECT count(DISTINCT txn) FROM messages WHERE txn > 0")[0][0].parse().unwrap();
+    let live: u64 = query(
+        &db,
+        "SELECT count(DISTINCT txn) FROM messages WHERE txn > 0",
+    )[0][0]
+        .parse()
+        .unwrap();
     eprintln!("writer committed {written} transactions; the capture holds {live} of them");
-    assert!(live > 0 && live < written, "the capture did not happen while the writer ran ({live} of {written})");
-    assert_eq!(query(&db, "SELECT count(*) FROM messages")[0][0], counts["messages"].to_string());
-    assert_eq!(hash_file(&fresh.join("global_config.yml")), hash_file(&app.join("global_config.yml")));
-    assert_same(&manifest(&app.join("static/uploads/images")), &manifest(&fresh.join("static/uploads/images")));
+    assert!(
+        live > 0 && live < written,
+        "the capture did not happen while the writer ran ({live} of {written})"
+    );
+    assert_eq!(
+        query(&db, "SELECT count(*) FROM messages")[0][0],
+        counts["messages"].to_string()
+    );
+    assert_eq!(
+        hash_file(&fresh.join("global_config.yml")),
+        hash_file(&app.join("global_config.yml"))
+    );
+    assert_same(
+        &manifest(&app.join("static/uploads/images")),
+        &manifest(&fresh.join("static/uploads/images")),
+    );
 
     // --only db into the live folder: the app is stopped and started, the replaced files kept.
     let before = hash_file(&app.join("data/user_stats.db"));
@@ -115,11 +166,32 @@ fn live_sqlite_capture_is_consistent_and_restores() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains(".coffer-replaced-"))
         .collect();
-    assert_eq!(aside.len(), 2, "replaced databases are kept aside: {aside:?}");
-    let kept = app.join("data").join(aside.iter().find(|n| n.starts_with("user_stats.db")).unwrap());
-    assert_eq!(hash_file(&kept), before, "the copy kept aside is the replaced file");
-    let now: u64 = query(&app.join("data/xianyu_data.db"), "SELECT count(DISTINCT txn) FROM messages WHERE txn > 0")[0][0].parse().unwrap();
-    assert_eq!(now, live, "the live database is back at the snapshot's point");
+    assert_eq!(
+        aside.len(),
+        2,
+        "replaced databases are kept aside: {aside:?}"
+    );
+    let kept = app.join("data").join(
+        aside
+            .iter()
+            .find(|n| n.starts_with("user_stats.db"))
+            .unwrap(),
+    );
+    assert_eq!(
+        hash_file(&kept),
+        before,
+        "the copy kept aside is the replaced file"
+    );
+    let now: u64 = query(
+        &app.join("data/xianyu_data.db"),
+        "SELECT count(DISTINCT txn) FROM messages WHERE txn > 0",
+    )[0][0]
+        .parse()
+        .unwrap();
+    assert_eq!(
+        now, live,
+        "the live database is back at the snapshot's point"
+    );
     // And the repository is sound, plugin wasm included.
     env.ok(&["check", "--read-data"]);
     let snaps = env.json(&["--config", cfg_s, "snapshots", "--app", "xianyu"]);

@@ -87,8 +87,7 @@ impl Caps {
         let p = Path::new(rel);
         let outside = || {
             format!(
-                "plugin {} asked for '{rel}', which is outside the app folder {}: plugins may only touch files under it",
-                self.app,
+                "it asked for '{rel}', which is outside the app folder {}: plugins may only touch files under it",
                 self.dir.display()
             )
         };
@@ -139,8 +138,8 @@ impl Caps {
             return Ok(());
         }
         Err(format!(
-            "plugin {} asked to run '{program}', which is not granted: add it to `programs` under [apps.{}.grants] in coffer.toml",
-            self.app, self.app
+            "it asked to run '{program}', which is not granted: add it to `programs` under [apps.{}.grants] in coffer.toml",
+            self.app
         ))
     }
 
@@ -158,8 +157,8 @@ impl Caps {
             return Ok(());
         }
         Err(format!(
-            "plugin {} asked for {url}, but the origin {origin} is not granted: add it to `{kind}` under [apps.{}.grants] in coffer.toml",
-            self.app, self.app
+            "it asked for {url}, but the origin {origin} is not granted: add it to `{kind}` under [apps.{}.grants] in coffer.toml",
+            self.app
         ))
     }
 

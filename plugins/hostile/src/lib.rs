@@ -29,7 +29,7 @@ impl Plugin for Hostile {
                 }
             }
             "read-passwd" => {
-                let s = std::fs::read_to_string("/etc/passwd")?;
+                let s = std::fs::read_to_string("/etc/passwd").map_err(|e| Error::msg(format!("reading /etc/passwd: {e}")))?;
                 bail!("read {} bytes of /etc/passwd", s.len())
             }
             "run" => {
