@@ -100,17 +100,31 @@ fn caps_for(
     Caps::new(name, dir, app.grants.clone(), settings, log).map_err(Error::Invalid)
 }
 
+/// How an app backup runs, besides which app.
+pub struct BackupOptions {
+    pub tags: Vec<String>,
+    pub host: Option<String>,
+    /// Files cache and compiled-plugin cache; `None` reads everything and compiles afresh.
+    pub cache_dir: Option<PathBuf>,
+    pub counters: Arc<Counters>,
+    pub log: LogSink,
+}
+
 /// Backs up app `name` with its plugin; the snapshot stores the plugin's wasm.
 pub fn backup(
     repo: &Arc<Repository>,
     config: &Config,
     name: &str,
-    tags: Vec<String>,
-    host: Option<String>,
-    cache_dir: Option<&Path>,
-    counters: Arc<Counters>,
-    log: LogSink,
+    opts: BackupOptions,
 ) -> Result<(BackupResult, Plugin)> {
+    let BackupOptions {
+        tags,
+        host,
+        cache_dir,
+        counters,
+        log,
+    } = opts;
+    let cache_dir = cache_dir.as_deref();
     let app = config.app(name)?;
     let plugin = load_plugin(app, cache_dir)?;
     let settings = plugin.settings(app)?;

@@ -10,17 +10,30 @@ use common::*;
 
 #[test]
 fn example_plugin_builds_and_backs_up_its_app() {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/plugin-notes").canonicalize().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/plugin-notes")
+        .canonicalize()
+        .unwrap();
     // The README's build command, with a target folder of the test's own.
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("example-plugin");
     let out = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target)
         .current_dir(&example)
         .env_remove("CARGO_TARGET_DIR")
         .output()
         .unwrap();
-    assert!(out.status.success(), "building the example plugin failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "building the example plugin failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let wasm = target.join("wasm32-wasip2/release/notes_plugin.wasm");
 
     let env = Env::new();
@@ -38,15 +51,32 @@ fn example_plugin_builds_and_backs_up_its_app() {
     let cfg = env.path("coffer.toml");
     std::fs::write(
         &cfg,
-        format!("[apps.notes]\nplugin = \"{}\"\nblake3 = \"{hash}\"\ndir = \"{}\"\n", wasm.display(), app.display()),
+        format!(
+            "[apps.notes]\nplugin = \"{}\"\nblake3 = \"{hash}\"\ndir = \"{}\"\n",
+            wasm.display(),
+            app.display()
+        ),
     )
     .unwrap();
     let cfg = cfg.to_str().unwrap();
     let snap = env.json(&["--config", cfg, "backup", "notes"]);
     assert_eq!(snap["metadata"]["notes"], 12, "{snap}");
     let drill = env.path("drill");
-    let r = env.json(&["--config", cfg, "restore", snap["snapshot"].as_str().unwrap(), "--dir", drill.to_str().unwrap()]);
+    let r = env.json(&[
+        "--config",
+        cfg,
+        "restore",
+        snap["snapshot"].as_str().unwrap(),
+        "--dir",
+        drill.to_str().unwrap(),
+    ]);
     assert_eq!(r["verified"], true, "{r}");
-    assert_same(&manifest(&app.join("notes")), &manifest(&drill.join("notes")));
-    assert_eq!(hash_file(&app.join("notes.json")), hash_file(&drill.join("notes.json")));
+    assert_same(
+        &manifest(&app.join("notes")),
+        &manifest(&drill.join("notes")),
+    );
+    assert_eq!(
+        hash_file(&app.join("notes.json")),
+        hash_file(&drill.join("notes.json"))
+    );
 }

@@ -18,7 +18,10 @@ fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     runtime.load(&wasm)?;
     let cold = t.elapsed();
-    println!("first load (compile with Cranelift, write the cache): {:>8.2} ms", cold.as_secs_f64() * 1e3);
+    println!(
+        "first load (compile with Cranelift, write the cache): {:>8.2} ms",
+        cold.as_secs_f64() * 1e3
+    );
 
     let mut cached = vec![];
     for _ in 0..20 {
@@ -38,7 +41,10 @@ fn main() -> anyhow::Result<()> {
         full.push(t.elapsed().as_secs_f64() * 1e3);
     }
     full.sort_by(f64::total_cmp);
-    println!("cached load + instantiate + describe, median of 20:  {:>8.2} ms", full[full.len() / 2]);
+    println!(
+        "cached load + instantiate + describe, median of 20:  {:>8.2} ms",
+        full[full.len() / 2]
+    );
     println!(
         "goal: second load under 10 ms: {}",
         if median < 10.0 { "MET" } else { "NOT MET" }

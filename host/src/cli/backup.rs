@@ -120,17 +120,14 @@ fn run_app(g: &Global, a: &Args, name: &str) -> Result<ExitCode> {
             human(c.bytes_added.load(Ordering::Relaxed))
         )
     });
-    let cache = (!a.no_cache).then(|| g.cache_dir());
-    let result = coffer::app::backup(
-        &repo,
-        config,
-        name,
-        a.tags.clone(),
-        a.host.clone(),
-        cache.as_deref(),
-        counters.clone(),
-        super::plugin_log(name),
-    );
+    let opts = coffer::app::BackupOptions {
+        tags: a.tags.clone(),
+        host: a.host.clone(),
+        cache_dir: (!a.no_cache).then(|| g.cache_dir()),
+        counters: counters.clone(),
+        log: super::plugin_log(name),
+    };
+    let result = coffer::app::backup(&repo, config, name, opts);
     drop(progress);
     let (r, plugin) = result?;
     for w in &r.warnings {

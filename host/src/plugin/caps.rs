@@ -309,12 +309,15 @@ fn timeout_of(ms: u32, default: Duration) -> Duration {
     }
 }
 
+/// Consumes a program's stdout.
+type Drain<'a> = dyn FnMut(&mut dyn Read) -> R<()> + 'a;
+
 /// Runs a command; `feed` writes its stdin, `drain` consumes its stdout (else it is collected).
 fn run_with(
     mut c: std::process::Command,
     cmd: &Command,
     feed: Option<Box<dyn Read + Send>>,
-    drain: Option<&mut dyn FnMut(&mut dyn Read) -> R<()>>,
+    drain: Option<&mut Drain>,
 ) -> R<CommandOutput> {
     c.stdin(if feed.is_some() {
         Stdio::piped()
