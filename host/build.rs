@@ -11,13 +11,20 @@ use std::process::Command;
 /// Plugins compiled into coffer, by name and crate.
 const BUILTIN: &[(&str, &str)] = &[("xianyu", "coffer_plugin_xianyu")];
 /// Plugins built for the tests only.
-const TEST_ONLY: &[&str] = &["coffer_plugin_hostile"];
+const TEST_ONLY: &[&str] = &["coffer_plugin_hostile", "coffer_plugin_probe"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.parent().unwrap();
     let plugins = root.join("plugins");
-    for p in ["Cargo.toml", "Cargo.lock", "sdk", "xianyu", "hostile"] {
+    for p in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "sdk",
+        "xianyu",
+        "hostile",
+        "probe",
+    ] {
         println!("cargo:rerun-if-changed={}", plugins.join(p).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());

@@ -386,6 +386,26 @@ fn agent(timeout_ms: u32) -> ureq::Agent {
     )
 }
 
+fn send(
+    req: &HttpRequest,
+    r: ureq::http::Request<impl ureq::AsSendBody>,
+) -> R<ureq::http::Response<ureq::Body>> {
+    agent(req.timeout_ms)
+        .run(r)
+        .map_err(|e| format!("{} {}: {e}", req.method, req.url))
+}
+
+impl Caps {
+    /// A granted request with the body the plugin gave.
+    fn http_with_body(&self, req: &HttpRequest) -> R<ureq::http::Response<ureq::Body>> {
+        self.check_origin(&req.url, "http")?;
+        let r = request(req)?
+            .body(req.body.clone())
+            .map_err(|e| e.to_string())?;
+        send(req, r)
+    }
+}
+
 fn request(req: &HttpRequest) -> R<ureq::http::request::Builder> {
     let mut b = ureq::http::Request::builder()
         .method(req.method.as_str())
@@ -605,24 +625,11 @@ impl wit_host::Host for State {
     }
 
     fn http(&mut self, req: HttpRequest) -> R<HttpResponse> {
-        self.caps.check_origin(&req.url, "http")?;
-        let r = request(&req)?
-            .body(req.body.clone())
-            .map_err(|e| e.to_string())?;
-        let resp = agent(req.timeout_ms)
-            .run(r)
-            .map_err(|e| format!("{} {}: {e}", req.method, req.url))?;
-        response(resp)
+        response(self.caps.http_with_body(&req)?)
     }
 
     fn http_to_item(&mut self, req: HttpRequest, item: String) -> R<HttpResponse> {
-        self.caps.check_origin(&req.url, "http")?;
-        let r = request(&req)?
-            .body(req.body.clone())
-            .map_err(|e| e.to_string())?;
-        let resp = agent(req.timeout_ms)
-            .run(r)
-            .map_err(|e| format!("{} {}: {e}", req.method, req.url))?;
+        let resp = self.caps.http_with_body(&req)?;
         if !resp.status().is_success() {
             return response(resp);
         }
@@ -667,10 +674,7 @@ impl wit_host::Host for State {
         let r = b
             .body(ureq::SendBody::from_owned_reader(body))
             .map_err(|e| e.to_string())?;
-        let resp = agent(req.timeout_ms)
-            .run(r)
-            .map_err(|e| format!("{} {}: {e}", req.method, req.url))?;
-        response(resp)
+        response(send(&req, r)?)
     }
 
     fn capture_bucket(&mut self, _item: String, source: Bucket) -> R<u64> {
