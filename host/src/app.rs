@@ -56,7 +56,7 @@ pub fn stored_plugin(
 /// Grants the plugin asks for that the app's config does not give, as (kind, value).
 pub fn missing_grants(plugin: &Plugin, caps: &Caps) -> Vec<(String, String)> {
     let g = &caps.grants;
-    plugin
+    let mut missing: Vec<(String, String)> = plugin
         .info
         .capabilities
         .iter()
@@ -77,7 +77,10 @@ pub fn missing_grants(plugin: &Plugin, caps: &Caps) -> Vec<(String, String)> {
                 .any(|x| x.trim_end_matches('/') == v || url_origin(x).as_deref() == Some(&v));
             (!granted).then_some((k, v))
         })
-        .collect()
+        .collect();
+    missing.sort();
+    missing.dedup();
+    missing
 }
 
 fn url_origin(s: &str) -> Option<String> {

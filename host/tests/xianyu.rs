@@ -93,6 +93,28 @@ fn live_sqlite_capture_is_consistent_and_restores() {
     let _server = Server(app.clone());
     let cfg = config(&env, "coffer.toml", &app, port, true);
     let cfg_s = cfg.to_str().unwrap();
+    let inspect = env.json(&["--config", cfg_s, "plugin", "inspect", "xianyu"]);
+    assert_eq!(inspect["not_granted"], serde_json::json!([]), "{inspect}");
+    let bare = env.path("bare.toml");
+    std::fs::write(
+        &bare,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("programs = [\"python3\"]", "programs = []"),
+    )
+    .unwrap();
+    let inspect = env.json(&[
+        "--config",
+        bare.to_str().unwrap(),
+        "plugin",
+        "inspect",
+        "xianyu",
+    ]);
+    assert_eq!(
+        inspect["not_granted"],
+        serde_json::json!([["programs", "python3"]]),
+        "{inspect}"
+    );
 
     // The app writes continuously while the backup runs.
     let mut writer: Child = Command::new("python3")

@@ -61,7 +61,8 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
             }
         }
         Command::Inspect { plugin: which } => {
-            let (wasm, origin) = if let Some(app) = g.config()?.and_then(|c| c.apps.get(which)) {
+            let app = g.config()?.and_then(|c| c.apps.get(which));
+            let (wasm, origin) = if let Some(app) = app {
                 plugin::resolve_wasm(&app.plugin, app.blake3.as_deref())?
             } else if plugin::builtin_names().contains(&which.as_str()) {
                 plugin::resolve_wasm(which, None)?
@@ -72,8 +73,24 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
                 (bytes, Origin::File(which.clone()))
             };
             let p = Plugin::load(wasm, origin, Some(&cache))?;
+            // For an app: which requested capabilities its grants do not cover yet.
+            let missing = match app {
+                Some(a) => {
+                    let caps = coffer::plugin::Caps::new(
+                        which,
+                        &a.dir,
+                        a.grants.clone(),
+                        p.settings(a)?,
+                        super::plugin_log(which),
+                    )
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                    Some(coffer::app::missing_grants(&p, &caps))
+                }
+                None => None,
+            };
             if g.json {
                 let mut v = serde_json::to_value(&p.info)?;
+                v["not_granted"] = serde_json::to_value(&missing)?;
                 v["blake3"] = p.blake3.clone().into();
                 v["origin"] = serde_json::to_value(&p.origin)?;
                 v["size"] = p.wasm.len().into();
@@ -109,6 +126,14 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
                     println!("    {:<6} {v}", k);
                 }
                 println!("  always: read its app folder (capture), write it through restore-item (restore)");
+                if let Some(m) = &missing {
+                    if m.is_empty() {
+                        println!("  app {which}: every requested capability is granted");
+                    }
+                    for (kind, value) in m {
+                        println!("  app {which}: NOT GRANTED {kind} {value:?}: add it under [apps.{which}.grants] {kind}");
+                    }
+                }
             }
         }
     }
