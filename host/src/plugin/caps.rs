@@ -353,6 +353,10 @@ fn run_with(
             .map_err(|e| e.to_string()),
     };
     drop(stdout_pipe);
+    if drained.is_err() {
+        // Nobody reads its output any more: do not wait for the timeout.
+        let _ = child.kill();
+    }
     let status = child.wait().map_err(|e| e.to_string())?;
     let _ = dog.send(());
     if let Some(f) = feeder {
