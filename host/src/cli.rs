@@ -5,6 +5,7 @@ mod backup;
 mod check;
 mod demo;
 mod diff;
+mod forget;
 mod init;
 mod key;
 mod ls;
@@ -82,6 +83,8 @@ pub enum Command {
     Restore(restore::Args),
     /// Show what changed between two snapshots
     Diff(diff::Args),
+    /// Remove snapshots a retention policy does not keep (per host and app)
+    Forget(forget::Args),
     /// Verify the repository's structure and, optionally, its data
     Check(check::Args),
     /// Repository size, deduplication and compression figures
@@ -105,6 +108,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Ls(a) => ls::run(g, a),
         Command::Restore(a) => restore::run(g, a),
         Command::Diff(a) => diff::run(g, a),
+        Command::Forget(a) => forget::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Stats(a) => stats::run(g, a),
         Command::Key(c) => key::run(g, c),

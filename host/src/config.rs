@@ -65,6 +65,9 @@ pub struct AppConfig {
     pub time_limit_secs: u64,
     #[serde(default = "default_memory_limit")]
     pub memory_limit_mib: u64,
+    /// What `coffer forget` keeps of this app's snapshots when no --keep-* flag is given.
+    #[serde(default)]
+    pub retention: Option<crate::retention::Policy>,
 }
 
 fn default_time_limit() -> u64 {
@@ -206,6 +209,9 @@ port = 8080
 tables = ["a", "b"]
 [apps.x.grants]
 programs = ["pg_dump"]
+[apps.x.retention]
+keep_last = 7
+keep_within = "30d"
 "#,
         )
         .unwrap();
@@ -226,6 +232,8 @@ programs = ["pg_dump"]
                 && s.contains(&("tables".into(), "a,b".into()))
         );
         assert!(c.app("y").is_err());
+        let r = x.retention.as_ref().unwrap();
+        assert_eq!((r.keep_last, r.keep_within.as_deref()), (7, Some("30d")));
         std::fs::write(&p, "[apps.x]\nplugin = 'x'\ndir = '.'\nbogus = 1\n").unwrap();
         assert!(
             Config::load(&p).is_err(),

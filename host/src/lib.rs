@@ -19,6 +19,7 @@ pub mod id;
 pub mod plugin;
 pub mod repo;
 pub mod restorer;
+pub mod retention;
 
 pub use error::{Error, ExitCode, Result};
 
