@@ -5,5 +5,5 @@ wasmtime::component::bindgen!({
     world: "app",
 });
 
-pub use coffer::plugin::host as wit_host;
-pub use coffer::plugin::types as wit;
+pub use self::coffer::plugin::host as wit_host;
+pub use self::coffer::plugin::types as wit;
