@@ -376,6 +376,36 @@ impl Session {
         Ok(self.walker.chunk_stream(Path::new("(blob)"), data)?.0)
     }
 
+    /// Stores one chunk as it is (no re-chunking), if the repository lacks it; returns its id.
+    /// Copies between repositories use this: chunk ids are keyed per repository.
+    pub fn add_chunk(&mut self, tag: Tag, data: Vec<u8>) -> Result<ChunkId> {
+        let id = ChunkId(self.repo.secrets.id(tag, &data));
+        if self.walker.is_new(&id) {
+            if tag == Tag::Data {
+                self.walker.summary.bytes_read += data.len() as u64;
+            }
+            self.walker.send(id, tag, data)?;
+        }
+        Ok(id)
+    }
+
+    /// Stores every pack and index entry, then `snapshot` as given (a copy keeps the original's
+    /// time, host and summary; its tree was built with [`Session::add_chunk`]).
+    pub fn finish_as(mut self, snapshot: Snapshot) -> Result<(SnapshotId, Summary)> {
+        self.walker.tx = None;
+        for t in std::mem::take(&mut self.threads) {
+            let _ = t.join();
+        }
+        if let Some(e) = self.failure.lock().unwrap().take() {
+            return Err(e);
+        }
+        self.indexer.flush()?;
+        let mut summary = std::mem::take(&mut self.walker.summary);
+        summary.bytes_added = self.counters.bytes_added.load(Ordering::Relaxed);
+        summary.duration_secs = self.start.elapsed().as_secs_f64();
+        Ok((self.repo.save_snapshot(&snapshot)?, summary))
+    }
+
     /// Writes the trees and the snapshot, after every pack and index entry is stored.
     pub fn finish(mut self, info: SnapshotInfo) -> Result<BackupResult> {
         let items = std::mem::take(&mut self.items);
@@ -405,6 +435,7 @@ impl Session {
             items: std::mem::take(&mut self.item_paths),
             metadata: info.metadata,
             summary: Some(summary.clone()),
+            original: None,
             program_version: env!("CARGO_PKG_VERSION").to_string(),
         };
         let id = self.repo.save_snapshot(&snap)?;

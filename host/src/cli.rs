@@ -3,6 +3,7 @@
 
 mod backup;
 mod check;
+mod copy;
 mod demo;
 mod diff;
 mod forget;
@@ -83,6 +84,8 @@ pub enum Command {
     Restore(restore::Args),
     /// Show what changed between two snapshots
     Diff(diff::Args),
+    /// Copy snapshots into another repository, without re-chunking
+    Copy(copy::Args),
     /// Remove snapshots a retention policy does not keep (per host and app)
     Forget(forget::Args),
     /// Verify the repository's structure and, optionally, its data
@@ -108,6 +111,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Ls(a) => ls::run(g, a),
         Command::Restore(a) => restore::run(g, a),
         Command::Diff(a) => diff::run(g, a),
+        Command::Copy(a) => copy::run(g, a),
         Command::Forget(a) => forget::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Stats(a) => stats::run(g, a),

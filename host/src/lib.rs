@@ -13,6 +13,7 @@ pub mod backend;
 pub mod checker;
 pub mod chunker;
 pub mod config;
+pub mod copy;
 pub mod crypto;
 pub mod error;
 pub mod id;

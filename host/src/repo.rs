@@ -459,14 +459,22 @@ pub struct ChunkReader<'a> {
     repo: &'a Repository,
     index: &'a Index,
     cache: Mutex<HashMap<PackId, Arc<Vec<u8>>>>,
+    capacity: usize,
 }
 
 impl<'a> ChunkReader<'a> {
+    /// A reader caching up to 64 decrypted packs: right for trees, whose packs are small.
     pub fn new(repo: &'a Repository, index: &'a Index) -> Self {
+        Self::with_capacity(repo, index, 64)
+    }
+
+    /// A reader caching up to `packs` decrypted packs (data packs are 16 MiB each).
+    pub fn with_capacity(repo: &'a Repository, index: &'a Index, packs: usize) -> Self {
         ChunkReader {
             repo,
             index,
             cache: Mutex::new(HashMap::new()),
+            capacity: packs.max(1),
         }
     }
 
@@ -482,7 +490,7 @@ impl<'a> ChunkReader<'a> {
                 let p = Arc::new(self.repo.read_pack(&pack_id)?);
                 let mut cache = self.cache.lock().unwrap();
                 // Tree packs are small and read again and again; data packs are big, keep few.
-                if cache.len() >= 64 {
+                if cache.len() >= self.capacity {
                     cache.clear();
                 }
                 cache.insert(pack_id, p.clone());

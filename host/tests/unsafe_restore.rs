@@ -48,6 +48,7 @@ fn crafted(repo: &Repository, nodes: Vec<Node>) -> String {
         items: vec![],
         metadata: None,
         summary: None,
+        original: None,
         program_version: "crafted".into(),
     };
     repo.save_snapshot(&snap).unwrap().to_hex()

@@ -237,6 +237,7 @@ impl Caps {
             next: 0,
             buf: vec![],
             pos: 0,
+            pack: None,
         })
     }
 }
@@ -259,7 +260,8 @@ fn origin_of_grant(g: &str) -> Option<String> {
     origin(g.trim_end_matches('/'))
 }
 
-/// Streams a file item's chunks, verified, in order.
+/// Streams a file item's chunks, verified, in order, keeping the last decrypted pack (an item's
+/// chunks mostly sit in the same few packs, one after another).
 pub struct ItemReader {
     repo: Arc<Repository>,
     index: Arc<Index>,
@@ -267,17 +269,31 @@ pub struct ItemReader {
     next: usize,
     buf: Vec<u8>,
     pos: usize,
+    pack: Option<(crate::id::PackId, Vec<u8>)>,
+}
+
+impl ItemReader {
+    fn load(&mut self, id: &crate::id::ChunkId) -> crate::Result<()> {
+        let (pack_id, entry) = self
+            .index
+            .get(id)
+            .ok_or_else(|| crate::Error::MissingChunk { chunk: id.to_hex() })?;
+        if self.pack.as_ref().map(|p| p.0) != Some(pack_id) {
+            self.pack = Some((pack_id, self.repo.read_pack(&pack_id)?));
+        }
+        let plain = &self.pack.as_ref().expect("just loaded").1;
+        crate::repo::pack::extract_into(plain, &entry, &self.repo.secrets, &pack_id, &mut self.buf)
+    }
 }
 
 impl Read for ItemReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.buf.len() {
-            let Some(id) = self.chunks.get(self.next) else {
+            let Some(id) = self.chunks.get(self.next).copied() else {
                 return Ok(0);
             };
             self.next += 1;
-            let reader = ChunkReader::new(&self.repo, &self.index);
-            self.buf = reader.chunk(id).map_err(std::io::Error::other)?;
+            self.load(&id).map_err(std::io::Error::other)?;
             self.pos = 0;
         }
         let n = out.len().min(self.buf.len() - self.pos);

@@ -32,6 +32,10 @@ pub struct Snapshot {
     pub metadata: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
+    /// For a copy: `<repository id>:<snapshot id>` of the snapshot first taken, so copying again
+    /// (in either direction) finds it already there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
     pub program_version: String,
 }
 

@@ -1,0 +1,91 @@
+//! `coffer copy --to REPO`: copy snapshots into another repository (offsite).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use age::secrecy::SecretString;
+use anyhow::{Context, Result};
+use coffer::repo::keyfile::{self, Unlocker};
+use coffer::repo::Repository;
+use coffer::ExitCode;
+
+use super::{human, print_json, Global};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The destination repository
+    #[arg(long)]
+    pub to: String,
+    /// The destination's passphrase file (also COFFER_TO_PASSWORD_FILE, or COFFER_TO_PASSWORD)
+    #[arg(long, env = "COFFER_TO_PASSWORD_FILE")]
+    pub to_password_file: Option<PathBuf>,
+    /// Open the destination with age/SSH identities instead
+    #[arg(long, env = "COFFER_TO_IDENTITY_FILE")]
+    pub to_identity_file: Option<PathBuf>,
+    /// Only snapshots of this app
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Only snapshots of this host
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only these snapshots (id prefixes or `latest`); all when none is given
+    pub snapshots: Vec<String>,
+}
+
+pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
+    let src = g.open()?;
+    let unlock = if let Some(f) = &a.to_identity_file {
+        Unlocker::Identities(keyfile::load_identities(f)?)
+    } else if let Some(f) = &a.to_password_file {
+        let s = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        Unlocker::Passphrase(SecretString::from(
+            s.lines().next().unwrap_or("").to_string(),
+        ))
+    } else if let Ok(p) = std::env::var("COFFER_TO_PASSWORD") {
+        Unlocker::Passphrase(SecretString::from(p))
+    } else {
+        anyhow::bail!("no key for the destination: give --to-password-file, COFFER_TO_PASSWORD or --to-identity-file");
+    };
+    let backend = coffer::backend::open(&a.to, false).map_err(coffer::Error::from)?;
+    let dst = Arc::new(
+        Repository::open(backend, &unlock)
+            .with_context(|| format!("opening the destination {}", a.to))?,
+    );
+    anyhow::ensure!(
+        src.config.id != dst.config.id,
+        "the destination is the source repository"
+    );
+    let mut chosen = vec![];
+    if a.snapshots.is_empty() {
+        for (id, s) in src.list_snapshots()? {
+            let s = s?;
+            if a.app.as_ref().is_some_and(|x| s.app.as_ref() != Some(x))
+                || a.host.as_ref().is_some_and(|h| *h != s.hostname)
+            {
+                continue;
+            }
+            chosen.push((id, s));
+        }
+    } else {
+        for spec in &a.snapshots {
+            chosen.push(src.find_snapshot(spec)?);
+        }
+    }
+    let summary = coffer::copy::copy(&src, &dst, &chosen)?;
+    if g.json {
+        print_json(&summary);
+    } else {
+        for (from, to) in &summary.copied {
+            println!("copied {} -> {}", &from[..8], &to[..8]);
+        }
+        println!(
+            "{} copied, {} already there; {} chunks, {} added to {}",
+            summary.copied.len(),
+            summary.skipped,
+            summary.chunks_sent,
+            human(summary.bytes_added),
+            a.to
+        );
+    }
+    Ok(ExitCode::Ok)
+}
