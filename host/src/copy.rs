@@ -15,7 +15,6 @@ use crate::archiver::{Counters, Session};
 use crate::crypto::Tag;
 use crate::error::Result;
 use crate::id::{ChunkId, SnapshotId};
-use crate::repo::index::Index;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::Tree;
 use crate::repo::{ChunkReader, Repository};
@@ -62,7 +61,7 @@ pub fn copy(
         let counters = Arc::new(Counters::default());
         let mut session = Session::start(dst.clone(), None, counters)?;
         let mut done: HashMap<ChunkId, ChunkId> = HashMap::new();
-        let root = copy_tree(&reader, &index, &mut session, &s.tree, &mut done)?;
+        let root = copy_tree(&reader, &mut session, &s.tree, &mut done)?;
         let mut copy = s.clone();
         copy.tree = root;
         copy.original = Some(key.clone());
@@ -85,7 +84,6 @@ pub fn copy(
 /// Copies one tree and everything under it; returns its id in the destination.
 fn copy_tree(
     reader: &ChunkReader,
-    index: &Index,
     session: &mut Session,
     id: &ChunkId,
     done: &mut HashMap<ChunkId, ChunkId>,
@@ -106,7 +104,7 @@ fn copy_tree(
             };
         }
         if let Some(sub) = node.subtree {
-            node.subtree = Some(copy_tree(reader, index, session, &sub, done)?);
+            node.subtree = Some(copy_tree(reader, session, &sub, done)?);
         }
     }
     let new = session.add_chunk(Tag::Tree, tree.to_bytes())?;
