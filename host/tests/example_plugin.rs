@@ -40,7 +40,13 @@ fn example_plugin_builds_and_backs_up_its_app() {
     let info = env.json(&["plugin", "inspect", wasm.to_str().unwrap()]);
     assert_eq!(info["name"], "notes");
     assert_eq!(info["items"], serde_json::json!(["notes", "settings"]));
-    let hash = info["blake3"].as_str().unwrap();
+    // inspect prints the hash to pin; app_config pins the file's hash: they must agree.
+    assert_eq!(
+        info["blake3"].as_str().unwrap(),
+        blake3::hash(&std::fs::read(&wasm).unwrap())
+            .to_hex()
+            .as_str()
+    );
 
     let app = env.path("notes-app");
     std::fs::create_dir_all(app.join("notes")).unwrap();
@@ -48,16 +54,7 @@ fn example_plugin_builds_and_backs_up_its_app() {
         std::fs::write(app.join(format!("notes/{i}.md")), format!("# note {i}\n")).unwrap();
     }
     std::fs::write(app.join("notes.json"), b"{\"theme\":\"dark\"}").unwrap();
-    let cfg = env.path("coffer.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[apps.notes]\nplugin = \"{}\"\nblake3 = \"{hash}\"\ndir = \"{}\"\n",
-            wasm.display(),
-            app.display()
-        ),
-    )
-    .unwrap();
+    let cfg = env.app_config("coffer.toml", "notes", &wasm, &app, "");
     let cfg = cfg.to_str().unwrap();
     let snap = env.json(&["--config", cfg, "backup", "notes"]);
     assert_eq!(snap["metadata"]["notes"], 12, "{snap}");

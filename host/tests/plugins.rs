@@ -17,23 +17,11 @@ fn hostile_wasm() -> PathBuf {
 
 /// An app using the hostile plugin (copied to `wasm`), with `attack` and extra app lines.
 fn config(env: &Env, wasm: &Path, attack: &str, extra: &str) -> PathBuf {
-    let hash = blake3::hash(&std::fs::read(wasm).unwrap())
-        .to_hex()
-        .to_string();
     let app = env.path("app");
     std::fs::create_dir_all(app.join("sub")).unwrap();
     std::fs::write(app.join("sub/file.txt"), b"app data").unwrap();
-    let p = env.path(&format!("coffer-{attack}.toml"));
-    std::fs::write(
-        &p,
-        format!(
-            "[apps.evil]\nplugin = \"{}\"\nblake3 = \"{hash}\"\ndir = \"{}\"\n{extra}\n[apps.evil.settings]\nattack = \"{attack}\"\n",
-            wasm.display(),
-            app.display()
-        ),
-    )
-    .unwrap();
-    p
+    let rest = format!("{extra}\n[apps.evil.settings]\nattack = \"{attack}\"\n");
+    env.app_config(&format!("coffer-{attack}.toml"), "evil", wasm, &app, &rest)
 }
 
 fn local_copy(env: &Env) -> PathBuf {

@@ -78,21 +78,12 @@ fn streaming_capabilities_move_bytes_both_ways() {
 
     let env = Env::new();
     let wasm = Path::new(env!("COFFER_TEST_PLUGIN_DIR")).join("coffer_plugin_probe.wasm");
-    let hash = blake3::hash(&std::fs::read(&wasm).unwrap())
-        .to_hex()
-        .to_string();
     let app = env.path("app");
     std::fs::create_dir(&app).unwrap();
-    let cfg = env.path("coffer.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[apps.probe]\nplugin = \"{}\"\nblake3 = \"{hash}\"\ndir = \"{}\"\n[apps.probe.settings]\nserver = \"{origin}\"\n[apps.probe.grants]\nprograms = [\"seq\", \"wc\"]\nhttp = [\"{origin}\"]\n",
-            wasm.display(),
-            app.display()
-        ),
-    )
-    .unwrap();
+    let rest = format!(
+        "[apps.probe.settings]\nserver = \"{origin}\"\n[apps.probe.grants]\nprograms = [\"seq\", \"wc\"]\nhttp = [\"{origin}\"]\n"
+    );
+    let cfg = env.app_config("coffer.toml", "probe", &wasm, &app, &rest);
     let cfg = cfg.to_str().unwrap();
     let snap = env.json(&["--config", cfg, "backup", "probe"]);
     assert_eq!(

@@ -117,6 +117,29 @@ impl Env {
         coffer::repo::Repository::open(b, &unlock).unwrap()
     }
 
+    /// Writes `file` (a coffer.toml) with one app using the plugin at `wasm`, pinned by its
+    /// hash, in folder `dir`; `rest` is appended inside the app's section (settings, grants...).
+    pub fn app_config(
+        &self,
+        file: &str,
+        app: &str,
+        wasm: &Path,
+        dir: &Path,
+        rest: &str,
+    ) -> PathBuf {
+        let hash = blake3::hash(&std::fs::read(wasm).unwrap())
+            .to_hex()
+            .to_string();
+        let p = self.path(file);
+        let text = format!(
+            "[apps.{app}]\nplugin = \"{}\"\nblake3 = \"{hash}\"\ndir = \"{}\"\n{rest}",
+            wasm.display(),
+            dir.display()
+        );
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
     pub fn objects(&self, prefix: &str) -> Vec<PathBuf> {
         let mut out = vec![];
         walk_files(&self.repo.join(prefix), &mut out);
