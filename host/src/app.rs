@@ -55,42 +55,16 @@ pub fn stored_plugin(
 
 /// Grants the plugin asks for that the app's config does not give, as (kind, value).
 pub fn missing_grants(plugin: &Plugin, caps: &Caps) -> Vec<(String, String)> {
-    let g = &caps.grants;
     let mut missing: Vec<(String, String)> = plugin
         .info
         .capabilities
         .iter()
-        .filter_map(|(kind, value)| {
-            let cap = match kind.as_str() {
-                "run" => wit::Capability::Run(value.clone()),
-                "http" => wit::Capability::Http(value.clone()),
-                _ => wit::Capability::S3(value.clone()),
-            };
-            let (k, v) = caps.resolve_declared(&cap)?;
-            let list = match k.as_str() {
-                "programs" => &g.programs,
-                "http" => &g.http,
-                _ => &g.s3,
-            };
-            let granted = list
-                .iter()
-                .any(|x| x.trim_end_matches('/') == v || url_origin(x).as_deref() == Some(&v));
-            (!granted).then_some((k, v))
-        })
+        .filter_map(|(kind, value)| caps.resolve_declared(kind, value))
+        .filter(|(kind, value)| caps.allows(kind, value).is_err())
         .collect();
     missing.sort();
     missing.dedup();
     missing
-}
-
-fn url_origin(s: &str) -> Option<String> {
-    let u = url::Url::parse(s).ok()?;
-    Some(format!(
-        "{}://{}:{}",
-        u.scheme(),
-        u.host_str()?,
-        u.port_or_known_default()?
-    ))
 }
 
 fn caps_for(

@@ -162,27 +162,30 @@ impl Caps {
         ))
     }
 
-    /// Capabilities a plugin declares, with `setting:` resolved against the settings.
-    pub fn resolve_declared(&self, cap: &wit::Capability) -> Option<(String, String)> {
-        let (kind, v) = match cap {
-            wit::Capability::Run(v) => ("programs", v),
-            wit::Capability::Http(v) => ("http", v),
-            wit::Capability::S3(v) => ("s3", v),
-        };
-        let value = match v.strip_prefix("setting:") {
+    /// A declared capability (`run`, `http`, `s3` and a value) as the grant it needs:
+    /// (`programs`|`http`|`s3`, program or origin), with `setting:NAME` read from the settings.
+    /// `None` when it names an empty setting (nothing to grant).
+    pub fn resolve_declared(&self, kind: &str, value: &str) -> Option<(String, String)> {
+        let kind = if kind == "run" { "programs" } else { kind };
+        let value = match value.strip_prefix("setting:") {
             Some(name) => {
                 let s = self.setting(name)?.trim();
-                if s.is_empty() {
-                    return None;
-                }
                 match kind {
                     "programs" => s.split_whitespace().next()?.to_string(),
                     _ => origin(s)?,
                 }
             }
-            None => v.clone(),
+            None => value.to_string(),
         };
         Some((kind.to_string(), value))
+    }
+
+    /// Whether the grants allow `value` (a program, or a URL/origin) under `kind`.
+    pub fn allows(&self, kind: &str, value: &str) -> R<()> {
+        match kind {
+            "programs" => self.check_program(value),
+            _ => self.check_origin(value, kind),
+        }
     }
 
     fn command(&self, cmd: &Command) -> R<std::process::Command> {
