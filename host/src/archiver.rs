@@ -284,6 +284,18 @@ impl Session {
         })
     }
 
+    /// Lets the workers drain and joins every thread; then whatever failed in them, if anything.
+    fn stop_threads(&mut self) -> Result<()> {
+        self.walker.tx = None;
+        for t in std::mem::take(&mut self.threads) {
+            let _ = t.join();
+        }
+        match self.failure.lock().unwrap().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     pub fn counters(&self) -> &Arc<Counters> {
         &self.counters
     }
@@ -392,13 +404,7 @@ impl Session {
     /// Stores every pack and index entry, then `snapshot` as given (a copy keeps the original's
     /// time, host and summary; its tree was built with [`Session::add_chunk`]).
     pub fn finish_as(mut self, snapshot: Snapshot) -> Result<(SnapshotId, Summary)> {
-        self.walker.tx = None;
-        for t in std::mem::take(&mut self.threads) {
-            let _ = t.join();
-        }
-        if let Some(e) = self.failure.lock().unwrap().take() {
-            return Err(e);
-        }
+        self.stop_threads()?;
         self.indexer.flush()?;
         let mut summary = std::mem::take(&mut self.walker.summary);
         summary.bytes_added = self.counters.bytes_added.load(Ordering::Relaxed);
@@ -410,13 +416,7 @@ impl Session {
     pub fn finish(mut self, info: SnapshotInfo) -> Result<BackupResult> {
         let items = std::mem::take(&mut self.items);
         let root = self.walker.save_items(items, self.time);
-        self.walker.tx = None;
-        for t in std::mem::take(&mut self.threads) {
-            let _ = t.join();
-        }
-        if let Some(e) = self.failure.lock().unwrap().take() {
-            return Err(e);
-        }
+        self.stop_threads()?;
         let root = root?;
         self.indexer.flush()?;
         let mut summary = std::mem::take(&mut self.walker.summary);
@@ -458,10 +458,7 @@ impl Drop for Session {
     /// An abandoned session (a failed capture) stops its threads; what they uploaded stays
     /// indexed for the next backup, and no snapshot is written.
     fn drop(&mut self) {
-        self.walker.tx = None;
-        for t in std::mem::take(&mut self.threads) {
-            let _ = t.join();
-        }
+        let _ = self.stop_threads();
         let _ = self.indexer.flush();
     }
 }

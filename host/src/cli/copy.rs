@@ -37,10 +37,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     let unlock = if let Some(f) = &a.to_identity_file {
         Unlocker::Identities(keyfile::load_identities(f)?)
     } else if let Some(f) = &a.to_password_file {
-        let s = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        Unlocker::Passphrase(SecretString::from(
-            s.lines().next().unwrap_or("").to_string(),
-        ))
+        Unlocker::Passphrase(super::read_password_file(f)?)
     } else if let Ok(p) = std::env::var("COFFER_TO_PASSWORD") {
         Unlocker::Passphrase(SecretString::from(p))
     } else {
