@@ -239,7 +239,8 @@ impl Session {
                 worker(&repo, rx, tx, pool, &failure)
             }));
         }
-        for _ in 0..2 {
+        // Remote stores hide their latency behind more uploads in flight (`COFFER_S3_UPLOADS`).
+        for _ in 0..repo.backend().parallelism() {
             let (repo, rx, indexer, counters, failure) = (
                 repo.clone(),
                 pack_rx.clone(),

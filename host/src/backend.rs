@@ -10,8 +10,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+mod retry;
+pub mod s3;
+
+pub use retry::{RetryPolicy, Retrying};
+pub use s3::S3Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -23,6 +30,17 @@ pub enum BackendError {
     Missing { location: String },
     #[error("cannot open storage at {location}: {message}")]
     Open { location: String, message: String },
+    /// The store refused the credentials or the permission: retrying cannot help.
+    #[error("the store refused access to {key}: {message} (check the credentials, e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and the bucket's grants)")]
+    Denied { key: String, message: String },
+}
+
+impl BackendError {
+    /// Whether the same request may succeed if sent again (a 5xx, a timeout, a dropped
+    /// connection). Never true for a missing object or refused credentials.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BackendError::Store { .. })
+    }
 }
 
 /// One stored object as a listing returns it.
@@ -30,6 +48,8 @@ pub enum BackendError {
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    /// When the store last wrote it, on the store's clock (listings and HEAD report it).
+    pub modified: Option<DateTime<Utc>>,
 }
 
 /// The few operations a repository needs from a store.
@@ -37,19 +57,43 @@ pub trait Backend: Send + Sync {
     /// Human-readable location, for messages.
     fn location(&self) -> String;
     fn put(&self, key: &str, data: Vec<u8>) -> Result<(), BackendError>;
+    /// [`Backend::put`] of shared bytes (a retry sends the same buffer again without a copy).
+    fn put_bytes(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
+        self.put(key, data.to_vec())
+    }
     fn get(&self, key: &str) -> Result<Bytes, BackendError>;
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, BackendError>;
     /// Every object whose key starts with `prefix` (a folder such as `index/`), recursively.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError>;
     fn delete(&self, key: &str) -> Result<(), BackendError>;
     fn exists(&self, key: &str) -> Result<bool, BackendError> {
-        match self.head(key) {
+        match self.stat(key) {
             Ok(_) => Ok(true),
             Err(BackendError::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }
-    fn head(&self, key: &str) -> Result<u64, BackendError>;
+    /// Size and modification time of one object.
+    fn stat(&self, key: &str) -> Result<ObjectInfo, BackendError>;
+    fn head(&self, key: &str) -> Result<u64, BackendError> {
+        Ok(self.stat(key)?.size)
+    }
+    /// How many uploads may run at once (a documented knob for remote stores).
+    fn parallelism(&self) -> usize {
+        2
+    }
+    /// The store's own clock: the time it stamps on a small object written now. Prune measures
+    /// its grace period on this clock, so hosts with skewed clocks cannot shorten it.
+    fn now(&self) -> Result<DateTime<Utc>, BackendError> {
+        let key = format!("clock/{}", hex::encode(rand::random::<[u8; 16]>()));
+        self.put(&key, Vec::new())?;
+        let info = self.stat(&key);
+        let _ = self.delete(&key);
+        info?.modified.ok_or_else(|| BackendError::Store {
+            key,
+            message: "the store reports no modification time".into(),
+        })
+    }
     /// [`Backend::get`] into a reusable buffer (cleared first); stores that can avoid a fresh
     /// allocation per object override it.
     fn get_into(&self, key: &str, out: &mut Vec<u8>) -> Result<(), BackendError> {
@@ -69,6 +113,10 @@ pub struct StoreBackend {
     /// (restore reads every pack; a fresh 16 MiB buffer each time cost more in page faults than
     /// the read itself).
     local_root: Option<PathBuf>,
+    /// Objects above this size are uploaded in parts of `part_size`.
+    multipart_threshold: usize,
+    part_size: usize,
+    parallelism: usize,
 }
 
 impl StoreBackend {
@@ -87,6 +135,9 @@ impl StoreBackend {
             runtime,
             location,
             local_root: None,
+            multipart_threshold: usize::MAX,
+            part_size: 16 << 20,
+            parallelism: 2,
         })
     }
 
@@ -128,6 +179,11 @@ impl StoreBackend {
             object_store::Error::NotFound { .. } => BackendError::NotFound {
                 key: key.to_string(),
             },
+            e @ (object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }) => BackendError::Denied {
+                key: key.to_string(),
+                message: e.to_string(),
+            },
             other => BackendError::Store {
                 key: key.to_string(),
                 message: other.to_string(),
@@ -142,7 +198,14 @@ impl Backend for StoreBackend {
     }
 
     fn put(&self, key: &str, data: Vec<u8>) -> Result<(), BackendError> {
+        self.put_bytes(key, Bytes::from(data))
+    }
+
+    fn put_bytes(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
         let path = StorePath::from(key);
+        if data.len() > self.multipart_threshold {
+            return self.put_multipart(key, &path, data);
+        }
         self.runtime
             .block_on(self.store.put(&path, PutPayload::from(data)))
             .map(|_| ())
@@ -151,12 +214,26 @@ impl Backend for StoreBackend {
 
     fn get(&self, key: &str) -> Result<Bytes, BackendError> {
         let path = StorePath::from(key);
-        self.runtime
+        let (bytes, size) = self
+            .runtime
             .block_on(async {
                 let r = self.store.get(&path).await?;
-                r.bytes().await
+                let size = r.meta.size;
+                Ok::<_, object_store::Error>((r.bytes().await?, size))
             })
-            .map_err(|e| self.err(key, e))
+            .map_err(|e| self.err(key, e))?;
+        // A body cut short without an error from the transport must not pass as the object.
+        if bytes.len() as u64 != size {
+            return Err(BackendError::Store {
+                key: key.to_string(),
+                message: format!("short read: {} of {size} bytes", bytes.len()),
+            });
+        }
+        Ok(bytes)
+    }
+
+    fn parallelism(&self) -> usize {
+        self.parallelism
     }
 
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, BackendError> {
@@ -178,6 +255,7 @@ impl Backend for StoreBackend {
             .map(|m| ObjectInfo {
                 key: m.location.to_string(),
                 size: m.size,
+                modified: Some(m.last_modified),
             })
             .collect())
     }
@@ -216,22 +294,58 @@ impl Backend for StoreBackend {
         Ok(())
     }
 
-    fn head(&self, key: &str) -> Result<u64, BackendError> {
+    fn stat(&self, key: &str) -> Result<ObjectInfo, BackendError> {
         let path = StorePath::from(key);
         self.runtime
             .block_on(self.store.head(&path))
-            .map(|m| m.size)
+            .map(|m| ObjectInfo {
+                key: key.to_string(),
+                size: m.size,
+                modified: Some(m.last_modified),
+            })
             .map_err(|e| self.err(key, e))
     }
 }
 
-/// Opens the store a repository string names: a local path (`/srv/backup`, `file:///srv/backup`).
-pub fn open(location: &str, create: bool) -> Result<Arc<dyn Backend>, BackendError> {
+impl StoreBackend {
+    /// One object in parts: for packs larger than a single PUT should carry. A failed part
+    /// aborts the whole upload (the retry layer then sends it again from the start), so a
+    /// half-written object is never visible under its name.
+    fn put_multipart(&self, key: &str, path: &StorePath, data: Bytes) -> Result<(), BackendError> {
+        let part_size = self.part_size;
+        self.runtime
+            .block_on(async {
+                let mut upload = self.store.put_multipart(path).await?;
+                let mut parts = vec![];
+                for start in (0..data.len()).step_by(part_size) {
+                    let end = (start + part_size).min(data.len());
+                    parts.push(upload.put_part(PutPayload::from(data.slice(start..end))));
+                }
+                let sent = futures_util::future::try_join_all(parts).await;
+                match sent {
+                    Ok(_) => upload.complete().await.map(|_| ()),
+                    Err(e) => {
+                        let _ = upload.abort().await;
+                        Err(e)
+                    }
+                }
+            })
+            .map_err(|e| self.err(key, e))
+    }
+}
+
+/// Opens the store a repository string names: a local path (`/srv/backup`, `file:///srv/backup`),
+/// `s3://BUCKET/PREFIX` (settings from `AWS_*` and `s3`), or `memory:`.
+pub fn open(location: &str, create: bool, s3: &S3Config) -> Result<Arc<dyn Backend>, BackendError> {
+    if location.starts_with("s3://") {
+        let store = s3::open(location, s3)?;
+        return Ok(Arc::new(Retrying::new(store, s3.retry_policy())));
+    }
     let path = location.strip_prefix("file://").unwrap_or(location);
     if location.contains("://") && !location.starts_with("file://") {
         return Err(BackendError::Open {
             location: location.to_string(),
-            message: "unsupported repository scheme: use a local path or file:// URL".into(),
+            message: "unsupported repository scheme: use a local path, file:// or s3://BUCKET/PREFIX".into(),
         });
     }
     if location == "memory:" {
@@ -240,8 +354,8 @@ pub fn open(location: &str, create: bool) -> Result<Arc<dyn Backend>, BackendErr
     Ok(Arc::new(StoreBackend::local(&PathBuf::from(path), create)?))
 }
 
-#[cfg(test)]
-pub(crate) mod conformance {
+#[doc(hidden)]
+pub mod conformance {
     //! The storage conformance suite: every backend must pass it.
     use super::*;
 
@@ -278,6 +392,42 @@ pub(crate) mod conformance {
         b.delete("index/aa").unwrap();
         b.delete("index/aa").unwrap();
         assert!(!b.exists("index/aa").unwrap());
+
+        // Listings and HEAD carry the store's modification time; the store clock agrees with it.
+        let listed = b.list("data/00/").unwrap();
+        let stat = b.stat("data/00/bb").unwrap();
+        assert_eq!(stat.size, 5);
+        let (Some(listed_t), Some(stat_t)) = (listed[0].modified, stat.modified) else {
+            panic!("no modification time from {}", b.location());
+        };
+        assert!((listed_t - stat_t).num_seconds().abs() <= 1);
+        let now = b.now().unwrap();
+        assert!(now >= stat_t - chrono::Duration::seconds(1), "{now} < {stat_t}");
+        assert!((now - chrono::Utc::now()).num_minutes().abs() < 10);
+        assert!(b.list("clock/").unwrap().is_empty(), "the clock probe is removed");
+
+        // A pack-sized object (multipart on stores that split big uploads), read whole and in part.
+        let big: Vec<u8> = (0..(12u32 << 20)).map(|i| (i * 7 + i / 4099) as u8).collect();
+        b.put("data/02/big", big.clone()).unwrap();
+        assert_eq!(b.head("data/02/big").unwrap(), big.len() as u64);
+        assert!(b.get("data/02/big").unwrap() == big);
+        let r = (5 << 20) - 3..(6 << 20) + 11;
+        assert_eq!(
+            &b.get_range("data/02/big", r.start as u64..r.end as u64).unwrap()[..],
+            &big[r]
+        );
+        b.delete("data/02/big").unwrap();
+
+        // Listings page through more than one response's worth (S3 returns 1000 keys at a time).
+        let keys: Vec<String> = (0..1100).map(|i| format!("paging/{:02x}/{i}", i % 7)).collect();
+        crate::repo::parallel_map(&keys, |k| b.put(k, vec![1]).unwrap());
+        assert_eq!(b.list("paging/").unwrap().len(), 1100);
+        assert_eq!(b.list("paging/03/").unwrap().len(), 157);
+        crate::repo::parallel_map(&keys, |k| b.delete(k).unwrap());
+        assert!(b.list("paging/").unwrap().is_empty());
+        for k in ["data/00/bb", "data/01/cc"] {
+            b.delete(k).unwrap();
+        }
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! location = "/var/backups/coffer"      # COFFER_REPOSITORY and --repo take precedence
 //! password_file = "/etc/coffer/passphrase"
 //!
+//! [repository.s3]                       # for location = "s3://bucket/prefix"; AWS_* win
+//! endpoint = "https://oss-cn-hangzhou.aliyuncs.com"
+//! region = "cn-hangzhou"
+//! uploads = 4                           # packs uploaded at once
+//!
 //! [apps.xianyu]
 //! plugin = "xianyu"                     # built in; or a path to a .wasm with `blake3 = "…"`
 //! dir = "/srv/xianyu"                   # the app's folder: all the plugin may touch
@@ -47,6 +52,9 @@ pub struct RepositoryConfig {
     pub password_file: Option<PathBuf>,
     pub identity_file: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
+    /// Settings of an `s3://` location; the `AWS_*` variables override them.
+    #[serde(default)]
+    pub s3: crate::backend::S3Config,
 }
 
 #[derive(Debug, Clone, Deserialize)]

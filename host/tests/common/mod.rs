@@ -110,7 +110,7 @@ impl Env {
 
     /// The repository through the library, for tests that inspect or craft objects.
     pub fn open_repo(&self) -> coffer::repo::Repository {
-        let b = coffer::backend::open(self.repo.to_str().unwrap(), false).unwrap();
+        let b = coffer::backend::open(self.repo.to_str().unwrap(), false, &Default::default()).unwrap();
         let unlock = coffer::repo::keyfile::Unlocker::Passphrase(age::secrecy::SecretString::from(
             self.password.clone(),
         ));

@@ -1,0 +1,227 @@
+//! Retries with backoff around any backend, for the transient failures of remote stores.
+//!
+//! A 500, a 503 SlowDown, a timeout, a connection reset mid-body or a short read is retried with
+//! exponential backoff and jitter; a missing object or refused credentials never are. Every
+//! operation here is safe to repeat: objects are immutable and named after their content, a
+//! repeated PUT writes the same bytes, and a repeated DELETE of a gone object succeeds.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::{Backend, BackendError, ObjectInfo};
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts after the first.
+    pub retries: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            retries: 6,
+            first_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(8),
+        }
+    }
+}
+
+pub struct Retrying {
+    inner: Arc<dyn Backend>,
+    policy: RetryPolicy,
+    retried: AtomicU64,
+}
+
+impl Retrying {
+    pub fn new(inner: Arc<dyn Backend>, policy: RetryPolicy) -> Self {
+        Retrying {
+            inner,
+            policy,
+            retried: AtomicU64::new(0),
+        }
+    }
+
+    /// Requests sent again so far.
+    pub fn retried(&self) -> u64 {
+        self.retried.load(Ordering::Relaxed)
+    }
+
+    fn run<T>(
+        &self,
+        what: &str,
+        key: &str,
+        mut op: impl FnMut() -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let mut delay = self.policy.first_delay;
+        let mut attempt = 0;
+        loop {
+            match op() {
+                Err(e) if e.is_transient() && attempt < self.policy.retries => {
+                    attempt += 1;
+                    self.retried.fetch_add(1, Ordering::Relaxed);
+                    // Full jitter: hosts that failed together do not come back together.
+                    let sleep = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+                    tracing::warn!(
+                        "{what} {key} failed ({e}); attempt {} of {} in {:.1} s",
+                        attempt + 1,
+                        self.policy.retries + 1,
+                        sleep.as_secs_f64()
+                    );
+                    std::thread::sleep(sleep);
+                    delay = (delay * 2).min(self.policy.max_delay);
+                }
+                Err(BackendError::Store { key, message }) if attempt > 0 => {
+                    return Err(BackendError::Store {
+                        key,
+                        message: format!("{message} (gave up after {} attempts)", attempt + 1),
+                    })
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+impl Backend for Retrying {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    fn put(&self, key: &str, data: Vec<u8>) -> Result<(), BackendError> {
+        // The body is kept for a second attempt; `Bytes` makes the copies cheap for the store.
+        let data = Bytes::from(data);
+        self.run("PUT", key, || self.inner.put_bytes(key, data.clone()))
+    }
+
+    fn put_bytes(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
+        self.run("PUT", key, || self.inner.put_bytes(key, data.clone()))
+    }
+
+    fn get(&self, key: &str) -> Result<Bytes, BackendError> {
+        self.run("GET", key, || self.inner.get(key))
+    }
+
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, BackendError> {
+        self.run("GET", key, || self.inner.get_range(key, range.clone()))
+    }
+
+    fn get_into(&self, key: &str, out: &mut Vec<u8>) -> Result<(), BackendError> {
+        self.run("GET", key, || self.inner.get_into(key, out))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+        self.run("LIST", prefix, || self.inner.list(prefix))
+    }
+
+    fn delete(&self, key: &str) -> Result<(), BackendError> {
+        self.run("DELETE", key, || self.inner.delete(key))
+    }
+
+    fn stat(&self, key: &str) -> Result<ObjectInfo, BackendError> {
+        self.run("HEAD", key, || self.inner.stat(key))
+    }
+
+    fn parallelism(&self) -> usize {
+        self.inner.parallelism()
+    }
+
+    fn now(&self) -> Result<DateTime<Utc>, BackendError> {
+        self.run("clock", "clock/", || self.inner.now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::StoreBackend;
+    use std::sync::Mutex;
+
+    /// Fails the first `n` calls of each kind with a transient error, or always with NotFound.
+    struct Flaky {
+        inner: StoreBackend,
+        failures: Mutex<u32>,
+    }
+
+    impl Backend for Flaky {
+        fn location(&self) -> String {
+            "flaky".into()
+        }
+        fn put(&self, key: &str, data: Vec<u8>) -> Result<(), BackendError> {
+            self.fail(key)?;
+            self.inner.put(key, data)
+        }
+        fn get(&self, key: &str) -> Result<Bytes, BackendError> {
+            self.fail(key)?;
+            self.inner.get(key)
+        }
+        fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, BackendError> {
+            self.inner.get_range(key, range)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+            self.fail(prefix)?;
+            self.inner.list(prefix)
+        }
+        fn delete(&self, key: &str) -> Result<(), BackendError> {
+            self.inner.delete(key)
+        }
+        fn stat(&self, key: &str) -> Result<ObjectInfo, BackendError> {
+            self.inner.stat(key)
+        }
+    }
+
+    impl Flaky {
+        fn fail(&self, key: &str) -> Result<(), BackendError> {
+            let mut n = self.failures.lock().unwrap();
+            if *n > 0 {
+                *n -= 1;
+                return Err(BackendError::Store {
+                    key: key.into(),
+                    message: "503 SlowDown".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    fn policy(retries: u32) -> RetryPolicy {
+        RetryPolicy {
+            retries,
+            first_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+        }
+    }
+
+    #[test]
+    fn transient_errors_are_retried_until_the_budget_is_spent() {
+        let flaky = Arc::new(Flaky {
+            inner: StoreBackend::memory(),
+            failures: Mutex::new(3),
+        });
+        let r = Retrying::new(flaky.clone(), policy(3));
+        r.put("a", b"x".to_vec()).unwrap();
+        assert_eq!(r.retried(), 3);
+        assert_eq!(&r.get("a").unwrap()[..], b"x");
+
+        *flaky.failures.lock().unwrap() = 5;
+        let e = r.list("").unwrap_err();
+        assert!(e.to_string().contains("gave up after 4 attempts"), "{e}");
+    }
+
+    #[test]
+    fn not_found_is_never_retried() {
+        let flaky = Arc::new(Flaky {
+            inner: StoreBackend::memory(),
+            failures: Mutex::new(0),
+        });
+        let r = Retrying::new(flaky, policy(5));
+        assert!(matches!(r.get("nope"), Err(BackendError::NotFound { .. })));
+        assert_eq!(r.retried(), 0);
+    }
+}
