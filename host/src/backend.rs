@@ -345,7 +345,9 @@ pub fn open(location: &str, create: bool, s3: &S3Config) -> Result<Arc<dyn Backe
     if location.contains("://") && !location.starts_with("file://") {
         return Err(BackendError::Open {
             location: location.to_string(),
-            message: "unsupported repository scheme: use a local path, file:// or s3://BUCKET/PREFIX".into(),
+            message:
+                "unsupported repository scheme: use a local path, file:// or s3://BUCKET/PREFIX"
+                    .into(),
         });
     }
     if location == "memory:" {
@@ -402,24 +404,35 @@ pub mod conformance {
         };
         assert!((listed_t - stat_t).num_seconds().abs() <= 1);
         let now = b.now().unwrap();
-        assert!(now >= stat_t - chrono::Duration::seconds(1), "{now} < {stat_t}");
+        assert!(
+            now >= stat_t - chrono::Duration::seconds(1),
+            "{now} < {stat_t}"
+        );
         assert!((now - chrono::Utc::now()).num_minutes().abs() < 10);
-        assert!(b.list("clock/").unwrap().is_empty(), "the clock probe is removed");
+        assert!(
+            b.list("clock/").unwrap().is_empty(),
+            "the clock probe is removed"
+        );
 
         // A pack-sized object (multipart on stores that split big uploads), read whole and in part.
-        let big: Vec<u8> = (0..(12u32 << 20)).map(|i| (i * 7 + i / 4099) as u8).collect();
+        let big: Vec<u8> = (0..(12u32 << 20))
+            .map(|i| (i * 7 + i / 4099) as u8)
+            .collect();
         b.put("data/02/big", big.clone()).unwrap();
         assert_eq!(b.head("data/02/big").unwrap(), big.len() as u64);
         assert!(b.get("data/02/big").unwrap() == big);
         let r = (5 << 20) - 3..(6 << 20) + 11;
         assert_eq!(
-            &b.get_range("data/02/big", r.start as u64..r.end as u64).unwrap()[..],
+            &b.get_range("data/02/big", r.start as u64..r.end as u64)
+                .unwrap()[..],
             &big[r]
         );
         b.delete("data/02/big").unwrap();
 
         // Listings page through more than one response's worth (S3 returns 1000 keys at a time).
-        let keys: Vec<String> = (0..1100).map(|i| format!("paging/{:02x}/{i}", i % 7)).collect();
+        let keys: Vec<String> = (0..1100)
+            .map(|i| format!("paging/{:02x}/{i}", i % 7))
+            .collect();
         crate::repo::parallel_map(&keys, |k| b.put(k, vec![1]).unwrap());
         assert_eq!(b.list("paging/").unwrap().len(), 1100);
         assert_eq!(b.list("paging/03/").unwrap().len(), 157);

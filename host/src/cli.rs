@@ -214,7 +214,8 @@ impl Global {
 
     pub fn open(&self) -> Result<Repository> {
         let location = self.repo_location();
-        let backend = coffer::backend::open(&location, false, &self.repo_config().s3).map_err(coffer::Error::from)?;
+        let backend = coffer::backend::open(&location, false, &self.repo_config().s3)
+            .map_err(coffer::Error::from)?;
         // Say "no repository" before asking for a passphrase it could not use.
         Repository::read_config(backend.as_ref())?;
         let repo = Repository::open(backend, &self.unlocker()?)?;

@@ -10,9 +10,15 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-#[test]
-fn sigkill_during_backup_never_damages_the_repository() {
-    let env = Env::uninit();
+on_each_store!(sigkill_during_backup_never_damages_the_repository);
+
+fn sigkill_during_backup_never_damages_the_repository(env: Env) {
+    // Fewer rounds against S3: each round restores every earlier snapshot over HTTP.
+    let rounds = if env.location.starts_with("s3://") {
+        10
+    } else {
+        22
+    };
     env.ok(&["init", "--pack-size", "1"]);
     let src = env.path("src");
     std::fs::create_dir_all(src.join("text")).unwrap();
@@ -42,7 +48,7 @@ fn sigkill_during_backup_never_damages_the_repository() {
         manifest(&src),
     ));
     let mut kills_mid_run = 0;
-    for round in 0..22 {
+    for round in 0..rounds {
         // New and changed data each round, so the killed backup has something to upload.
         std::fs::write(
             src.join(format!("new-{round}.bin")),
@@ -84,9 +90,9 @@ fn sigkill_during_backup_never_damages_the_repository() {
             manifest(&src),
         ));
     }
-    eprintln!("{kills_mid_run} of 22 kills landed while the backup ran");
+    eprintln!("{kills_mid_run} of {rounds} kills landed while the backup ran");
     assert!(
-        kills_mid_run >= 11,
+        kills_mid_run >= rounds / 2,
         "too few kills hit a running backup ({kills_mid_run}); the test did not test"
     );
     env.ok(&["check", "--read-data"]);

@@ -15,9 +15,10 @@ fn one_line(stderr: &str) {
     assert!(lines[0].starts_with("coffer: error: "), "{stderr}");
 }
 
-#[test]
-fn write_only_key_backs_up_with_dedup_but_reads_nothing() {
-    let env = Env::new();
+on_each_store!(write_only_key_backs_up_with_dedup_but_reads_nothing);
+
+fn write_only_key_backs_up_with_dedup_but_reads_nothing(env: Env) {
+    env.ok(&["init"]);
     let src = env.path("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("data.bin"), noise(6_000_000, 1)).unwrap();
@@ -32,11 +33,8 @@ fn write_only_key_backs_up_with_dedup_but_reads_nothing() {
         wo_pass.to_str().unwrap(),
     ]);
 
-    let wo = Env {
-        repo: env.repo.clone(),
-        password: "write only passphrase".into(),
-        ..Env::uninit()
-    };
+    let mut wo = env.sharing();
+    wo.password = "write only passphrase".into();
     // Same data from another host: fully deduplicated against what the full key stored.
     std::fs::write(src.join("more.bin"), noise(2_000_000, 2)).unwrap();
     settle();
@@ -79,8 +77,7 @@ fn write_only_key_backs_up_with_dedup_but_reads_nothing() {
 #[test]
 fn wrong_passphrase_and_missing_repository_are_clear() {
     let env = Env::new();
-    let mut bad = Env::uninit();
-    bad.repo = env.repo.clone();
+    let mut bad = env.sharing();
     bad.password = "not the passphrase".into();
     let err = bad.fails(&["snapshots"], WRONG_KEY);
     one_line(&err);
@@ -113,8 +110,7 @@ fn identity_keys_open_and_keys_are_managed() {
         .unwrap()
         .to_string();
     env.ok(&["key", "add", "--recipient", &recipient]);
-    let mut by_id = Env::uninit();
-    by_id.repo = env.repo.clone();
+    let mut by_id = env.sharing();
     by_id.password = String::new();
     let src = env.path("src");
     std::fs::create_dir(&src).unwrap();

@@ -10,6 +10,12 @@ use std::path::Path;
 
 use common::*;
 
+on_each_store!(
+    restore_reproduces_every_kind_of_entry,
+    unchanged_tree_reads_no_bytes,
+    include_restores_only_the_named_part,
+);
+
 fn set_mtime(p: &Path, secs: i64, nanos: u32) {
     let t = filetime::FileTime::from_unix_time(secs, nanos);
     filetime::set_symlink_file_times(p, t, t).unwrap();
@@ -76,9 +82,8 @@ fn build_tree(root: &Path) {
     set_mtime(&root.join("empty"), 1_234_567_890, 0);
 }
 
-#[test]
-fn restore_reproduces_every_kind_of_entry() {
-    let env = Env::new();
+fn restore_reproduces_every_kind_of_entry(env: Env) {
+    env.ok(&["init"]);
     let src = env.path("src");
     build_tree(&src);
     let before = manifest(&src);
@@ -91,9 +96,8 @@ fn restore_reproduces_every_kind_of_entry() {
     assert_eq!(before, manifest(&src), "backup changed its source");
 }
 
-#[test]
-fn unchanged_tree_reads_no_bytes() {
-    let env = Env::new();
+fn unchanged_tree_reads_no_bytes(env: Env) {
+    env.ok(&["init"]);
     let src = env.path("src");
     std::fs::create_dir_all(src.join("a/b")).unwrap();
     for i in 0..200 {
@@ -123,9 +127,8 @@ fn unchanged_tree_reads_no_bytes() {
     assert_same(&manifest(&src), &manifest(&restored));
 }
 
-#[test]
-fn include_restores_only_the_named_part() {
-    let env = Env::new();
+fn include_restores_only_the_named_part(env: Env) {
+    env.ok(&["init"]);
     let src = env.path("app");
     std::fs::create_dir_all(src.join("data/db")).unwrap();
     std::fs::create_dir_all(src.join("static")).unwrap();

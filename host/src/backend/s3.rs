@@ -118,7 +118,17 @@ pub fn open(location: &str, cfg: &S3Config) -> Result<Arc<StoreBackend>, Backend
     let mut b = AmazonS3Builder::new()
         .with_region("us-east-1")
         .with_bucket_name(&bucket)
-        .with_conditional_put(S3ConditionalPut::Disabled);
+        .with_conditional_put(S3ConditionalPut::Disabled)
+        .with_retry(RetryConfig {
+            max_retries: 0,
+            ..RetryConfig::default()
+        })
+        // Client options first: setting them replaces allow_http and the rest set before.
+        .with_client_options(
+            ClientOptions::new()
+                .with_timeout(cfg.timeout())
+                .with_connect_timeout(Duration::from_secs(10)),
+        );
     if let Some(v) = &cfg.endpoint {
         b = b.with_endpoint(v);
     }
@@ -148,16 +158,6 @@ pub fn open(location: &str, cfg: &S3Config) -> Result<Arc<StoreBackend>, Backend
             b = b.with_config(key, v);
         }
     }
-    b = b
-        .with_retry(RetryConfig {
-            max_retries: 0,
-            ..RetryConfig::default()
-        })
-        .with_client_options(
-            ClientOptions::new()
-                .with_timeout(cfg.timeout())
-                .with_connect_timeout(Duration::from_secs(10)),
-        );
     let s3 = b.build().map_err(|e| open_err(e.to_string()))?;
     let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
         Arc::new(s3)

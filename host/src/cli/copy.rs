@@ -43,7 +43,8 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     } else {
         anyhow::bail!("no key for the destination: give --to-password-file, COFFER_TO_PASSWORD or --to-identity-file");
     };
-    let backend = coffer::backend::open(&a.to, false, &g.repo_config().s3).map_err(coffer::Error::from)?;
+    let backend =
+        coffer::backend::open(&a.to, false, &g.repo_config().s3).map_err(coffer::Error::from)?;
     let dst = Arc::new(
         Repository::open(backend, &unlock)
             .with_context(|| format!("opening the destination {}", a.to))?,

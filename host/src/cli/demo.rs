@@ -57,7 +57,8 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             println!("{s}");
         }
     };
-    let backend = coffer::backend::open(&repo_dir.display().to_string(), true, &Default::default())?;
+    let backend =
+        coffer::backend::open(&repo_dir.display().to_string(), true, &Default::default())?;
     let repo = match Repository::open(backend.clone(), &Unlocker::Passphrase(passphrase.clone())) {
         Ok(r) => {
             say(format!(

@@ -30,7 +30,8 @@ pub struct Args {
 
 pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     let location = g.repo_location();
-    let backend = coffer::backend::open(&location, true, &g.repo_config().s3).map_err(coffer::Error::from)?;
+    let backend =
+        coffer::backend::open(&location, true, &g.repo_config().s3).map_err(coffer::Error::from)?;
     let mut opts = InitOptions {
         compression: a.compression,
         pack_size: a.pack_size << 20,

@@ -9,12 +9,35 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Runs each named test body (`fn name(env: Env)`, given an uninitialised environment) twice:
+/// on a local folder and on a real Garage S3 server (`name::local`, `name::s3`).
+#[macro_export]
+macro_rules! on_each_store {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn local() {
+                super::$name(super::Env::uninit())
+            }
+            #[test]
+            fn s3() {
+                super::$name(super::Env::s3_uninit(coffer_testkit::Garage::shared()))
+            }
+        }
+    )*};
+}
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_coffer");
 pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// The repository folder (for a local repository).
     pub repo: PathBuf,
+    /// What COFFER_REPOSITORY says: the folder, or `s3://bucket/prefix`.
+    pub location: String,
+    /// Extra environment of every command (the S3 endpoint and credentials).
+    pub extra_env: Vec<(String, String)>,
     pub cache: PathBuf,
     pub password: String,
 }
@@ -33,9 +56,69 @@ impl Env {
         let cache = dir.path().join("cache");
         Env {
             dir,
+            location: repo.display().to_string(),
             repo,
+            extra_env: vec![],
             cache,
             password: PASSWORD.into(),
+        }
+    }
+
+    /// A scratch folder with an initialised repository under its own prefix of the shared
+    /// Garage server's bucket.
+    pub fn s3() -> Env {
+        let env = Env::s3_uninit(coffer_testkit::Garage::shared());
+        env.ok(&["init"]);
+        env
+    }
+
+    /// Like [`Env::s3`] on a given server, without `init`.
+    pub fn s3_uninit(garage: &coffer_testkit::Garage) -> Env {
+        let mut env = Env::uninit();
+        env.location = format!("s3://{}/{}", garage.bucket(), rand_prefix());
+        env.extra_env = garage.client_env();
+        env
+    }
+
+    /// Another scratch folder (own cache, own HOME) on the same repository: a second host.
+    pub fn sharing(&self) -> Env {
+        Env {
+            repo: self.repo.clone(),
+            location: self.location.clone(),
+            extra_env: self.extra_env.clone(),
+            ..Env::uninit()
+        }
+    }
+
+    /// Points the commands at another S3 endpoint (a fault proxy, another cluster node).
+    pub fn set_endpoint(&mut self, endpoint: &str) {
+        self.set_env("AWS_ENDPOINT_URL", endpoint);
+    }
+
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.extra_env.retain(|(k, _)| k != key);
+        self.extra_env.push((key.to_string(), value.to_string()));
+    }
+
+    /// The S3 settings of this environment, for opening the repository in-process.
+    pub fn s3_config(&self) -> coffer::backend::S3Config {
+        let get = |k: &str| {
+            self.extra_env
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        let secret_file = self.path("s3-secret");
+        if let Some(s) = get("AWS_SECRET_ACCESS_KEY") {
+            std::fs::write(&secret_file, s).unwrap();
+        }
+        coffer::backend::S3Config {
+            endpoint: get("AWS_ENDPOINT_URL"),
+            region: get("AWS_REGION"),
+            access_key_id: get("AWS_ACCESS_KEY_ID"),
+            secret_access_key_file: Some(secret_file),
+            allow_http: Some(true),
+            ..Default::default()
         }
     }
 
@@ -49,7 +132,8 @@ impl Env {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
-            .env("COFFER_REPOSITORY", &self.repo)
+            .env("COFFER_REPOSITORY", &self.location)
+            .envs(self.extra_env.iter().cloned())
             .env("COFFER_PASSWORD", &self.password)
             .env("COFFER_CACHE_DIR", &self.cache)
             .env("COFFER_KDF_LOG_N", "10");
@@ -110,7 +194,7 @@ impl Env {
 
     /// The repository through the library, for tests that inspect or craft objects.
     pub fn open_repo(&self) -> coffer::repo::Repository {
-        let b = coffer::backend::open(self.repo.to_str().unwrap(), false, &Default::default()).unwrap();
+        let b = coffer::backend::open(&self.location, false, &self.s3_config()).unwrap();
         let unlock = coffer::repo::keyfile::Unlocker::Passphrase(age::secrecy::SecretString::from(
             self.password.clone(),
         ));
@@ -160,6 +244,11 @@ fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(p);
         }
     }
+}
+
+/// A prefix no other test run uses.
+pub fn rand_prefix() -> String {
+    format!("t{}-{:08x}", rand_suffix(), rand::random::<u32>())
 }
 
 pub fn rand_suffix() -> String {
