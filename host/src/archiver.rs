@@ -74,6 +74,8 @@ struct Job {
 struct Indexer {
     repo: Arc<Repository>,
     pending: Mutex<(IndexFile, Instant)>,
+    /// Every pack this backup uploaded (the snapshot relies on them; see `check_commit`).
+    uploaded: Mutex<Vec<crate::id::PackId>>,
 }
 
 impl Indexer {
@@ -81,6 +83,7 @@ impl Indexer {
     const MAX_AGE: Duration = Duration::from_secs(10);
 
     fn add(&self, p: IndexPack) -> Result<()> {
+        self.uploaded.lock().unwrap().push(p.id);
         let mut g = self.pending.lock().unwrap();
         g.0.packs.push(p);
         if g.0.packs.len() >= Self::MAX_PACKS || g.1.elapsed() >= Self::MAX_AGE {
@@ -224,6 +227,7 @@ impl Session {
         let indexer = Arc::new(Indexer {
             repo: repo.clone(),
             pending: Mutex::new((IndexFile::default(), Instant::now())),
+            uploaded: Mutex::default(),
         });
         let chunker = Arc::new(Chunker::new(repo.config.chunker, repo.secrets.chunker_seed));
         let mut threads = vec![];
@@ -295,6 +299,12 @@ impl Session {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// No prune may have doomed what this snapshot relies on (see `Repository::check_commit`).
+    fn check_commit(&self) -> Result<()> {
+        let uploaded = self.indexer.uploaded.lock().unwrap().clone();
+        self.repo.check_commit(&self.walker.index, &uploaded)
     }
 
     pub fn counters(&self) -> &Arc<Counters> {
@@ -410,6 +420,7 @@ impl Session {
         let mut summary = std::mem::take(&mut self.walker.summary);
         summary.bytes_added = self.counters.bytes_added.load(Ordering::Relaxed);
         summary.duration_secs = self.start.elapsed().as_secs_f64();
+        self.check_commit()?;
         Ok((self.repo.save_snapshot(&snapshot)?, summary))
     }
 
@@ -439,6 +450,7 @@ impl Session {
             original: None,
             program_version: env!("CARGO_PKG_VERSION").to_string(),
         };
+        self.check_commit()?;
         let id = self.repo.save_snapshot(&snap)?;
         let mut warnings = std::mem::take(&mut self.warnings);
         if let Some(p) = &self.cache_path {
@@ -584,7 +596,7 @@ impl Walker {
 
     /// Whether a chunk is neither stored nor already handed to the workers; claims it if so.
     fn is_new(&mut self, id: &ChunkId) -> bool {
-        !self.index.contains(id) && self.pending.insert(*id)
+        !self.index.reuse(id) && self.pending.insert(*id)
     }
 
     fn send(&mut self, id: ChunkId, tag: Tag, data: Vec<u8>) -> Result<()> {
@@ -751,7 +763,7 @@ impl Walker {
                 && old
                     .chunks
                     .iter()
-                    .all(|c| self.index.contains(c) || self.pending.contains(c))
+                    .all(|c| self.pending.contains(c) || self.index.reuse(c))
             {
                 self.summary.files_unchanged += 1;
                 self.new_cache.insert(key, old.clone());

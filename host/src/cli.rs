@@ -11,6 +11,7 @@ mod init;
 mod key;
 mod ls;
 mod plugin;
+mod prune;
 mod restore;
 mod snapshots;
 mod stats;
@@ -88,6 +89,8 @@ pub enum Command {
     Copy(copy::Args),
     /// Remove snapshots a retention policy does not keep (per host and app)
     Forget(forget::Args),
+    /// Delete data no snapshot needs: mark now, delete after a grace period (lock-free)
+    Prune(prune::Args),
     /// Verify the repository's structure and, optionally, its data
     Check(check::Args),
     /// Repository size, deduplication and compression figures
@@ -113,6 +116,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Diff(a) => diff::run(g, a),
         Command::Copy(a) => copy::run(g, a),
         Command::Forget(a) => forget::run(g, a),
+        Command::Prune(a) => prune::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Stats(a) => stats::run(g, a),
         Command::Key(c) => key::run(g, c),

@@ -27,6 +27,7 @@ pub enum Tag {
     Tree,
     Index,
     Snapshot,
+    Mark,
 }
 
 impl Tag {
@@ -36,6 +37,7 @@ impl Tag {
             Tag::Tree => b"coffer:tree\0",
             Tag::Index => b"coffer:index\0",
             Tag::Snapshot => b"coffer:snapshot\0",
+            Tag::Mark => b"coffer:mark\0",
         }
     }
 }

@@ -95,6 +95,11 @@ pub enum Error {
 
     #[error("interrupted")]
     Interrupted,
+
+    #[error(
+        "the snapshot was not saved: {detail}; run the backup again (it stores that data anew)"
+    )]
+    PruneRace { detail: String },
 }
 
 impl Error {

@@ -4,7 +4,7 @@
 //! - [`backend`]: where objects are stored (object_store: local folder, memory, S3);
 //! - [`repo`]: the repository format (config, keys, packs, index, snapshots, trees), with
 //!   [`crypto`] for ids and encryption and [`chunker`] for content-defined chunking;
-//! - engines: [`archiver`] (backup), [`restorer`], [`checker`];
+//! - engines: [`archiver`] (backup), [`restorer`], [`checker`], [`prune`], [`copy`];
 //! - the `coffer` binary's command line, in `src/cli/`.
 
 pub mod app;
@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod error;
 pub mod id;
 pub mod plugin;
+pub mod prune;
 pub mod repo;
 pub mod restorer;
 pub mod retention;

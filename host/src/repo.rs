@@ -6,6 +6,7 @@
 pub mod config;
 pub mod index;
 pub mod keyfile;
+pub mod marks;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;
@@ -24,6 +25,7 @@ use crate::id::{ChunkId, IndexId, KeyId, PackId, SnapshotId};
 use config::{Config, CONFIG_KEY, FORMAT_VERSION};
 use index::{Index, IndexFile};
 use keyfile::{KeyFile, Protector, Unlocker};
+use marks::{Mark, MarkState, StoredMark};
 use snapshot::Snapshot;
 use tree::Tree;
 
@@ -324,21 +326,166 @@ impl Repository {
             .collect())
     }
 
-    /// Loads every index object. Damaged ones are returned beside the index, not fatal: a
-    /// backup can still run (it re-uploads what it cannot find) and `check` reports them.
-    pub fn load_index(&self) -> Result<(Index, Vec<(IndexId, Error)>)> {
-        let ids = self.list_index_ids()?;
-        let results = parallel_map(&ids, |id| self.load_index_file(id));
-        let mut index = Index::default();
+    /// Every index object with its id. One deleted between listing and reading (a prune
+    /// compacting the index) is skipped after a fresh listing picks up its replacement.
+    /// Damaged ones come back as errors beside the rest.
+    #[allow(clippy::type_complexity)]
+    pub fn load_index_files(&self) -> Result<(Vec<(IndexId, IndexFile)>, Vec<(IndexId, Error)>)> {
+        let mut files = vec![];
         let mut errors = vec![];
-        for (id, r) in ids.into_iter().zip(results) {
-            match r {
-                Ok(f) => index.add_file(&f),
-                Err(Error::Backend(e)) => return Err(e.into()),
-                Err(e) => errors.push((id, e)),
+        let mut done: std::collections::HashSet<IndexId> = std::collections::HashSet::new();
+        for _ in 0..3 {
+            let ids: Vec<IndexId> = self
+                .list_index_ids()?
+                .into_iter()
+                .filter(|id| !done.contains(id))
+                .collect();
+            let results = parallel_map(&ids, |id| self.load_index_file(id));
+            let mut vanished = false;
+            for (id, r) in ids.into_iter().zip(results) {
+                match r {
+                    Ok(f) => {
+                        done.insert(id);
+                        files.push((id, f));
+                    }
+                    Err(Error::Backend(BackendError::NotFound { .. })) => vanished = true,
+                    Err(Error::Backend(e)) => return Err(e.into()),
+                    Err(e) => {
+                        done.insert(id);
+                        errors.push((id, e));
+                    }
+                }
+            }
+            if !vanished {
+                break;
             }
         }
+        Ok((files, errors))
+    }
+
+    /// Loads the prune marks, then every index object, into one index that keeps backups off
+    /// marked packs. Damaged index objects are returned beside the index, not fatal: a backup
+    /// can still run (it re-uploads what it cannot find) and `check` reports them.
+    pub fn load_index(&self) -> Result<(Index, Vec<(IndexId, Error)>)> {
+        // Marks first: a mark written after this listing is caught by `check_commit`.
+        let (marks, mark_errors) = self.load_marks()?;
+        for (key, e) in &mark_errors {
+            tracing::warn!("prune mark {key} unreadable, ignored: {e}");
+        }
+        let doomed = marks
+            .iter()
+            .flat_map(|m| m.mark.packs.iter().copied())
+            .collect();
+        let seen = marks.iter().map(|m| m.key.clone()).collect();
+        let (files, errors) = self.load_index_files()?;
+        let mut index = Index::with_doomed(doomed, seen);
+        for (_, f) in &files {
+            index.add_file(f);
+        }
         Ok((index, errors))
+    }
+
+    // ----- prune marks -----
+
+    pub fn save_mark(&self, mark: &Mark) -> Result<String> {
+        let (id, bytes) = self.seal_doc(Tag::Mark, mark, &self.secrets.index_identity.to_public());
+        let key = marks::key(&id);
+        self.backend.put(&key, bytes)?;
+        Ok(key)
+    }
+
+    /// Every prune mark with the store's time of writing it; unreadable ones beside them.
+    #[allow(clippy::type_complexity)]
+    pub fn load_marks(&self) -> Result<(Vec<StoredMark>, Vec<(String, Error)>)> {
+        let listed = self.backend.list("prune/")?;
+        let loaded = parallel_map(&listed, |o| -> Result<StoredMark> {
+            let id: crate::id::IndexId = o
+                .key
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .parse()
+                .map_err(|_| Error::corrupt(&o.key, "not a mark name"))?;
+            let stored = self.backend.get(&o.key)?;
+            let mark: Mark = self.open_doc(
+                Tag::Mark,
+                &id.0,
+                &stored,
+                &self.secrets.index_identity,
+                &o.key,
+            )?;
+            let time = match o.modified {
+                Some(t) => t,
+                None => self
+                    .backend
+                    .stat(&o.key)?
+                    .modified
+                    .unwrap_or_else(chrono::Utc::now),
+            };
+            Ok(StoredMark {
+                key: o.key.clone(),
+                time,
+                mark,
+            })
+        });
+        let mut out = vec![];
+        let mut errors = vec![];
+        for (o, r) in listed.iter().zip(loaded) {
+            match r {
+                Ok(m) => out.push(m),
+                // Removed by a prune since the listing: nothing to fence off any more.
+                Err(Error::Backend(BackendError::NotFound { .. })) => {}
+                Err(Error::Backend(e)) => return Err(e.into()),
+                Err(e) => errors.push((o.key.clone(), e)),
+            }
+        }
+        Ok((out, errors))
+    }
+
+    /// Before a snapshot is saved: may it rely on these packs (reused through `index`, or
+    /// uploaded by this backup)? Not if a prune marked one of them after the index was loaded
+    /// and the mark's grace period ends too soon for this snapshot to be seen by the prune that
+    /// sweeps it. Then the snapshot is refused, and the next backup stores that data anew.
+    pub fn check_commit(&self, index: &Index, own_packs: &[PackId]) -> Result<()> {
+        let listed = self.backend.list("prune/")?;
+        if listed.iter().all(|o| index.marks_seen.contains(&o.key)) {
+            return Ok(());
+        }
+        let mut relied: std::collections::HashSet<PackId> =
+            index.relied_packs().into_iter().collect();
+        relied.extend(own_packs.iter().copied());
+        let (marks, _) = self.load_marks()?;
+        let mut now = None;
+        for m in marks.iter().filter(|m| !index.marks_seen.contains(&m.key)) {
+            let hit = m.mark.packs.iter().filter(|p| relied.contains(p)).count();
+            if hit == 0 {
+                continue;
+            }
+            if m.mark.state == MarkState::Swept {
+                return Err(Error::PruneRace {
+                    detail: format!("{hit} of its packs were already deleted by a prune"),
+                });
+            }
+            let now = match now {
+                Some(n) => n,
+                None => *now.insert(self.backend.now()?),
+            };
+            // Margin: the snapshot upload itself (2 s at least), and one more second for stores
+            // whose clock (HTTP Last-Modified) has whole seconds.
+            let margin =
+                chrono::Duration::seconds((m.mark.grace_secs as i64 / 4).clamp(2, 600) + 1);
+            if now + margin >= m.deadline() {
+                return Err(Error::PruneRace {
+                    detail: format!(
+                        "a prune marked {hit} pack(s) it relies on at {}, and their grace period of {} s ends at {}",
+                        m.time.format("%H:%M:%S"),
+                        m.mark.grace_secs,
+                        m.deadline().format("%H:%M:%S")
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     // ----- packs and chunks -----
@@ -371,7 +518,7 @@ impl Repository {
         for (tag, data) in chunks {
             let id = ChunkId(self.secrets.id(*tag, data));
             ids.push(id);
-            if !index.contains(&id) && seen.insert(id) {
+            if !index.reuse(&id) && seen.insert(id) {
                 w.add(
                     id,
                     *tag,

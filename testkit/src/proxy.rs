@@ -54,6 +54,8 @@ pub struct Plan {
     /// Only requests of these kinds are picked (all if empty).
     pub kinds: Vec<Kind>,
     pub stall: Duration,
+    /// Added to every request: a distant store.
+    pub latency: Duration,
 }
 
 impl Plan {
@@ -63,6 +65,15 @@ impl Plan {
             faults: vec![],
             kinds: vec![],
             stall: Duration::from_secs(5),
+            latency: Duration::ZERO,
+        }
+    }
+
+    /// No faults, every request delayed by `latency`.
+    pub fn slow(latency: Duration) -> Plan {
+        Plan {
+            latency,
+            ..Plan::none()
         }
     }
 }
@@ -277,6 +288,10 @@ fn serve(
     let mut client = client;
     while let Some(req) = read_message(&mut reader, false)? {
         let k = kind(&req.start_line);
+        let latency = plan.lock().unwrap().latency;
+        if !latency.is_zero() {
+            std::thread::sleep(latency);
+        }
         let fault = {
             let p = plan.lock().unwrap();
             let mut rng = rng.lock().unwrap();

@@ -34,6 +34,11 @@ pub struct Args {
     /// Show what would be removed and which rule keeps each survivor; remove nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Run `prune` afterwards (with --grace, --repack-unused)
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_knobs: super::prune::Knobs,
 }
 
 pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
@@ -47,6 +52,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         keep_within: a.keep_within.clone(),
     };
     flags.validate().map_err(|e| anyhow::anyhow!(e))?;
+    let prune_opts = a.prune_knobs.options(a.dry_run)?;
     let config = g.config()?;
     let repo = g.open()?;
     // Groups: one per host and app (or host and paths, for plain backups).
@@ -111,9 +117,15 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
                 .map_err(coffer::Error::from)?;
         }
     }
+    let pruned = if a.prune {
+        let repo = std::sync::Arc::new(repo);
+        Some(coffer::prune::prune(&repo, &prune_opts)?)
+    } else {
+        None
+    };
     if g.json {
         print_json(
-            &serde_json::json!({ "dry_run": a.dry_run, "groups": report, "removed": if a.dry_run { 0 } else { remove.len() } }),
+            &serde_json::json!({ "dry_run": a.dry_run, "groups": report, "removed": if a.dry_run { 0 } else { remove.len() }, "prune": pruned }),
         );
     } else {
         for r in &report {
@@ -154,6 +166,9 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             println!("dry run: {} snapshot(s) would be removed", remove.len());
         } else {
             println!("removed {} snapshot(s); the data only they used stays in the repository until prune", remove.len());
+        }
+        if let Some(p) = &pruned {
+            super::prune::report(g, p);
         }
     }
     Ok(ExitCode::Ok)

@@ -6,7 +6,8 @@
 //! Indexes may overlap (two hosts uploading the same chunk): the first location found wins, and
 //! every listed location is valid.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,14 +41,56 @@ pub struct Location {
 }
 
 /// The in-memory union of index objects.
+///
+/// Packs named by a prune mark are *doomed*: they can still be read (a snapshot saved before the
+/// mark may need them until the prune that sweeps them keeps them), but a backup never
+/// deduplicates against them ([`Index::reuse`]), and a chunk stored in a doomed and a live pack is
+/// found in the live one.
 #[derive(Default)]
 pub struct Index {
     packs: Vec<(PackId, u64)>,
     pack_pos: HashMap<PackId, u32>,
     chunks: HashMap<ChunkId, Location>,
+    doomed: HashSet<PackId>,
+    /// Per pack: whether [`Index::reuse`] answered yes for one of its chunks.
+    relied: Vec<AtomicBool>,
+    /// Keys of the prune marks known when this index was loaded.
+    pub marks_seen: HashSet<String>,
 }
 
 impl Index {
+    /// An empty index that treats `doomed` packs as about to be deleted.
+    pub fn with_doomed(doomed: HashSet<PackId>, marks_seen: HashSet<String>) -> Index {
+        Index {
+            doomed,
+            marks_seen,
+            ..Index::default()
+        }
+    }
+
+    /// Whether a backup may reference this stored chunk instead of storing it: it is indexed in
+    /// a pack no prune has marked. Remembers the pack as relied upon (see
+    /// [`Index::relied_packs`]).
+    pub fn reuse(&self, id: &ChunkId) -> bool {
+        match self.chunks.get(id) {
+            Some(l) if !self.doomed.contains(&self.packs[l.pack as usize].0) => {
+                self.relied[l.pack as usize].store(true, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Packs [`Index::reuse`] let a backup rely on.
+    pub fn relied_packs(&self) -> Vec<PackId> {
+        self.relied
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.load(Ordering::Relaxed))
+            .map(|(i, _)| self.packs[i].0)
+            .collect()
+    }
+
     pub fn add_file(&mut self, f: &IndexFile) {
         for p in &f.packs {
             self.add_pack(p.id, p.size, &p.chunks);
@@ -57,13 +100,25 @@ impl Index {
     pub fn add_pack(&mut self, id: PackId, size: u64, chunks: &[PackEntry]) {
         let pos = *self.pack_pos.entry(id).or_insert_with(|| {
             self.packs.push((id, size));
+            self.relied.push(AtomicBool::new(false));
             (self.packs.len() - 1) as u32
         });
+        let live = !self.doomed.contains(&id);
         for e in chunks {
-            self.chunks.entry(e.id).or_insert(Location {
+            let here = Location {
                 pack: pos,
                 entry: *e,
-            });
+            };
+            match self.chunks.entry(e.id) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(here);
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    if live && self.doomed.contains(&self.packs[o.get().pack as usize].0) {
+                        o.insert(here);
+                    }
+                }
+            }
         }
     }
 
