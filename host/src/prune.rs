@@ -121,7 +121,9 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
         tracing::warn!("prune mark {key} unreadable, left alone: {e}");
     }
 
-    // Everything every snapshot needs.
+    // Snapshots before the index: a snapshot is saved only after the index objects naming its
+    // chunks, so every chunk a listed snapshot needs is in the index read next.
+    let snapshots = repo.list_snapshots()?;
     let (files, index_errors) = repo.load_index_files()?;
     if let Some((id, e)) = index_errors.first() {
         return Err(Error::Invalid(format!(
@@ -133,7 +135,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
     for (_, f) in &files {
         full.add_file(f);
     }
-    let needed = needed_chunks(repo, &full, &mut sum)?;
+    let needed = needed_chunks(repo, snapshots, &full, &mut sum)?;
 
     // Where each chunk is stored, and what each pack holds.
     let stored: HashMap<PackId, (u64, Option<chrono::DateTime<chrono::Utc>>)> = repo
@@ -350,12 +352,16 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
 /// be read stops the prune, since what it needs is unknown; one forgotten meanwhile is skipped.
 fn needed_chunks(
     repo: &Repository,
+    snapshots: Vec<(
+        crate::id::SnapshotId,
+        Result<crate::repo::snapshot::Snapshot>,
+    )>,
     index: &Index,
     sum: &mut PruneSummary,
 ) -> Result<HashSet<ChunkId>> {
     let reader = ChunkReader::new(repo, index);
     let mut needed = HashSet::new();
-    for (id, s) in repo.list_snapshots()? {
+    for (id, s) in snapshots {
         let snap = match s {
             Ok(s) => s,
             Err(Error::Backend(BackendError::NotFound { .. })) => continue,

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use common::*;
 
 #[test]
@@ -91,4 +93,353 @@ fn copy_local_to_s3_and_back() {
     let copied = back["copied"][0][1].as_str().unwrap().to_string();
     let restored = home.restore(&copied, "data");
     assert_same(&snaps[9].1, &manifest(&restored));
+}
+
+/// Four backup processes (different hosts and sources, overlapping data) write into one S3
+/// repository while a fifth host's snapshots are forgotten and pruned in a loop (its data
+/// overlaps theirs, so prune marks packs the running backups reuse). Every snapshot a backup
+/// reported as saved restores identical, and `check --read-data` passes.
+#[test]
+fn concurrent_backups_and_prune_loop() {
+    let env = Env::s3();
+    let shared = env.path("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    for i in 0..4 {
+        std::fs::write(
+            shared.join(format!("common{i}.bin")),
+            noise(700_000, 900 + 2 * i),
+        )
+        .unwrap();
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let saved: std::sync::Mutex<Vec<(String, String, BTreeMap<Vec<u8>, Entry>)>> =
+        Default::default();
+    let refused = std::sync::atomic::AtomicUsize::new(0);
+    let prunes = std::sync::atomic::AtomicUsize::new(0);
+    let copy_shared = |dir: &std::path::Path| {
+        for e in std::fs::read_dir(&shared).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+    };
+    std::thread::scope(|s| {
+        let mut workers = vec![];
+        for w in 0..4u64 {
+            let (env, saved, refused, copy_shared) = (&env, &saved, &refused, &copy_shared);
+            workers.push(s.spawn(move || {
+                let dir = env.path(&format!("host{w}/app{w}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                copy_shared(&dir);
+                for round in 0..4u64 {
+                    std::fs::write(
+                        dir.join(format!("own-{round}.bin")),
+                        noise(400_000, 10_000 + 100 * w + 2 * round),
+                    )
+                    .unwrap();
+                    std::fs::write(
+                        dir.join("log.txt"),
+                        format!("host {w} round {round}\n").repeat(3000),
+                    )
+                    .unwrap();
+                    let before = manifest(&dir);
+                    let host = format!("host{w}");
+                    let out =
+                        env.run(&["--json", "backup", "--host", &host, dir.to_str().unwrap()]);
+                    let stderr = String::from_utf8_lossy(&out.stderr);
+                    if out.status.success() {
+                        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                        saved.lock().unwrap().push((
+                            v["snapshot"].as_str().unwrap().to_string(),
+                            format!("app{w}"),
+                            before,
+                        ));
+                    } else {
+                        // The one allowed failure: a prune doomed data this backup relied on.
+                        assert!(
+                            stderr.contains("run the backup again"),
+                            "backup failed: {stderr}"
+                        );
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        // The churning host: its snapshots are forgotten as soon as they are made.
+        let churn = s.spawn(|| {
+            let dir = env.path("churn/app");
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut round = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                copy_shared(&dir);
+                std::fs::write(dir.join("churn.bin"), noise(500_000, 50_000 + 2 * round)).unwrap();
+                let _ = env.run(&["backup", "--host", "churn", dir.to_str().unwrap()]);
+                round += 1;
+            }
+        });
+        let pruner = s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                env.ok(&[
+                    "forget",
+                    "--host",
+                    "churn",
+                    "--keep-last",
+                    "1",
+                    "--prune",
+                    "--grace",
+                    "5s",
+                    "--repack-unused",
+                    "20",
+                ]);
+                prunes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        for w in workers {
+            w.join().unwrap();
+        }
+        // Let the last marks mature and be swept while nothing else runs.
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().unwrap();
+        pruner.join().unwrap();
+    });
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    let last = env.json(&[
+        "forget",
+        "--host",
+        "churn",
+        "--keep-last",
+        "1",
+        "--prune",
+        "--grace",
+        "5s",
+    ]);
+    eprintln!("final prune: {}", last["prune"]);
+    let saved = saved.into_inner().unwrap();
+    eprintln!(
+        "{} snapshots saved, {} backups refused by a racing prune, {} forget+prune runs",
+        saved.len(),
+        refused.load(std::sync::atomic::Ordering::Relaxed),
+        prunes.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert!(saved.len() >= 12, "too few backups landed: {}", saved.len());
+    assert!(prunes.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+    env.ok(&["check", "--read-data"]);
+    for (snap, name, before) in &saved {
+        let restored = env.restore(snap, name);
+        assert_same(before, &manifest(&restored));
+    }
+}
+
+fn faulty_env(garage: &coffer_testkit::Garage, proxy: &coffer_testkit::FaultProxy) -> Env {
+    let mut env = Env::s3_uninit(garage);
+    env.set_endpoint(&proxy.endpoint());
+    env.set_env("COFFER_S3_TIMEOUT_SECS", "2");
+    env
+}
+
+/// Faults between coffer and Garage: 500s (before and after the server acted), 503 SlowDown,
+/// timeouts, connections reset mid-body, short reads, failing LISTs. Each backup, restore and
+/// check either completes (retried) or fails with a one-line error; afterwards, on a clean
+/// connection, `check --read-data` passes and every saved snapshot restores identical.
+#[test]
+fn fault_matrix() {
+    use coffer_testkit::{Fault, Kind, Plan};
+    let garage = coffer_testkit::Garage::shared();
+    let proxy = coffer_testkit::FaultProxy::start(garage.endpoint());
+    let scenarios: Vec<(&str, Plan)> = vec![
+        (
+            "500",
+            Plan {
+                rate: 0.15,
+                faults: vec![Fault::Error500],
+                ..Plan::none()
+            },
+        ),
+        (
+            "500 after acting",
+            Plan {
+                rate: 0.15,
+                faults: vec![Fault::Error500After],
+                ..Plan::none()
+            },
+        ),
+        (
+            "503 SlowDown",
+            Plan {
+                rate: 0.2,
+                faults: vec![Fault::SlowDown],
+                ..Plan::none()
+            },
+        ),
+        (
+            "timeouts",
+            Plan {
+                rate: 0.05,
+                faults: vec![Fault::Timeout],
+                stall: std::time::Duration::from_secs(3),
+                ..Plan::none()
+            },
+        ),
+        (
+            "reset mid-body",
+            Plan {
+                rate: 0.15,
+                faults: vec![Fault::ResetMidBody],
+                ..Plan::none()
+            },
+        ),
+        (
+            "short reads",
+            Plan {
+                rate: 0.15,
+                faults: vec![Fault::ShortRead],
+                kinds: vec![Kind::Get, Kind::List],
+                ..Plan::none()
+            },
+        ),
+        (
+            "LIST failures",
+            Plan {
+                rate: 0.3,
+                faults: vec![Fault::Error500, Fault::SlowDown],
+                kinds: vec![Kind::List],
+                ..Plan::none()
+            },
+        ),
+        (
+            "everything",
+            Plan {
+                rate: 0.1,
+                faults: vec![
+                    Fault::Error500,
+                    Fault::Error500After,
+                    Fault::SlowDown,
+                    Fault::ResetMidBody,
+                    Fault::ShortRead,
+                ],
+                ..Plan::none()
+            },
+        ),
+    ];
+    for (name, plan) in scenarios {
+        let env = faulty_env(garage, &proxy);
+        proxy.set_plan(Plan::none());
+        env.ok(&["init", "--pack-size", "1"]);
+        let src = env.path("src");
+        std::fs::create_dir_all(&src).unwrap();
+        for i in 0..6u64 {
+            std::fs::write(src.join(format!("f{i}.bin")), noise(700_000, 7000 + 2 * i)).unwrap();
+        }
+        std::fs::write(
+            src.join("dump.sql"),
+            "insert into t values (1, 'x');\n".repeat(60_000),
+        )
+        .unwrap();
+        let want = manifest(&src);
+        proxy.reset_counts();
+        proxy.set_plan(plan);
+        let mut saved = vec![];
+        let mut outcomes = vec![];
+        for step in 0..2 {
+            std::fs::write(src.join("step.txt"), format!("step {step}")).unwrap();
+            let out = env.run(&["--json", "backup", src.to_str().unwrap()]);
+            outcomes.push(clear_outcome(name, "backup", &out));
+            if out.status.success() {
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                saved.push((v["snapshot"].as_str().unwrap().to_string(), manifest(&src)));
+            }
+        }
+        if let Some((snap, _)) = saved.last() {
+            let target = env.path("faulty-restore");
+            let out = env.run(&["restore", snap, "--target", target.to_str().unwrap()]);
+            outcomes.push(clear_outcome(name, "restore", &out));
+            if out.status.success() {
+                assert_same(&saved.last().unwrap().1, &manifest(&target.join("src")));
+            }
+        }
+        let out = env.run(&["check", "--read-data"]);
+        outcomes.push(clear_outcome(name, "check", &out));
+        let injected = proxy.injected();
+        proxy.set_plan(Plan::none());
+        eprintln!("{name}: injected {injected:?}; outcomes {outcomes:?}");
+        assert!(!injected.is_empty(), "{name}: no fault was injected");
+        // Clean connection: nothing a saved snapshot needs is missing or damaged.
+        env.ok(&["check", "--read-data"]);
+        for (snap, before) in &saved {
+            let restored = env.restore(snap, "src");
+            assert_same(before, &manifest(&restored));
+        }
+        let _ = want;
+    }
+
+    // A store that refuses every upload: the backup fails clearly and saves nothing.
+    let mut env = faulty_env(garage, &proxy);
+    env.set_env("COFFER_S3_RETRIES", "2");
+    env.ok(&["init"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), noise(100_000, 3)).unwrap();
+
+    proxy.set_plan(Plan {
+        rate: 1.0,
+        faults: vec![Fault::SlowDown],
+        kinds: vec![Kind::Put],
+        ..Plan::none()
+    });
+    let err = env.fails(&["backup", src.to_str().unwrap()], 1);
+    proxy.set_plan(Plan::none());
+    assert!(
+        err.contains("gave up after 3 attempts") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
+    env.ok(&["check", "--read-data"]);
+}
+
+/// "ok" or "failed"; a failure must be one clear line, never a panic.
+fn clear_outcome(scenario: &str, what: &str, out: &std::process::Output) -> &'static str {
+    if out.status.success() {
+        return "ok";
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked")
+            && stderr.trim().lines().count() == 1
+            && stderr.contains("error"),
+        "{scenario}: {what} failed unclearly: {stderr}"
+    );
+    "failed"
+}
+
+/// A 3-node Garage cluster (replication factor 3): with one node stopped, backups and restores
+/// through the other nodes still succeed (node 3 down, then node 2 down while clients talk to the
+/// restarted node 3).
+#[test]
+fn three_node_cluster_survives_one_node_down() {
+    let cluster = coffer_testkit::Garage::cluster();
+    let endpoints = cluster.endpoints();
+    assert_eq!(endpoints.len(), 3);
+    let mut env = Env::s3_uninit(&cluster);
+    env.ok(&["init", "--pack-size", "1"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.bin"), noise(3_000_000, 41)).unwrap();
+    let first = env.backup(&src);
+    let first_manifest = manifest(&src);
+
+    cluster.kill_node(3);
+    std::fs::write(src.join("b.bin"), noise(2_000_000, 43)).unwrap();
+    let second = env.backup(&src);
+    let restored = env.restore(first["snapshot"].as_str().unwrap(), "src");
+    assert_same(&first_manifest, &manifest(&restored));
+    env.ok(&["check", "--read-data"]);
+
+    // Node 3 back (reconnected to both peers), node 2 down: clients use node 3.
+    cluster.restart_node(3);
+    cluster.kill_node(2);
+    env.set_endpoint(&endpoints[2]);
+    let restored = env.restore(second["snapshot"].as_str().unwrap(), "src");
+    assert_same(&manifest(&src), &manifest(&restored));
+    std::fs::write(src.join("c.bin"), noise(1_000_000, 45)).unwrap();
+    env.backup(&src);
+    env.ok(&["check", "--read-data"]);
 }
