@@ -400,11 +400,15 @@ fn clear_outcome(scenario: &str, what: &str, out: &std::process::Output) -> &'st
     if out.status.success() {
         return "ok";
     }
+    // Retries are logged as warnings before it; the error itself is one line.
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let (warnings, errors): (Vec<&str>, Vec<&str>) =
+        stderr.lines().partition(|l| l.contains("WARN"));
     assert!(
         !stderr.contains("panicked")
-            && stderr.trim().lines().count() == 1
-            && stderr.contains("error"),
+            && errors.len() == 1
+            && errors[0].starts_with("coffer: error:")
+            && warnings.iter().all(|w| w.contains("attempt")),
         "{scenario}: {what} failed unclearly: {stderr}"
     );
     "failed"
