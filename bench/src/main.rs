@@ -560,7 +560,8 @@ fn s3_bench(coffer: &Path, dir: &Path, size_mib: u64) -> Result<()> {
         let n = proxy.counts();
         let count = |k: Kind| n.get(&k).copied().unwrap_or(0);
         let size = du(&data);
-        let per_gib = (count(Kind::Put) + count(Kind::Get)) as f64 / (size as f64 / (1u64 << 30) as f64);
+        let per_gib =
+            (count(Kind::Put) + count(Kind::Get)) as f64 / (size as f64 / (1u64 << 30) as f64);
         println!(
             "{:<17} {:>9.2} {:>10.1} {:>6} {:>6} {:>6} {:>6} {:>7} {:>12.0}",
             step,
@@ -574,7 +575,10 @@ fn s3_bench(coffer: &Path, dir: &Path, size_mib: u64) -> Result<()> {
             per_gib
         );
     }
-    anyhow::ensure!(du(&restore.join("app")) == du(&data), "the restore differs in size");
+    anyhow::ensure!(
+        du(&restore.join("app")) == du(&data),
+        "the restore differs in size"
+    );
     println!("(requests counted at the proxy, as the server saw them; a 16 MiB pack is one PUT)");
     Ok(())
 }

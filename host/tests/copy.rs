@@ -31,28 +31,17 @@ fn copy_moves_only_what_is_missing_and_restores_identical() {
             manifest(&data),
         ));
     }
-    let copy = |env: &Env, to: &Env| {
-        let mut c = env.cmd(&["--json", "copy", "--to", to.repo.to_str().unwrap()]);
-        c.env("COFFER_TO_PASSWORD", &to.password);
-        let out = c.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
-    let first = copy(&src_env, &dst_env);
+    let first = copy_to(&src_env, &dst_env, &[]);
     assert_eq!(first["copied"].as_array().unwrap().len(), 3, "{first}");
     // Three 2 MB files of noise and a little text: about 6 MB, each chunk sent once.
     let added = first["bytes_added"].as_u64().unwrap();
     assert!(added > 6_000_000 && added < 6_500_000, "{first}");
-    let again = copy(&src_env, &dst_env);
+    let again = copy_to(&src_env, &dst_env, &[]);
     assert_eq!(again["copied"].as_array().unwrap().len(), 0, "{again}");
     assert_eq!(again["skipped"], 3);
     assert_eq!(again["bytes_added"], 0);
     // Nor does copying back: the copies know where they came from.
-    let back = copy(&dst_env, &src_env);
+    let back = copy_to(&dst_env, &src_env, &[]);
     assert_eq!(back["copied"].as_array().unwrap().len(), 0, "{back}");
 
     dst_env.ok(&["check", "--read-data"]);

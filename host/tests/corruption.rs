@@ -13,11 +13,19 @@ use common::*;
 
 const INTEGRITY: i32 = 13;
 
-fn flip(path: &Path, at: usize) {
-    let mut b = std::fs::read(path).unwrap();
-    let at = at.min(b.len() - 1);
+on_each_store!(
+    flipped_byte_in_a_pack_is_named_and_contained,
+    flipped_byte_in_an_index_is_named_with_its_snapshots,
+    flipped_byte_in_a_snapshot_is_named,
+);
+
+/// Flips one bit of a stored object, `from_end` bytes before its end (in a folder or a bucket).
+fn flip(env: &Env, key: &str, from_end: usize) {
+    let repo = env.open_repo();
+    let mut b = repo.backend().get(key).unwrap().to_vec();
+    let at = b.len().saturating_sub(from_end.max(1));
     b[at] ^= 0x40;
-    std::fs::write(path, b).unwrap();
+    repo.backend().put(key, b).unwrap();
 }
 
 /// File path (inside the snapshot) -> its chunks.
@@ -40,8 +48,7 @@ fn files_of(repo: &Repository, snap: &str) -> BTreeMap<String, Vec<ChunkId>> {
     out
 }
 
-fn setup() -> (Env, String, String) {
-    let env = Env::uninit();
+fn setup(env: Env) -> (Env, String, String) {
     env.ok(&["init", "--pack-size", "1"]);
     let a = env.path("a");
     std::fs::create_dir(&a).unwrap();
@@ -80,9 +87,8 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-#[test]
-fn flipped_byte_in_a_pack_is_named_and_contained() {
-    let (env, snap_a, snap_b) = setup();
+fn flipped_byte_in_a_pack_is_named_and_contained(env: Env) {
+    let (env, snap_a, snap_b) = setup(env);
     env.ok(&["check", "--read-data"]);
     let repo = env.open_repo();
     let files = files_of(&repo, &snap_a);
@@ -103,9 +109,11 @@ fn flipped_byte_in_a_pack_is_named_and_contained() {
         hurt.len() < files.len(),
         "every file lies in one pack; the test needs more packs"
     );
-    let pack_file = env.repo.join(coffer::repo::pack::key(&pack));
-    let size = std::fs::metadata(&pack_file).unwrap().len() as usize;
-    flip(&pack_file, size / 2);
+    let size = repo
+        .backend()
+        .head(&coffer::repo::pack::key(&pack))
+        .unwrap() as usize;
+    flip(&env, &coffer::repo::pack::key(&pack), size / 2);
 
     let out = env.run(&["check", "--read-data"]);
     assert_eq!(out.status.code(), Some(INTEGRITY));
@@ -149,9 +157,8 @@ fn flipped_byte_in_a_pack_is_named_and_contained() {
     );
 }
 
-#[test]
-fn flipped_byte_in_an_index_is_named_with_its_snapshots() {
-    let (env, snap_a, snap_b) = setup();
+fn flipped_byte_in_an_index_is_named_with_its_snapshots(env: Env) {
+    let (env, snap_a, snap_b) = setup(env);
     let repo = env.open_repo();
     // Find the index object that lists the packs of snapshot b's file.
     let b_chunk = files_of(&repo, &snap_b)["b/only-b"][0];
@@ -167,8 +174,7 @@ fn flipped_byte_in_an_index_is_named_with_its_snapshots() {
                 .any(|p| p.chunks.iter().any(|c| c.id == b_chunk))
         })
         .unwrap();
-    let path = env.repo.join(coffer::repo::index::key(&victim));
-    flip(&path, std::fs::metadata(&path).unwrap().len() as usize - 30);
+    flip(&env, &coffer::repo::index::key(&victim), 30);
     let out = env.run(&["check", "--read-data"]);
     assert_eq!(out.status.code(), Some(INTEGRITY));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -186,11 +192,9 @@ fn flipped_byte_in_an_index_is_named_with_its_snapshots() {
     assert_eq!(hash_file(&a.join("f0")), hash_file(&env.path("a/f0")));
 }
 
-#[test]
-fn flipped_byte_in_a_snapshot_is_named() {
-    let (env, snap_a, snap_b) = setup();
-    let path = env.repo.join(format!("snapshots/{snap_b}"));
-    flip(&path, std::fs::metadata(&path).unwrap().len() as usize - 20);
+fn flipped_byte_in_a_snapshot_is_named(env: Env) {
+    let (env, snap_a, snap_b) = setup(env);
+    flip(&env, &format!("snapshots/{snap_b}"), 20);
     let out = env.run(&["check"]);
     assert_eq!(out.status.code(), Some(INTEGRITY));
     let text = String::from_utf8_lossy(&out.stdout);

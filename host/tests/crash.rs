@@ -5,8 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 
@@ -60,30 +59,20 @@ fn sigkill_during_backup_never_damages_the_repository(env: Env) {
             format!("changed in round {round}\n").repeat(20_000),
         )
         .unwrap();
-        let mut child = env
-            .cmd(&["backup", "--no-cache", src.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.next() % span));
-        if child.try_wait().unwrap().is_none() {
+        if kill_at_random(
+            &env,
+            &["backup", "--no-cache", src.to_str().unwrap()],
+            &mut rng,
+            span,
+        ) {
             kills_mid_run += 1;
         }
-        let _ = child.kill();
-        let _ = child.wait();
-
-        let check = env.run(&["check", "--read-data"]);
-        assert!(
-            check.status.success(),
-            "round {round}: check failed after a kill:\n{}",
-            String::from_utf8_lossy(&check.stdout)
+        assert_intact(
+            &env,
+            &format!("round {round}, after a killed backup"),
+            &snapshots,
+            "src",
         );
-        for (snap, before) in &snapshots {
-            let restored = env.restore(snap, "src");
-            assert_same(before, &manifest(&restored));
-            std::fs::remove_dir_all(restored.parent().unwrap()).unwrap();
-        }
         let next = env.json(&["backup", src.to_str().unwrap()]);
         snapshots.push((
             next["snapshot"].as_str().unwrap().to_string(),

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,16 +51,17 @@ fn forgotten_data_goes_after_the_grace_period(env: Env) {
     // Packs younger than the grace period are left alone (they may be a running backup's).
     let young = env.json(&["prune", "--grace", "1h"]);
     assert_eq!(young["packs_marked"], 0, "{young}");
-    assert!(young["packs_too_young"].as_u64().unwrap() >= 3, "{young}");
+    assert!(young["packs_too_young"].as_u64().unwrap() >= 1, "{young}");
     let dry = env.json(&["prune", "--grace", "0s", "--dry-run"]);
     assert_eq!(dry["dry_run"], true);
-    assert!(dry["packs_marked"].as_u64().unwrap() >= 3, "{dry}");
+    assert!(dry["packs_marked"].as_u64().unwrap() >= 1, "{dry}");
     // Phase 1: marked, nothing deleted yet.
     std::thread::sleep(Duration::from_secs(3));
     let mark = env.json(&["prune", "--grace", "3s"]);
-    assert!(mark["packs_marked"].as_u64().unwrap() >= 3, "{mark}");
+    assert!(mark["packs_marked"].as_u64().unwrap() >= 1, "{mark}");
     assert_eq!(mark["packs_deleted"], 0, "{mark}");
-    assert_eq!(stored_bytes(&env), before);
+    // Nothing deleted (a repack may have added a pack).
+    assert!(stored_bytes(&env) >= before);
     let again = env.json(&["prune", "--grace", "3s"]);
     assert_eq!(
         again["marks_waiting"].as_array().unwrap().len(),
@@ -75,7 +75,7 @@ fn forgotten_data_goes_after_the_grace_period(env: Env) {
     std::thread::sleep(Duration::from_secs(4));
     let swept = env.json(&["prune", "--grace", "3s"]);
     assert_eq!(swept["marks_swept"], 1, "{swept}");
-    assert!(swept["packs_deleted"].as_u64().unwrap() >= 3, "{swept}");
+    assert!(swept["packs_deleted"].as_u64().unwrap() >= 1, "{swept}");
     assert_eq!(swept["packs_recovered"], 0, "{swept}");
     let after = stored_bytes(&env);
     assert!(
@@ -93,27 +93,31 @@ fn forgotten_data_goes_after_the_grace_period(env: Env) {
 }
 
 fn partly_used_packs_are_repacked(env: Env) {
-    // One 16 MiB pack holding 40 small files; half of them are then forgotten.
+    // 40 small files (one chunk each) in the packs of two workers; two thirds of them are then
+    // forgotten, in a pattern that leaves every pack partly used.
     env.ok(&["init"]);
     let src = env.path("src");
     let names: Vec<String> = (0..40).map(|i| format!("f{i:02}.bin")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     write_files(&src, &refs, 101, 200_000);
     env.backup(&src);
-    for n in names.iter().step_by(2) {
-        std::fs::remove_file(src.join(n)).unwrap();
+    for (i, n) in names.iter().enumerate() {
+        if i % 3 != 0 {
+            std::fs::remove_file(src.join(n)).unwrap();
+        }
     }
     settle();
     let second = env.backup(&src);
     let keep = manifest(&src);
     env.json(&["forget", "--keep-last", "1"]);
     let index_before = env.open_repo().list_index_ids().unwrap().len();
+    let before = stored_bytes(&env);
     let marked = env.json(&["prune", "--grace", "0s", "--repack-unused", "30"]);
     // Whole-second store clocks: a mark with no grace matures within two seconds.
     std::thread::sleep(Duration::from_secs(2));
     assert!(marked["packs_repacked"].as_u64().unwrap() >= 1, "{marked}");
     assert!(
-        marked["bytes_repacked"].as_u64().unwrap() >= 20 * 190_000,
+        marked["bytes_repacked"].as_u64().unwrap() >= 1_000_000,
         "{marked}"
     );
     let swept = env.json(&["prune", "--grace", "0s"]);
@@ -123,6 +127,18 @@ fn partly_used_packs_are_repacked(env: Env) {
         swept["index_objects_after"].as_u64().unwrap() <= 1 && index_before >= 2,
         "{index_before} -> {swept}"
     );
+    // 26 of 40 files gone from the store, and no pack left that is 30 % unused.
+    let after = stored_bytes(&env);
+    assert!(before - after > 4_500_000, "{before} -> {after}");
+    let left = env.json(&[
+        "prune",
+        "--grace",
+        "0s",
+        "--repack-unused",
+        "30",
+        "--dry-run",
+    ]);
+    assert_eq!(left["packs_marked"], 0, "{left}");
     env.ok(&["check", "--read-data"]);
     let restored = env.restore(second["snapshot"].as_str().unwrap(), "src");
     assert_same(&keep, &manifest(&restored));
@@ -253,32 +269,18 @@ fn sigkill_during_prune_loses_nothing() {
         ]);
         let span = t.elapsed().as_millis() as u64 * 3 / 2 + 20;
         let t = Instant::now();
-        let mut child = slow
-            .cmd(&["prune", "--grace", "0s", "--repack-unused", "10"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.next() % span));
-        if child.try_wait().unwrap().is_none() {
+        let args = ["prune", "--grace", "0s", "--repack-unused", "10"];
+        if kill_at_random(&slow, &args, &mut rng, span) {
             mid_run += 1;
         }
-        let _ = child.kill();
-        let _ = child.wait();
         kills += 1;
         eprintln!("round {round}: killed after {:?}", t.elapsed());
-
-        let check = env.run(&["check", "--read-data"]);
-        assert!(
-            check.status.success(),
-            "round {round}: check failed after killing prune:\n{}",
-            String::from_utf8_lossy(&check.stdout)
+        assert_intact(
+            &env,
+            &format!("round {round}, after a killed prune"),
+            &kept,
+            "src",
         );
-        for (snap, before) in &kept {
-            let restored = env.restore(snap, "src");
-            assert_same(before, &manifest(&restored));
-            std::fs::remove_dir_all(restored.parent().unwrap()).unwrap();
-        }
     }
     // Finally an uninterrupted prune cleans up what the killed ones left.
     env.ok(&["prune", "--grace", "0s"]);

@@ -48,25 +48,13 @@ fn copy_local_to_s3_and_back() {
             manifest(&data),
         ));
     }
-    let copy = |from: &Env, to: &Env| {
-        let mut c = from.cmd(&["--json", "copy", "--to", &to.location]);
-        c.env("COFFER_TO_PASSWORD", &to.password)
-            .envs(to.extra_env.iter().cloned());
-        let out = c.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
-    let first = copy(&local, &offsite);
+    let first = copy_to(&local, &offsite, &[]);
     assert_eq!(first["copied"].as_array().unwrap().len(), 10, "{first}");
     assert!(
         first["bytes_added"].as_u64().unwrap() > 6_000_000,
         "{first}"
     );
-    let again = copy(&local, &offsite);
+    let again = copy_to(&local, &offsite, &[]);
     assert_eq!(again["copied"].as_array().unwrap().len(), 0, "{again}");
     assert_eq!(again["skipped"], 10);
     assert_eq!(again["bytes_added"], 0);
@@ -81,15 +69,7 @@ fn copy_local_to_s3_and_back() {
     let mut home = Env::uninit();
     home.password = "third passphrase".into();
     home.ok(&["init"]);
-    let mut c = offsite.cmd(&["--json", "copy", "--to", &home.location, "latest"]);
-    c.env("COFFER_TO_PASSWORD", &home.password);
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let back: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let back = copy_to(&offsite, &home, &["latest"]);
     let copied = back["copied"][0][1].as_str().unwrap().to_string();
     let restored = home.restore(&copied, "data");
     assert_same(&snaps[9].1, &manifest(&restored));
@@ -245,79 +225,52 @@ fn fault_matrix() {
     use coffer_testkit::{Fault, Kind, Plan};
     let garage = coffer_testkit::Garage::shared();
     let proxy = coffer_testkit::FaultProxy::start(garage.endpoint());
+    let all = [
+        Kind::Put,
+        Kind::Get,
+        Kind::List,
+        Kind::Head,
+        Kind::Delete,
+        Kind::Post,
+    ];
+    let plan = |rate: f64, faults: &[Fault], kinds: &[Kind]| Plan {
+        rate,
+        faults: faults.to_vec(),
+        kinds: kinds.to_vec(),
+        stall: std::time::Duration::from_secs(3),
+        ..Plan::none()
+    };
     let scenarios: Vec<(&str, Plan)> = vec![
-        (
-            "500",
-            Plan {
-                rate: 0.15,
-                faults: vec![Fault::Error500],
-                ..Plan::none()
-            },
-        ),
+        ("500", plan(0.15, &[Fault::Error500], &all)),
         (
             "500 after acting",
-            Plan {
-                rate: 0.15,
-                faults: vec![Fault::Error500After],
-                ..Plan::none()
-            },
+            plan(0.15, &[Fault::Error500After], &all),
         ),
-        (
-            "503 SlowDown",
-            Plan {
-                rate: 0.2,
-                faults: vec![Fault::SlowDown],
-                ..Plan::none()
-            },
-        ),
-        (
-            "timeouts",
-            Plan {
-                rate: 0.05,
-                faults: vec![Fault::Timeout],
-                stall: std::time::Duration::from_secs(3),
-                ..Plan::none()
-            },
-        ),
-        (
-            "reset mid-body",
-            Plan {
-                rate: 0.15,
-                faults: vec![Fault::ResetMidBody],
-                ..Plan::none()
-            },
-        ),
+        ("503 SlowDown", plan(0.2, &[Fault::SlowDown], &all)),
+        // Stalls of 3 s against a client timeout of 2 s.
+        ("timeouts", plan(0.05, &[Fault::Timeout], &all)),
+        ("reset mid-body", plan(0.15, &[Fault::ResetMidBody], &all)),
         (
             "short reads",
-            Plan {
-                rate: 0.15,
-                faults: vec![Fault::ShortRead],
-                kinds: vec![Kind::Get, Kind::List],
-                ..Plan::none()
-            },
+            plan(0.15, &[Fault::ShortRead], &[Kind::Get, Kind::List]),
         ),
         (
             "LIST failures",
-            Plan {
-                rate: 0.3,
-                faults: vec![Fault::Error500, Fault::SlowDown],
-                kinds: vec![Kind::List],
-                ..Plan::none()
-            },
+            plan(0.3, &[Fault::Error500, Fault::SlowDown], &[Kind::List]),
         ),
         (
             "everything",
-            Plan {
-                rate: 0.1,
-                faults: vec![
+            plan(
+                0.1,
+                &[
                     Fault::Error500,
                     Fault::Error500After,
                     Fault::SlowDown,
                     Fault::ResetMidBody,
                     Fault::ShortRead,
                 ],
-                ..Plan::none()
-            },
+                &all,
+            ),
         ),
     ];
     for (name, plan) in scenarios {
@@ -334,7 +287,6 @@ fn fault_matrix() {
             "insert into t values (1, 'x');\n".repeat(60_000),
         )
         .unwrap();
-        let want = manifest(&src);
         proxy.reset_counts();
         proxy.set_plan(plan);
         let mut saved = vec![];
@@ -368,7 +320,6 @@ fn fault_matrix() {
             let restored = env.restore(snap, "src");
             assert_same(before, &manifest(&restored));
         }
-        let _ = want;
     }
 
     // A store that refuses every upload: the backup fails clearly and saves nothing.

@@ -247,6 +247,61 @@ fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// A prefix no other test run uses.
+/// Starts `coffer args`, kills it with SIGKILL after a random time below `span_ms`; returns
+/// whether it was still running (the kill landed mid-run).
+pub fn kill_at_random(env: &Env, args: &[&str], rng: &mut Rng, span_ms: u64) -> bool {
+    let mut child = env
+        .cmd(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(
+        rng.next() % span_ms.max(1),
+    ));
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    running
+}
+
+/// After a crash: `check --read-data` passes and each snapshot restores identical to its
+/// manifest (the snapshot's top-level entry `name`).
+pub fn assert_intact(
+    env: &Env,
+    what: &str,
+    snapshots: &[(String, BTreeMap<Vec<u8>, Entry>)],
+    name: &str,
+) {
+    let check = env.run(&["check", "--read-data"]);
+    assert!(
+        check.status.success(),
+        "{what}: check failed:\n{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    for (snap, before) in snapshots {
+        let restored = env.restore(snap, name);
+        assert_same(before, &manifest(&restored));
+        std::fs::remove_dir_all(restored.parent().unwrap()).unwrap();
+    }
+}
+
+/// `coffer copy` from `from` into `to` (with `to`'s passphrase and S3 settings), `--json`.
+pub fn copy_to(from: &Env, to: &Env, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--json", "copy", "--to", &to.location];
+    args.extend_from_slice(extra);
+    let mut c = from.cmd(&args);
+    c.env("COFFER_TO_PASSWORD", &to.password)
+        .envs(to.extra_env.iter().cloned());
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 pub fn rand_prefix() -> String {
     format!("t{}-{:08x}", rand_suffix(), rand::random::<u32>())
 }
