@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
 
 #[test]
@@ -92,8 +90,8 @@ fn concurrent_backups_and_prune_loop() {
         .unwrap();
     }
     let done = std::sync::atomic::AtomicBool::new(false);
-    let saved: std::sync::Mutex<Vec<(String, String, BTreeMap<Vec<u8>, Entry>)>> =
-        Default::default();
+    // (snapshot, its top-level entry, manifest)
+    let saved: std::sync::Mutex<Vec<(String, String, Manifest)>> = Default::default();
     let refused = std::sync::atomic::AtomicUsize::new(0);
     let prunes = std::sync::atomic::AtomicUsize::new(0);
     let copy_shared = |dir: &std::path::Path| {

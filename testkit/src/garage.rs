@@ -129,7 +129,9 @@ impl Garage {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         std::os::unix::process::CommandExt::process_group(&mut watchdog, 0);
-        watchdog.spawn().expect("watchdog starts");
+        // Deliberately not waited for: it outlives this process to stop the server after it.
+        let child = watchdog.spawn().expect("watchdog starts");
+        std::mem::forget(child);
         Garage {
             dir,
             script,

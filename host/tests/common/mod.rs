@@ -316,6 +316,12 @@ pub fn rand_suffix() -> String {
     )
 }
 
+/// What [`manifest`] returns.
+pub type Manifest = BTreeMap<Vec<u8>, Entry>;
+
+/// A snapshot id with the manifest of what it holds.
+pub type Saved = (String, Manifest);
+
 /// One entry of a manifest: everything restore must reproduce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
