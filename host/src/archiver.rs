@@ -394,6 +394,72 @@ impl Session {
         Ok(size)
     }
 
+    /// Captures streams as the files of one folder item (an S3 bucket's objects): each object is
+    /// its path below the folder (`/`-separated), modification time in ns, and content. Folder
+    /// markers (keys ending in `/`) are skipped; a path with an empty, `.` or `..` segment, or
+    /// one that is both a file and a folder, fails the capture. Returns (objects, bytes).
+    pub fn add_folder<R: Read>(
+        &mut self,
+        item: &Path,
+        objects: impl IntoIterator<Item = Result<(String, i64, R)>>,
+    ) -> Result<(u64, u64)> {
+        let owner = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let mut root: BTreeMap<OsString, ItemEntry> = BTreeMap::new();
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for object in objects {
+            let (key, mtime_ns, reader) = object?;
+            if key.ends_with('/') {
+                continue;
+            }
+            let segs: Vec<&str> = key.split('/').collect();
+            if segs.iter().any(|s| s.is_empty() || *s == "." || *s == "..") {
+                return Err(Error::Invalid(format!(
+                    "object '{key}' cannot be restored as a file (its path has an empty, '.' or '..' part)"
+                )));
+            }
+            let (content, size) = self.walker.chunk_stream(Path::new(&key), reader)?;
+            let mut node = Node::new(NodeKind::File);
+            node.mode = 0o644;
+            (node.uid, node.gid) = owner;
+            node.mtime_ns = mtime_ns;
+            node.content = content;
+            node.size = size;
+            let clash = || Error::Invalid(format!("object '{key}' is both a file and a folder"));
+            let (last, parents) = segs.split_last().expect("split gives one part at least");
+            let mut level = &mut root;
+            for p in parents {
+                level = match level
+                    .entry(OsString::from(p))
+                    .or_insert_with(|| ItemEntry::Dir(BTreeMap::new()))
+                {
+                    ItemEntry::Dir(children) => children,
+                    ItemEntry::Node(_) => return Err(clash()),
+                };
+            }
+            node.set_name(OsStr::new(last));
+            if level
+                .insert(OsString::from(last), ItemEntry::Node(node))
+                .is_some()
+            {
+                return Err(clash());
+            }
+            count += 1;
+            bytes += size;
+        }
+        let mut dir = Node::new(NodeKind::Dir);
+        dir.mode = 0o755;
+        (dir.uid, dir.gid) = owner;
+        dir.mtime_ns = self.time.timestamp_nanos_opt().unwrap_or(0);
+        dir.subtree = Some(self.walker.save_items(root, self.time)?);
+        self.walker.summary.total_bytes += bytes;
+        self.walker.summary.files_new += count;
+        self.place(item, dir)?;
+        Ok((count, bytes))
+    }
+
     /// Stores bytes that are not an item (the plugin's wasm); returns their chunks.
     pub fn store_blob(&mut self, data: &[u8]) -> Result<Vec<ChunkId>> {
         Ok(self.walker.chunk_stream(Path::new("(blob)"), data)?.0)

@@ -307,7 +307,117 @@ impl Backend for StoreBackend {
     }
 }
 
+/// A streaming read of one object (its body arrives as the reader is read).
+pub struct ObjectReader {
+    backend: Arc<StoreBackend>,
+    stream: futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    buf: Bytes,
+    key: String,
+}
+
+impl std::io::Read for ObjectReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use futures_util::StreamExt;
+        while self.buf.is_empty() {
+            match self.backend.runtime.block_on(self.stream.next()) {
+                Some(Ok(b)) => self.buf = b,
+                Some(Err(e)) => {
+                    return Err(std::io::Error::other(format!("reading {}: {e}", self.key)))
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf.split_to(n));
+        Ok(n)
+    }
+}
+
 impl StoreBackend {
+    /// Streams one object: for objects too big to hold in memory (a bucket's files).
+    pub fn get_reader(self: &Arc<Self>, key: &str) -> Result<ObjectReader, BackendError> {
+        let path = StorePath::from(key);
+        let r = self
+            .runtime
+            .block_on(self.store.get(&path))
+            .map_err(|e| self.err(key, e))?;
+        Ok(ObjectReader {
+            backend: self.clone(),
+            stream: r.into_stream(),
+            buf: Bytes::new(),
+            key: key.to_string(),
+        })
+    }
+
+    /// Uploads everything `reader` yields as one object, holding at most one part in memory:
+    /// one PUT when it is smaller than the multipart threshold, parts otherwise.
+    pub fn put_reader(
+        &self,
+        key: &str,
+        reader: &mut dyn std::io::Read,
+    ) -> Result<u64, BackendError> {
+        let io_err = |e: std::io::Error| BackendError::Store {
+            key: key.to_string(),
+            message: e.to_string(),
+        };
+        let fill =
+            |reader: &mut dyn std::io::Read, limit: usize| -> Result<Vec<u8>, BackendError> {
+                let mut buf = Vec::new();
+                reader
+                    .take(limit as u64)
+                    .read_to_end(&mut buf)
+                    .map_err(io_err)?;
+                Ok(buf)
+            };
+        use std::io::Read;
+        let threshold = self.multipart_threshold.min(self.part_size.max(5 << 20));
+        let first = fill(reader, threshold.saturating_add(1))?;
+        if first.len() <= threshold {
+            let n = first.len() as u64;
+            self.put(key, first)?;
+            return Ok(n);
+        }
+        let path = StorePath::from(key);
+        let part_size = self.part_size;
+        self.runtime
+            .block_on(async {
+                let mut upload = self.store.put_multipart(&path).await?;
+                let mut total = 0u64;
+                let mut pending = first;
+                loop {
+                    // Parts of exactly part_size, the last one shorter.
+                    while pending.len() < part_size {
+                        let more = fill(reader, part_size - pending.len()).map_err(|e| {
+                            object_store::Error::Generic {
+                                store: "coffer",
+                                source: e.to_string().into(),
+                            }
+                        })?;
+                        if more.is_empty() {
+                            break;
+                        }
+                        pending.extend_from_slice(&more);
+                    }
+                    if pending.is_empty() {
+                        break;
+                    }
+                    let rest = if pending.len() > part_size {
+                        pending.split_off(part_size)
+                    } else {
+                        Vec::new()
+                    };
+                    total += pending.len() as u64;
+                    if let Err(e) = upload.put_part(PutPayload::from(pending)).await {
+                        let _ = upload.abort().await;
+                        return Err(e);
+                    }
+                    pending = rest;
+                }
+                upload.complete().await.map(|_| total)
+            })
+            .map_err(|e| self.err(key, e))
+    }
+
     /// One object in parts: for packs larger than a single PUT should carry. A failed part
     /// aborts the whole upload (the retry layer then sends it again from the start), so a
     /// half-written object is never visible under its name.

@@ -76,13 +76,60 @@ fn streaming_capabilities_move_bytes_both_ways() {
     let _server = Server(child);
     let origin = format!("http://127.0.0.1:{}", line.trim());
 
+    // The app's files bucket (MinIO's role, played by a real Garage server): nested keys, an
+    // empty object, and one big enough to go up in parts on restore.
+    let garage = coffer_testkit::Garage::shared();
+    let (src_bucket, dst_bucket) = (
+        format!("files{}", rand_suffix()),
+        format!("back{}", rand_suffix()),
+    );
+    garage.create_bucket(&src_bucket);
+    garage.create_bucket(&dst_bucket);
+    let (key, secret) = (
+        &garage.env["AWS_ACCESS_KEY_ID"],
+        &garage.env["AWS_SECRET_ACCESS_KEY"],
+    );
+    let open = |b: &str| {
+        coffer::backend::s3::open_bucket(garage.endpoint(), "us-east-1", b, "", key, secret)
+            .unwrap()
+    };
+    let objects: Vec<(String, Vec<u8>)> = vec![
+        ("doc.txt".into(), b"uploaded by a customer\n".to_vec()),
+        ("img/2026/11/a.png".into(), noise(300_000, 61)),
+        ("img/2026/11/b.png".into(), noise(200_000, 63)),
+        ("empty".into(), vec![]),
+        ("big/video.mp4".into(), noise(40 << 20, 65)),
+    ];
+    {
+        use coffer::backend::Backend;
+        let b = open(&src_bucket);
+        for (k, v) in &objects {
+            b.put(k, v.clone()).unwrap();
+        }
+    }
+
     let env = Env::new();
     let wasm = Path::new(env!("COFFER_TEST_PLUGIN_DIR")).join("coffer_plugin_probe.wasm");
     let app = env.path("app");
     std::fs::create_dir(&app).unwrap();
+    let s3 = garage.endpoint();
     let rest = format!(
-        "[apps.probe.settings]\nserver = \"{origin}\"\n[apps.probe.grants]\nprograms = [\"seq\", \"wc\"]\nhttp = [\"{origin}\"]\n"
+        "[apps.probe.settings]\nserver = \"{origin}\"\nbucket_endpoint = \"{s3}\"\nbucket = \"{src_bucket}\"\nbucket_key = \"{key}\"\nbucket_secret = \"{secret}\"\nrestore_bucket = \"{dst_bucket}\"\n[apps.probe.grants]\nprograms = [\"seq\", \"wc\"]\nhttp = [\"{origin}\"]\ns3 = [\"{s3}\"]\n"
     );
+    // Without the s3 grant the bucket is out of reach, and the error says which grant to add.
+    let ungranted = env.app_config(
+        "ungranted.toml",
+        "probe",
+        &wasm,
+        &app,
+        &rest.replace(&format!("s3 = [\"{s3}\"]\n"), ""),
+    );
+    let err = env.fails(
+        &["--config", ungranted.to_str().unwrap(), "backup", "probe"],
+        16,
+    );
+    assert!(err.contains(s3) && err.contains("s3"), "{err}");
+
     let cfg = env.app_config("coffer.toml", "probe", &wasm, &app, &rest);
     let cfg = cfg.to_str().unwrap();
     let snap = env.json(&["--config", cfg, "backup", "probe"]);
@@ -91,9 +138,11 @@ fn streaming_capabilities_move_bytes_both_ways() {
         serde_json::json!([
             "streams/seq.txt",
             "streams/generated.bin",
-            "streams/download.bin"
+            "streams/download.bin",
+            "files"
         ])
     );
+    assert_eq!(snap["metadata"]["objects"], 5, "{snap}");
     let id = snap["snapshot"].as_str().unwrap();
 
     // The items are plain files in the snapshot.
@@ -134,4 +183,23 @@ fn streaming_capabilities_move_bytes_both_ways() {
         "{stderr}"
     );
     assert_eq!(std::fs::read(app.join("download.bin")).unwrap(), blob);
+
+    // The bucket: plain files in the snapshot, and every object back in the other bucket.
+    assert!(
+        stderr.contains(&format!("restored 5 objects into {dst_bucket}")),
+        "{stderr}"
+    );
+    let back = open(&dst_bucket);
+    for (k, v) in &objects {
+        assert_eq!(
+            std::fs::read(plain.join("files").join(k)).unwrap(),
+            *v,
+            "{k}"
+        );
+        use coffer::backend::Backend;
+        assert!(
+            back.get(k).unwrap() == *v,
+            "{k} differs in the restored bucket"
+        );
+    }
 }

@@ -39,6 +39,17 @@ fn ports_free(ports: &[u16]) -> bool {
         .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
 }
 
+/// The garage binary: where `cargo install` puts it, else from PATH.
+fn garage_bin() -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    match home.map(|h| h.join("bin/garage")) {
+        Some(p) if p.exists() => p,
+        _ => PathBuf::from("garage"),
+    }
+}
+
 /// Builds Garage unless it already answers; one build at a time on this machine.
 pub fn install() {
     let script = scripts_dir().join("garage-up.sh");
@@ -184,6 +195,29 @@ impl Garage {
             .status()
             .expect("bash runs");
         assert!(status.success(), "garage script {args:?} failed");
+    }
+
+    /// Single node only: a new bucket the printed key may read and write.
+    pub fn create_bucket(&self, name: &str) {
+        let cfg = self.dir.join("garage.toml");
+        for args in [
+            vec!["bucket", "create", name],
+            vec![
+                "bucket", "allow", "--read", "--write", "--owner", name, "--key", "ci-key",
+            ],
+        ] {
+            let out = Command::new(garage_bin())
+                .arg("-c")
+                .arg(&cfg)
+                .args(&args)
+                .output()
+                .expect("garage runs");
+            assert!(
+                out.status.success(),
+                "garage {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     /// Cluster only: SIGKILL node `n` (1..=3).

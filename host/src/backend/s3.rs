@@ -107,17 +107,42 @@ pub fn parse_location(location: &str) -> Result<(String, String), BackendError> 
     Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
 }
 
-pub fn open(location: &str, cfg: &S3Config) -> Result<Arc<StoreBackend>, BackendError> {
-    let (bucket, prefix) = parse_location(location)?;
-    // TLS for https endpoints; a second call finds it installed, which is fine.
+/// An app's bucket, as a plugin names it: only these credentials, never the `AWS_*` variables
+/// (those are the repository's).
+pub fn open_bucket(
+    endpoint: &str,
+    region: &str,
+    bucket: &str,
+    prefix: &str,
+    access_key_id: &str,
+    secret_access_key: &str,
+) -> Result<Arc<StoreBackend>, BackendError> {
+    let location = format!("{}/{bucket}/{prefix}", endpoint.trim_end_matches('/'));
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let open_err = |message: String| BackendError::Open {
-        location: location.to_string(),
-        message,
-    };
-    let mut b = AmazonS3Builder::new()
+    let s3 = base_builder(&S3Config::default())
+        .with_endpoint(endpoint)
+        .with_region(if region.is_empty() {
+            "us-east-1"
+        } else {
+            region
+        })
+        .with_bucket_name(bucket)
+        .with_access_key_id(access_key_id)
+        .with_secret_access_key(secret_access_key)
+        .with_allow_http(endpoint.starts_with("http://"))
+        .build()
+        .map_err(|e| BackendError::Open {
+            location: location.clone(),
+            message: e.to_string(),
+        })?;
+    finish(s3, prefix.trim_matches('/'), location, &S3Config::default())
+}
+
+/// What every S3 store of coffer's shares: no retries inside (the wrapper retries), no
+/// conditional writes, the configured timeouts.
+fn base_builder(cfg: &S3Config) -> AmazonS3Builder {
+    AmazonS3Builder::new()
         .with_region("us-east-1")
-        .with_bucket_name(&bucket)
         .with_conditional_put(S3ConditionalPut::Disabled)
         .with_retry(RetryConfig {
             max_retries: 0,
@@ -128,7 +153,36 @@ pub fn open(location: &str, cfg: &S3Config) -> Result<Arc<StoreBackend>, Backend
             ClientOptions::new()
                 .with_timeout(cfg.timeout())
                 .with_connect_timeout(Duration::from_secs(10)),
-        );
+        )
+}
+
+fn finish(
+    s3: object_store::aws::AmazonS3,
+    prefix: &str,
+    location: String,
+    cfg: &S3Config,
+) -> Result<Arc<StoreBackend>, BackendError> {
+    let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+        Arc::new(s3)
+    } else {
+        Arc::new(PrefixStore::new(s3, prefix))
+    };
+    let mut backend = StoreBackend::new(store, location)?;
+    backend.multipart_threshold = cfg.multipart_threshold();
+    backend.part_size = cfg.part_size();
+    backend.parallelism = cfg.uploads();
+    Ok(Arc::new(backend))
+}
+
+pub fn open(location: &str, cfg: &S3Config) -> Result<Arc<StoreBackend>, BackendError> {
+    let (bucket, prefix) = parse_location(location)?;
+    // TLS for https endpoints; a second call finds it installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let open_err = |message: String| BackendError::Open {
+        location: location.to_string(),
+        message,
+    };
+    let mut b = base_builder(cfg).with_bucket_name(&bucket);
     if let Some(v) = &cfg.endpoint {
         b = b.with_endpoint(v);
     }
@@ -159,16 +213,7 @@ pub fn open(location: &str, cfg: &S3Config) -> Result<Arc<StoreBackend>, Backend
         }
     }
     let s3 = b.build().map_err(|e| open_err(e.to_string()))?;
-    let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-        Arc::new(s3)
-    } else {
-        Arc::new(PrefixStore::new(s3, prefix.as_str()))
-    };
-    let mut backend = StoreBackend::new(store, location.to_string())?;
-    backend.multipart_threshold = cfg.multipart_threshold();
-    backend.part_size = cfg.part_size();
-    backend.parallelism = cfg.uploads();
-    Ok(Arc::new(backend))
+    finish(s3, &prefix, location.to_string(), cfg)
 }
 
 #[cfg(test)]

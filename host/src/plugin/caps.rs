@@ -16,6 +16,7 @@ use super::bindings::wit_host::{
 };
 use super::runtime::State;
 use crate::archiver::Session;
+use crate::backend::Backend;
 use crate::config::Grants;
 use crate::repo::index::Index;
 use crate::repo::snapshot::Snapshot;
@@ -232,11 +233,16 @@ impl Caps {
         if node.kind != NodeKind::File {
             return Err(format!("item '{item}' is a folder, not a file"));
         }
+        self.chunks_reader(node.content)
+    }
+
+    /// Reads a file's chunks in order.
+    fn chunks_reader(&self, chunks: Vec<crate::id::ChunkId>) -> R<ItemReader> {
         let src = self.source()?;
         Ok(ItemReader {
             repo: src.repo.clone(),
             index: src.index.clone(),
-            chunks: node.content,
+            chunks,
             next: 0,
             buf: vec![],
             pos: 0,
@@ -700,15 +706,71 @@ impl wit_host::Host for State {
         response(send(&req, r)?)
     }
 
-    fn capture_bucket(&mut self, _item: String, source: Bucket) -> R<u64> {
+    fn capture_bucket(&mut self, item: String, source: Bucket) -> R<u64> {
         self.caps.check_origin(&source.endpoint, "s3")?;
-        Err("capture-bucket is not available in this coffer version yet (S3 support comes with the S3 backend)".into())
+        let store = open_bucket(&source)?;
+        let objects = store
+            .list("")
+            .map_err(|e| format!("listing bucket {}: {e}", source.name))?;
+        let readers = objects.into_iter().map(|o| {
+            let mtime = o
+                .modified
+                .and_then(|t| t.timestamp_nanos_opt())
+                .unwrap_or(0);
+            let r = store.get_reader(&o.key)?;
+            Ok((o.key, mtime, r))
+        });
+        let (count, _) = self
+            .caps
+            .session()?
+            .add_folder(Path::new(&item), readers)
+            .map_err(|e| format!("capturing bucket {}: {e}", source.name))?;
+        Ok(count)
     }
 
-    fn restore_bucket(&mut self, _item: String, target: Bucket) -> R<u64> {
+    fn restore_bucket(&mut self, item: String, target: Bucket) -> R<u64> {
         self.caps.check_origin(&target.endpoint, "s3")?;
-        Err("restore-bucket is not available in this coffer version yet (S3 support comes with the S3 backend)".into())
+        let node = self.caps.item_node(&item)?;
+        let Some(root) = node.subtree.filter(|_| node.kind == NodeKind::Dir) else {
+            return Err(format!("item '{item}' is not a folder of objects"));
+        };
+        let store = open_bucket(&target)?;
+        let src = self.caps.source()?;
+        let reader = ChunkReader::new(&src.repo, &src.index);
+        let mut count = 0;
+        let mut stack = vec![(root, String::new())];
+        while let Some((tree, prefix)) = stack.pop() {
+            let tree = reader.tree(&tree).map_err(|e| e.to_string())?;
+            for n in tree.nodes {
+                let key = format!("{prefix}{}", n.name);
+                match (n.kind, n.subtree) {
+                    (NodeKind::Dir, Some(sub)) => stack.push((sub, format!("{key}/"))),
+                    (NodeKind::File, _) => {
+                        let mut content = self.caps.chunks_reader(n.content)?;
+                        store.put_reader(&key, &mut content).map_err(|e| {
+                            format!("restoring {key} into bucket {}: {e}", target.name)
+                        })?;
+                        count += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(count)
     }
+}
+
+/// A plugin's bucket, opened with the credentials the plugin gave (never the repository's).
+fn open_bucket(b: &Bucket) -> R<Arc<crate::backend::StoreBackend>> {
+    crate::backend::s3::open_bucket(
+        &b.endpoint,
+        &b.region,
+        &b.name,
+        &b.prefix,
+        &b.access_key_id,
+        &b.secret_access_key,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// SQLite's online backup of `src` into a new file `dst`, in one step: a single read
