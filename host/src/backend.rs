@@ -33,6 +33,9 @@ pub enum BackendError {
     /// The store refused the credentials or the permission: retrying cannot help.
     #[error("the store refused access to {key}: {message} (check the credentials, e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and the bucket's grants)")]
     Denied { key: String, message: String },
+    /// A 4xx answer other than a timeout or throttling: the request itself is wrong.
+    #[error("the store rejected the request for {key}: {message}")]
+    Rejected { key: String, message: String },
 }
 
 impl BackendError {
@@ -184,10 +187,22 @@ impl StoreBackend {
                 key: key.to_string(),
                 message: e.to_string(),
             },
-            other => BackendError::Store {
-                key: key.to_string(),
-                message: other.to_string(),
-            },
+            other => {
+                let message = other.to_string();
+                match http_status(&message) {
+                    // Client errors other than timeouts and throttling do not heal by waiting.
+                    Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => {
+                        BackendError::Rejected {
+                            key: key.to_string(),
+                            message,
+                        }
+                    }
+                    _ => BackendError::Store {
+                        key: key.to_string(),
+                        message,
+                    },
+                }
+            }
         }
     }
 }
@@ -305,6 +320,12 @@ impl Backend for StoreBackend {
             })
             .map_err(|e| self.err(key, e))
     }
+}
+
+/// The HTTP status in an object_store error message ("... status code: 400 Bad Request ...").
+fn http_status(message: &str) -> Option<u16> {
+    let rest = message.split("status code: ").nth(1)?;
+    rest.get(..3)?.parse().ok()
 }
 
 /// A streaming read of one object (its body arrives as the reader is read).
@@ -562,5 +583,15 @@ pub mod conformance {
     fn local_backend_conforms() {
         let dir = tempfile::tempdir().unwrap();
         run(&StoreBackend::local(&dir.path().join("repo"), true).unwrap());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_status_is_read_from_store_messages() {
+        let m = "Generic S3 error: Error performing PUT http://x/y in 1ms - Server returned non-2xx status code: 503 Service Unavailable: <Error>";
+        assert_eq!(super::http_status(m), Some(503));
+        assert_eq!(super::http_status("connection reset by peer"), None);
     }
 }

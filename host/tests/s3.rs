@@ -342,6 +342,18 @@ fn fault_matrix() {
     assert!(err.contains("gave up after 3 attempts"), "{err}");
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
     env.ok(&["check", "--read-data"]);
+
+    // A 400 is not retried: the request itself is wrong, waiting cannot fix it.
+    proxy.set_plan(plan(1.0, &[Fault::BadRequest], &[Kind::Put]));
+    let out = env.run(&["backup", src.to_str().unwrap()]);
+    proxy.set_plan(Plan::none());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("rejected the request") && !err.contains("attempt"),
+        "{err}"
+    );
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
 }
 
 /// "ok" or "failed"; a failure must be one clear line, never a panic.

@@ -37,6 +37,8 @@ pub enum Fault {
     Error500After,
     /// 503 SlowDown without passing the request on.
     SlowDown,
+    /// 400 InvalidRequest without passing the request on: a fault no retry can cure.
+    BadRequest,
     /// Pass it on, then say nothing for `stall` (longer than the client's timeout).
     Timeout,
     /// Send the response head and half the body, then reset the connection.
@@ -318,6 +320,10 @@ fn serve(
             }
             Some((Fault::SlowDown, _)) => {
                 client.write_all(&error_response("503 Slow Down", "SlowDown"))?;
+                return Ok(());
+            }
+            Some((Fault::BadRequest, _)) => {
+                client.write_all(&error_response("400 Bad Request", "InvalidRequest"))?;
                 return Ok(());
             }
             _ => {}
