@@ -73,6 +73,20 @@ fn copy_local_to_s3_and_back() {
     assert_same(&snaps[9].1, &manifest(&restored));
 }
 
+/// What the pruning loop runs: the churning host keeps only its last snapshot.
+const FORGET_CHURN: [&str; 10] = [
+    "forget",
+    "--host",
+    "churn",
+    "--keep-last",
+    "1",
+    "--prune",
+    "--grace",
+    "5s",
+    "--repack-unused",
+    "20",
+];
+
 /// Four backup processes (different hosts and sources, overlapping data) write into one S3
 /// repository while a fifth host's snapshots are forgotten and pruned in a loop (its data
 /// overlaps theirs, so prune marks packs the running backups reuse). Every snapshot a backup
@@ -156,18 +170,7 @@ fn concurrent_backups_and_prune_loop() {
         });
         let pruner = s.spawn(|| {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                env.ok(&[
-                    "forget",
-                    "--host",
-                    "churn",
-                    "--keep-last",
-                    "1",
-                    "--prune",
-                    "--grace",
-                    "5s",
-                    "--repack-unused",
-                    "20",
-                ]);
+                env.ok(&FORGET_CHURN);
                 prunes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         });
@@ -180,16 +183,7 @@ fn concurrent_backups_and_prune_loop() {
         pruner.join().unwrap();
     });
     std::thread::sleep(std::time::Duration::from_secs(7));
-    let last = env.json(&[
-        "forget",
-        "--host",
-        "churn",
-        "--keep-last",
-        "1",
-        "--prune",
-        "--grace",
-        "5s",
-    ]);
+    let last = env.json(&FORGET_CHURN);
     eprintln!("final prune: {}", last["prune"]);
     let saved = saved.into_inner().unwrap();
     eprintln!(
