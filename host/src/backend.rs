@@ -185,10 +185,10 @@ impl StoreBackend {
             e @ (object_store::Error::PermissionDenied { .. }
             | object_store::Error::Unauthenticated { .. }) => BackendError::Denied {
                 key: key.to_string(),
-                message: e.to_string(),
+                message: tidy(&e.to_string()),
             },
             other => {
-                let message = other.to_string();
+                let message = tidy(&other.to_string());
                 match http_status(&message) {
                     // Client errors other than timeouts and throttling do not heal by waiting.
                     Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => {
@@ -320,6 +320,28 @@ impl Backend for StoreBackend {
             })
             .map_err(|e| self.err(key, e))
     }
+}
+
+/// An S3 error body (`<?xml …><Error><Code>SlowDown</Code><Message>…</Message>…`) shortened to
+/// `SlowDown: …`, so the one error line stays readable.
+fn tidy(message: &str) -> String {
+    let Some(start) = message.find("<?xml").or_else(|| message.find("<Error>")) else {
+        return message.to_string();
+    };
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let from = message[start..].find(&open)? + start + open.len();
+        let to = message[from..].find("</")? + from;
+        Some(message[from..to].to_string())
+    };
+    let (Some(code), text) = (tag("Code"), tag("Message").unwrap_or_default()) else {
+        return message.to_string();
+    };
+    let end = message[start..]
+        .find("</Error>")
+        .map(|i| start + i + "</Error>".len())
+        .unwrap_or(message.len());
+    format!("{}{code}: {text}{}", &message[..start], &message[end..])
 }
 
 /// The HTTP status in an object_store error message ("... status code: 400 Bad Request ...").
@@ -593,5 +615,14 @@ mod tests {
         let m = "Generic S3 error: Error performing PUT http://x/y in 1ms - Server returned non-2xx status code: 503 Service Unavailable: <Error>";
         assert_eq!(super::http_status(m), Some(503));
         assert_eq!(super::http_status("connection reset by peer"), None);
+        assert_eq!(
+            super::tidy(m),
+            "Generic S3 error: Error performing PUT http://x/y in 1ms - Server returned non-2xx status code: 503 Service Unavailable: <Error>"
+        );
+        let xml = "status code: 503 Service Unavailable: <?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>Reduce your rate</Message><Resource>/b/k</Resource></Error> (gave up)";
+        assert_eq!(
+            super::tidy(xml),
+            "status code: 503 Service Unavailable: SlowDown: Reduce your rate (gave up)"
+        );
     }
 }

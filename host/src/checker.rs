@@ -83,6 +83,23 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
             _ => {}
         }
     }
+    // Packs a prune marked: present until a later prune sweeps them.
+    let (marks, _) = repo.load_marks()?;
+    for m in &marks {
+        if m.mark.state == crate::repo::marks::MarkState::Pending {
+            let present = m
+                .mark
+                .packs
+                .iter()
+                .filter(|p| stored.contains_key(&pack::key(p)))
+                .count();
+            report.notes.push(format!(
+                "{present} pack(s) marked by a prune at {}: deleted by a prune after {} unless a snapshot needs them",
+                m.time.format("%Y-%m-%d %H:%M:%S"),
+                m.deadline().format("%Y-%m-%d %H:%M:%S UTC")
+            ));
+        }
+    }
     let orphans = stored.keys().filter(|k| !indexed.contains(*k)).count();
     if orphans > 0 && damaged_index.is_empty() {
         report.notes.push(format!(

@@ -70,7 +70,8 @@ fn forgotten_data_goes_after_the_grace_period(env: Env) {
         "{again}"
     );
     assert_eq!(again["packs_marked"], 0, "marked twice: {again}");
-    env.ok(&["check", "--read-data"]);
+    let check = env.ok(&["check", "--read-data"]);
+    assert!(check.contains("marked by a prune"), "{check}");
 
     // Phase 2 once the grace period has passed: a.bin's 3 MB go, everything kept restores.
     std::thread::sleep(Duration::from_secs(4));
