@@ -175,6 +175,48 @@ enum ItemEntry {
     Dir(BTreeMap<OsString, ItemEntry>),
 }
 
+/// Why [`insert_entry`] could not place an entry.
+enum Clash {
+    /// A path component above it is a file.
+    UnderFile,
+    /// Something is already at its place.
+    Taken,
+}
+
+/// Puts `entry` at `path` (non-empty) in a tree of items, creating folders on the way.
+fn insert_entry(
+    mut level: &mut BTreeMap<OsString, ItemEntry>,
+    path: &[OsString],
+    entry: ItemEntry,
+) -> std::result::Result<(), Clash> {
+    let (last, parents) = path.split_last().expect("a path has a last component");
+    for p in parents {
+        level = match level
+            .entry(p.clone())
+            .or_insert_with(|| ItemEntry::Dir(BTreeMap::new()))
+        {
+            ItemEntry::Dir(children) => children,
+            ItemEntry::Node(_) => return Err(Clash::UnderFile),
+        };
+    }
+    if level.contains_key(last) {
+        return Err(Clash::Taken);
+    }
+    level.insert(last.clone(), entry);
+    Ok(())
+}
+
+/// A node coffer makes itself (a stream, an object, a folder holding items): owned by the user
+/// coffer runs as.
+fn own_node(kind: NodeKind, mode: u32, mtime_ns: i64) -> Node {
+    let mut n = Node::new(kind);
+    n.mode = mode;
+    n.uid = nix::unistd::geteuid().as_raw();
+    n.gid = nix::unistd::getegid().as_raw();
+    n.mtime_ns = mtime_ns;
+    n
+}
+
 /// One backup in progress: items are added one by one (files and folders, streams, generated
 /// bytes), then [`Session::finish`] writes the snapshot. Plugins drive a session through the
 /// host's capabilities; `backup` drives one for plain paths.
@@ -336,32 +378,16 @@ impl Session {
                 ))),
             })
             .collect::<Result<_>>()?;
-        let Some((last, parents)) = comps.split_last() else {
+        let Some(last) = comps.last() else {
             return Err(Error::Invalid("an item needs a name".into()));
         };
-        let mut level = &mut self.items;
-        for p in parents {
-            let e = level
-                .entry(p.clone())
-                .or_insert_with(|| ItemEntry::Dir(BTreeMap::new()));
-            level = match e {
-                ItemEntry::Dir(children) => children,
-                ItemEntry::Node(_) => {
-                    return Err(Error::Invalid(format!(
-                        "item '{}' lies inside another item",
-                        item.display()
-                    )))
-                }
-            };
-        }
-        if level.contains_key(last) {
-            return Err(Error::Invalid(format!(
-                "item '{}' was captured twice",
-                item.display()
-            )));
-        }
         node.set_name(last);
-        level.insert(last.clone(), ItemEntry::Node(node));
+        insert_entry(&mut self.items, &comps, ItemEntry::Node(node)).map_err(|c| {
+            Error::Invalid(match c {
+                Clash::UnderFile => format!("item '{}' lies inside another item", item.display()),
+                Clash::Taken => format!("item '{}' was captured twice", item.display()),
+            })
+        })?;
         self.item_paths.push(item.to_string_lossy().into_owned());
         Ok(())
     }
@@ -381,11 +407,11 @@ impl Session {
     /// Captures everything `reader` yields as the file `item` (a dump, a download).
     pub fn add_reader(&mut self, item: &Path, reader: impl Read) -> Result<u64> {
         let (content, size) = self.walker.chunk_stream(item, reader)?;
-        let mut node = Node::new(NodeKind::File);
-        node.mode = 0o600;
-        node.mtime_ns = self.time.timestamp_nanos_opt().unwrap_or(0);
-        node.uid = nix::unistd::geteuid().as_raw();
-        node.gid = nix::unistd::getegid().as_raw();
+        let mut node = own_node(
+            NodeKind::File,
+            0o600,
+            self.time.timestamp_nanos_opt().unwrap_or(0),
+        );
         node.content = content;
         node.size = size;
         self.walker.summary.total_bytes += size;
@@ -403,10 +429,6 @@ impl Session {
         item: &Path,
         objects: impl IntoIterator<Item = Result<(String, i64, R)>>,
     ) -> Result<(u64, u64)> {
-        let owner = (
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        );
         let mut root: BTreeMap<OsString, ItemEntry> = BTreeMap::new();
         let (mut count, mut bytes) = (0u64, 0u64);
         for object in objects {
@@ -414,45 +436,28 @@ impl Session {
             if key.ends_with('/') {
                 continue;
             }
-            let segs: Vec<&str> = key.split('/').collect();
-            if segs.iter().any(|s| s.is_empty() || *s == "." || *s == "..") {
+            let segs: Vec<OsString> = key.split('/').map(OsString::from).collect();
+            if segs.iter().any(|s| s.is_empty() || s == "." || s == "..") {
                 return Err(Error::Invalid(format!(
                     "object '{key}' cannot be restored as a file (its path has an empty, '.' or '..' part)"
                 )));
             }
             let (content, size) = self.walker.chunk_stream(Path::new(&key), reader)?;
-            let mut node = Node::new(NodeKind::File);
-            node.mode = 0o644;
-            (node.uid, node.gid) = owner;
-            node.mtime_ns = mtime_ns;
+            let mut node = own_node(NodeKind::File, 0o644, mtime_ns);
             node.content = content;
             node.size = size;
-            let clash = || Error::Invalid(format!("object '{key}' is both a file and a folder"));
-            let (last, parents) = segs.split_last().expect("split gives one part at least");
-            let mut level = &mut root;
-            for p in parents {
-                level = match level
-                    .entry(OsString::from(p))
-                    .or_insert_with(|| ItemEntry::Dir(BTreeMap::new()))
-                {
-                    ItemEntry::Dir(children) => children,
-                    ItemEntry::Node(_) => return Err(clash()),
-                };
-            }
-            node.set_name(OsStr::new(last));
-            if level
-                .insert(OsString::from(last), ItemEntry::Node(node))
-                .is_some()
-            {
-                return Err(clash());
-            }
+            node.set_name(segs.last().expect("split gives one part at least"));
+            insert_entry(&mut root, &segs, ItemEntry::Node(node)).map_err(|_| {
+                Error::Invalid(format!("object '{key}' is both a file and a folder"))
+            })?;
             count += 1;
             bytes += size;
         }
-        let mut dir = Node::new(NodeKind::Dir);
-        dir.mode = 0o755;
-        (dir.uid, dir.gid) = owner;
-        dir.mtime_ns = self.time.timestamp_nanos_opt().unwrap_or(0);
+        let mut dir = own_node(
+            NodeKind::Dir,
+            0o755,
+            self.time.timestamp_nanos_opt().unwrap_or(0),
+        );
         dir.subtree = Some(self.walker.save_items(root, self.time)?);
         self.walker.summary.total_bytes += bytes;
         self.walker.summary.files_new += count;
@@ -683,12 +688,12 @@ impl Walker {
             let node = match e {
                 ItemEntry::Node(n) => n,
                 ItemEntry::Dir(children) => {
-                    let mut n = Node::new(NodeKind::Dir);
+                    let mut n = own_node(
+                        NodeKind::Dir,
+                        0o755,
+                        time.timestamp_nanos_opt().unwrap_or(0),
+                    );
                     n.set_name(&name);
-                    n.mode = 0o755;
-                    n.uid = nix::unistd::geteuid().as_raw();
-                    n.gid = nix::unistd::getegid().as_raw();
-                    n.mtime_ns = time.timestamp_nanos_opt().unwrap_or(0);
                     n.subtree = Some(self.save_items(children, time)?);
                     n
                 }

@@ -428,17 +428,15 @@ impl StoreBackend {
                 let mut total = 0u64;
                 let mut pending = first;
                 loop {
-                    // Parts of exactly part_size, the last one shorter.
-                    while pending.len() < part_size {
+                    // Parts of exactly part_size, the last one shorter: `fill` reads up to its
+                    // limit or to the end.
+                    if pending.len() < part_size {
                         let more = fill(reader, part_size - pending.len()).map_err(|e| {
                             object_store::Error::Generic {
                                 store: "coffer",
                                 source: e.to_string().into(),
                             }
                         })?;
-                        if more.is_empty() {
-                            break;
-                        }
                         pending.extend_from_slice(&more);
                     }
                     if pending.is_empty() {

@@ -397,19 +397,23 @@ impl Repository {
     /// Every prune mark with the store's time of writing it; unreadable ones beside them.
     #[allow(clippy::type_complexity)]
     pub fn load_marks(&self) -> Result<(Vec<StoredMark>, Vec<(String, Error)>)> {
-        let listed = self.backend.list("prune/")?;
+        self.read_marks(self.backend.list("prune/")?)
+    }
+
+    /// Reads the listed marks (see [`Repository::load_marks`]).
+    #[allow(clippy::type_complexity)]
+    fn read_marks(
+        &self,
+        listed: Vec<crate::backend::ObjectInfo>,
+    ) -> Result<(Vec<StoredMark>, Vec<(String, Error)>)> {
         let loaded = parallel_map(&listed, |o| -> Result<StoredMark> {
-            let id: crate::id::IndexId = o
-                .key
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .parse()
+            let mut id = [0u8; 32];
+            hex::decode_to_slice(o.key.rsplit('/').next().unwrap_or_default(), &mut id)
                 .map_err(|_| Error::corrupt(&o.key, "not a mark name"))?;
             let stored = self.backend.get(&o.key)?;
             let mark: Mark = self.open_doc(
                 Tag::Mark,
-                &id.0,
+                &id,
                 &stored,
                 &self.secrets.index_identity,
                 &o.key,
@@ -447,16 +451,22 @@ impl Repository {
     /// and the mark's grace period ends too soon for this snapshot to be seen by the prune that
     /// sweeps it. Then the snapshot is refused, and the next backup stores that data anew.
     pub fn check_commit(&self, index: &Index, own_packs: &[PackId]) -> Result<()> {
-        let listed = self.backend.list("prune/")?;
-        if listed.iter().all(|o| index.marks_seen.contains(&o.key)) {
+        // Only marks written since the index was loaded can name packs this backup relies on.
+        let new: Vec<_> = self
+            .backend
+            .list("prune/")?
+            .into_iter()
+            .filter(|o| !index.marks_seen.contains(&o.key))
+            .collect();
+        if new.is_empty() {
             return Ok(());
         }
         let mut relied: std::collections::HashSet<PackId> =
             index.relied_packs().into_iter().collect();
         relied.extend(own_packs.iter().copied());
-        let (marks, _) = self.load_marks()?;
+        let (marks, _) = self.read_marks(new)?;
         let mut now = None;
-        for m in marks.iter().filter(|m| !index.marks_seen.contains(&m.key)) {
+        for m in &marks {
             let hit = m.mark.packs.iter().filter(|p| relied.contains(p)).count();
             if hit == 0 {
                 continue;
