@@ -38,10 +38,12 @@ fn sigkill_during_backup_never_damages_the_repository(env: Env) {
     let mut rng = Rng(seed);
     let mut snapshots: Vec<(String, BTreeMap<Vec<u8>, Entry>)> = vec![];
 
-    // How long a backup of this source takes, to spread the kills over it.
+    // How long a backup of this source takes, to spread the kills over it. Each round times
+    // its own completing backup again (same shape as the killed one: --no-cache, a new file to
+    // upload), since later backups upload less than the first and a loaded machine runs slower.
     let t = Instant::now();
     let first = env.backup(&src);
-    let span = t.elapsed().as_millis() as u64 + 30;
+    let mut span = t.elapsed().as_millis() as u64 + 30;
     snapshots.push((
         first["snapshot"].as_str().unwrap().to_string(),
         manifest(&src),
@@ -73,7 +75,15 @@ fn sigkill_during_backup_never_damages_the_repository(env: Env) {
             &snapshots,
             "src",
         );
-        let next = env.json(&["backup", src.to_str().unwrap()]);
+        std::fs::write(
+            src.join(format!("late-{round}.bin")),
+            noise(1_000_000, 5000 + round),
+        )
+        .unwrap();
+        let t = Instant::now();
+        let next = env.json(&["backup", "--no-cache", src.to_str().unwrap()]);
+        // The killed run uploads a little less than this one (no late file): aim inside it.
+        span = t.elapsed().as_millis() as u64 * 4 / 5 + 20;
         snapshots.push((
             next["snapshot"].as_str().unwrap().to_string(),
             manifest(&src),
