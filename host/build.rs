@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Plugins compiled into coffer, by name and crate.
-const BUILTIN: &[(&str, &str)] = &[("xianyu", "coffer_plugin_xianyu")];
+const BUILTIN: &[(&str, &str)] = &[
+    ("xianyu", "coffer_plugin_xianyu"),
+    ("zhiyun", "coffer_plugin_zhiyun"),
+];
 /// Plugins built for the tests only.
 const TEST_ONLY: &[&str] = &["coffer_plugin_hostile", "coffer_plugin_probe"];
 
@@ -22,6 +25,7 @@ fn main() {
         "Cargo.lock",
         "sdk",
         "xianyu",
+        "zhiyun",
         "hostile",
         "probe",
     ] {

@@ -19,6 +19,10 @@
 //! [apps.xianyu.settings]
 //! stop_command = "systemctl stop xianyu"
 //!
+//! [apps.zhiyun.settings]                 # a secret stays out of this file:
+//! db_password = { env = "ZHIYUN_PG_PASSWORD" }           # read from a variable, or
+//! minio_secret_key = { file = "/etc/zhiyun/minio.key" }  # from a file (trailing newline cut)
+//!
 //! [apps.xianyu.grants]
 //! programs = ["systemctl"]
 //! http = ["http://127.0.0.1:8080"]
@@ -110,6 +114,13 @@ impl Config {
         c.path = Some(path.to_path_buf());
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for app in c.apps.values_mut() {
+            for v in app.settings.values_mut() {
+                if let Some(toml::Value::String(f)) = v.as_table_mut().and_then(|t| t.get_mut("file")) {
+                    if Path::new(f.as_str()).is_relative() {
+                        *f = base.join(&*f).display().to_string();
+                    }
+                }
+            }
             if app.dir.is_relative() {
                 app.dir = base.join(&app.dir);
             }
@@ -171,12 +182,15 @@ impl Config {
 }
 
 impl AppConfig {
-    /// Settings as text pairs, for the plugin.
-    pub fn settings_pairs(&self) -> Vec<(String, String)> {
+    /// Settings as text pairs, for the plugin; `{ env = "VAR" }` and `{ file = "PATH" }` are
+    /// read now, so secrets need not sit in coffer.toml and the plugin never reads the host's
+    /// environment or files outside its folder itself.
+    pub fn settings_pairs(&self) -> Result<Vec<(String, String)>> {
         self.settings
             .iter()
             .map(|(k, v)| {
                 let s = match v {
+                    toml::Value::Table(t) => secret(k, t)?,
                     toml::Value::String(s) => s.clone(),
                     toml::Value::Array(a) => a
                         .iter()
@@ -189,9 +203,35 @@ impl AppConfig {
                         .join(","),
                     other => other.to_string(),
                 };
-                (k.clone(), s)
+                Ok((k.clone(), s))
             })
             .collect()
+    }
+}
+
+/// A setting given as `{ env = "VAR" }` or `{ file = "PATH" }`.
+fn secret(name: &str, t: &toml::Table) -> Result<String> {
+    let bad = || {
+        Error::Invalid(format!(
+            "setting `{name}`: a table must be {{ env = \"VARIABLE\" }} or {{ file = \"PATH\" }}"
+        ))
+    };
+    if t.len() != 1 {
+        return Err(bad());
+    }
+    match t.iter().next().expect("one entry") {
+        (k, toml::Value::String(var)) if k == "env" => std::env::var(var).map_err(|_| {
+            Error::Invalid(format!(
+                "setting `{name}` comes from the variable {var}, which is not set"
+            ))
+        }),
+        (k, toml::Value::String(path)) if k == "file" => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::Invalid(format!("setting `{name}` comes from {path}: {e}"))
+            })?;
+            Ok(text.trim_end_matches(['\n', '\r']).to_string())
+        }
+        _ => Err(bad()),
     }
 }
 
@@ -234,7 +274,7 @@ keep_within = "30d"
             x.plugin,
             dir.path().join("plugins/x.wasm").display().to_string()
         );
-        let s = x.settings_pairs();
+        let s = x.settings_pairs().unwrap();
         assert!(
             s.contains(&("port".into(), "8080".into()))
                 && s.contains(&("tables".into(), "a,b".into()))
@@ -242,6 +282,20 @@ keep_within = "30d"
         assert!(c.app("y").is_err());
         let r = x.retention.as_ref().unwrap();
         assert_eq!((r.keep_last, r.keep_within.as_deref()), (7, Some("30d")));
+        std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+        std::fs::write(
+            &p,
+            "[apps.x]\nplugin = 'x'\ndir = '.'\n[apps.x.settings]\na = { file = 'pw' }\nb = { env = 'COFFER_TEST_UNSET_VAR' }\nc = { env = 'PATH' }\n",
+        )
+        .unwrap();
+        let x = Config::load(&p).unwrap().apps["x"].clone();
+        let err = x.settings_pairs().unwrap_err().to_string();
+        assert!(err.contains("COFFER_TEST_UNSET_VAR") && err.contains("not set"), "{err}");
+        let mut x = x;
+        x.settings.remove("b");
+        let s = x.settings_pairs().unwrap();
+        assert!(s.contains(&("a".into(), "s3cret".into())), "file read, newline cut: {s:?}");
+        assert!(s.contains(&("c".into(), std::env::var("PATH").unwrap())));
         std::fs::write(&p, "[apps.x]\nplugin = 'x'\ndir = '.'\nbogus = 1\n").unwrap();
         assert!(
             Config::load(&p).is_err(),

@@ -1,7 +1,13 @@
-//! Harness shared by coffer's tests and benchmark: real servers, not mocks.
+//! Harness shared by coffer's tests and benchmark: real servers where they can be had (Garage,
+//! PostgreSQL), faithful stand-ins where they cannot (Qdrant).
 
 pub mod garage;
+pub mod http;
+pub mod postgres;
 pub mod proxy;
+pub mod qdrant;
 
 pub use garage::Garage;
+pub use postgres::Postgres;
 pub use proxy::{Fault, FaultProxy, Kind, Plan};
+pub use qdrant::Qdrant;

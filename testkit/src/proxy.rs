@@ -160,15 +160,15 @@ impl Drop for FaultProxy {
     }
 }
 
-struct Message {
+pub(crate) struct Message {
     head: Vec<u8>,
-    body: Vec<u8>,
-    start_line: String,
-    headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) start_line: String,
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 impl Message {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -177,7 +177,7 @@ impl Message {
 }
 
 /// Reads one HTTP/1.1 message (head and body, the body kept as sent: chunked stays chunked).
-fn read_message(r: &mut impl BufRead, no_body: bool) -> std::io::Result<Option<Message>> {
+pub(crate) fn read_message(r: &mut impl BufRead, no_body: bool) -> std::io::Result<Option<Message>> {
     let mut head = Vec::new();
     loop {
         let mut line = Vec::new();

@@ -24,6 +24,10 @@ pub struct Args {
     /// App restore: into this folder instead of the app's `dir` (a drill, a second machine)
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// App restore: a setting for this restore only, over coffer.toml's (repeatable), e.g.
+    /// `--set replace_database=true`
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// Restore only this path of the snapshot (repeatable)
     #[arg(long)]
     pub include: Vec<PathBuf>,
@@ -45,8 +49,8 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         return run_app(g, a, Arc::new(repo), id, snap);
     };
     anyhow::ensure!(
-        a.only.is_empty() && a.dir.is_none(),
-        "--only and --dir are for app restores (without --target)"
+        a.only.is_empty() && a.dir.is_none() && a.set.is_empty(),
+        "--only, --dir and --set are for app restores (without --target)"
     );
     let (index, index_errors) = repo.load_index()?;
     for (i, e) in &index_errors {
@@ -105,13 +109,22 @@ fn run_app(
     snap: coffer::repo::snapshot::Snapshot,
 ) -> Result<ExitCode> {
     let app = snap.app.clone().unwrap_or_default();
-    let config = g
+    let mut config = g
         .config()?
-        .ok_or_else(|| anyhow::anyhow!("snapshot {} is of app {app}: restoring it needs its [apps.{app}] in coffer.toml (or use --target DIR for plain files)", id.short()))?;
+        .ok_or_else(|| anyhow::anyhow!("snapshot {} is of app {app}: restoring it needs its [apps.{app}] in coffer.toml (or use --target DIR for plain files)", id.short()))?
+        .clone();
+    if let Some(settings) = config.apps.get_mut(&app).map(|a| &mut a.settings) {
+        for kv in &a.set {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--set takes KEY=VALUE, not '{kv}'"))?;
+            settings.insert(k.trim().to_string(), toml::Value::String(v.to_string()));
+        }
+    }
     let cache = g.cache_dir();
     let report = coffer::app::restore(
         &repo,
-        config,
+        &config,
         &id,
         snap,
         &a.only,

@@ -3,6 +3,9 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "app",
+    with: {
+        "coffer:plugin/host.process": super::process::Process,
+    },
 });
 
 pub use self::coffer::plugin::host as wit_host;

@@ -14,7 +14,9 @@ use super::bindings::wit;
 use super::bindings::wit_host::{
     self, Bucket, Command, CommandOutput, DbSource, HttpRequest, HttpResponse,
 };
+use super::process::Process;
 use super::runtime::State;
+use wasmtime::component::Resource;
 use crate::archiver::Session;
 use crate::backend::Backend;
 use crate::config::Grants;
@@ -474,6 +476,31 @@ fn response(mut r: ureq::http::Response<ureq::Body>) -> R<HttpResponse> {
 
 impl wit::Host for State {}
 
+impl wit_host::HostProcess for State {
+    fn write(&mut self, p: Resource<Process>, data: Vec<u8>) -> R<()> {
+        self.process(&p)?.write(&data)
+    }
+
+    fn read_line(&mut self, p: Resource<Process>, timeout_ms: u32) -> R<Option<String>> {
+        self.process(&p)?.read_line(timeout_ms)
+    }
+
+    fn finish(&mut self, p: Resource<Process>) -> R<CommandOutput> {
+        self.process(&p)?.finish()
+    }
+
+    fn drop(&mut self, p: Resource<Process>) -> wasmtime::Result<()> {
+        self.table.delete(p)?; // its Drop kills the program if it still runs
+        Ok(())
+    }
+}
+
+impl State {
+    fn process(&mut self, p: &Resource<Process>) -> R<&mut Process> {
+        self.table.get_mut(p).map_err(|e| e.to_string())
+    }
+}
+
 impl wit_host::Host for State {
     fn log(&mut self, level: wit::LogLevel, message: String) {
         (self.caps.log)(level, &message);
@@ -628,6 +655,16 @@ impl wit_host::Host for State {
                 .map(|_| true)
                 .map_err(|e| format!("{path}: {e}")),
         }
+    }
+
+    fn spawn(&mut self, cmd: Command) -> R<Resource<Process>> {
+        let c = self.caps.command(&cmd)?;
+        let p = Process::spawn(
+            c,
+            &cmd.program,
+            timeout_of(cmd.timeout_ms, DEFAULT_RUN_TIMEOUT),
+        )?;
+        self.table.push(p).map_err(|e| e.to_string())
     }
 
     fn run(&mut self, cmd: Command) -> R<CommandOutput> {

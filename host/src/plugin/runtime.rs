@@ -19,7 +19,7 @@ const TICK: Duration = Duration::from_millis(10);
 /// What a store holds for one call.
 pub struct State {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(super) table: ResourceTable,
     limits: StoreLimits,
     pub caps: Caps,
 }

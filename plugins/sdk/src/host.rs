@@ -145,6 +145,35 @@ impl Command {
     pub fn run_from_item(&self, item: &str) -> Result<Output> {
         Ok(h::run_from_item(&self.cmd, item).map(out)?)
     }
+
+    /// Starts the program and keeps it running while the plugin makes other calls; talk to it
+    /// through [`Process::write`] and [`Process::read_line`]. The command's timeout bounds its
+    /// whole life; dropping the process kills it.
+    pub fn spawn(&self) -> Result<Process> {
+        Ok(Process { p: h::spawn(&self.cmd)? })
+    }
+}
+
+/// A program started with [`Command::spawn`].
+pub struct Process {
+    p: h::Process,
+}
+
+impl Process {
+    /// Writes to its stdin.
+    pub fn write(&self, data: impl AsRef<[u8]>) -> Result<()> {
+        Ok(self.p.write(data.as_ref())?)
+    }
+
+    /// The next line of its stdout; `None` once its output ended. Fails after `timeout`.
+    pub fn read_line(&self, timeout: Duration) -> Result<Option<String>> {
+        Ok(self.p.read_line(timeout.as_millis().clamp(1, u32::MAX as u128) as u32)?)
+    }
+
+    /// Closes its stdin and waits for it to exit (once; later calls fail).
+    pub fn finish(&self) -> Result<Output> {
+        Ok(self.p.finish().map(out)?)
+    }
 }
 
 fn out(o: h::CommandOutput) -> Output {

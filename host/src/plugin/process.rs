@@ -1,0 +1,180 @@
+//! `spawn`: a granted program kept running while the plugin makes other calls, spoken to line by
+//! line. What makes a consistent PostgreSQL capture possible: a psql session exports its
+//! transaction snapshot, pg_dump reads exactly that snapshot, and the same session then counts
+//! rows at the same instant.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::bindings::wit_host::CommandOutput;
+
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running program; killed when dropped before `finish`.
+pub struct Process {
+    program: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<std::io::Result<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+    deadline: Instant,
+    finished: bool,
+}
+
+type R<T> = Result<T, String>;
+
+impl Process {
+    /// Starts `c` (already checked against the grants) with piped stdin, stdout and stderr.
+    pub fn spawn(mut c: std::process::Command, program: &str, timeout: Duration) -> R<Process> {
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            loop {
+                let mut line = vec![];
+                match r.read_until(b'\n', &mut line) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        if line.last() == Some(&b'\n') {
+                            line.pop();
+                        }
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                        if tx.send(Ok(line)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        break;
+                    }
+                }
+            }
+        });
+        let mut err = child.stderr.take().expect("piped");
+        let stderr = std::thread::spawn(move || {
+            let mut v = vec![];
+            let _ = std::io::Read::read_to_end(&mut err, &mut v);
+            v
+        });
+        Ok(Process {
+            program: program.to_string(),
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            stderr: Some(stderr),
+            deadline: Instant::now() + timeout,
+            finished: false,
+        })
+    }
+
+    fn check_deadline(&mut self) -> R<()> {
+        if Instant::now() >= self.deadline {
+            self.kill();
+            return Err(format!("{} ran past its timeout and was killed", self.program));
+        }
+        Ok(())
+    }
+
+    pub fn write(&mut self, data: &[u8]) -> R<()> {
+        self.check_deadline()?;
+        let program = &self.program;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| format!("{program}: its input is closed"))?;
+        stdin
+            .write_all(data)
+            .and_then(|_| stdin.flush())
+            .map_err(|e| format!("writing to {program}: {e} (has it exited?)"))
+    }
+
+    pub fn read_line(&mut self, timeout_ms: u32) -> R<Option<String>> {
+        self.check_deadline()?;
+        let wait = if timeout_ms == 0 {
+            DEFAULT_READ_TIMEOUT
+        } else {
+            Duration::from_millis(timeout_ms as u64)
+        };
+        let wait = wait.min(self.deadline.saturating_duration_since(Instant::now()));
+        match self.lines.recv_timeout(wait) {
+            Ok(Ok(line)) => Ok(Some(String::from_utf8_lossy(&line).into_owned())),
+            Ok(Err(e)) => Err(format!("reading from {}: {e}", self.program)),
+            Err(RecvTimeoutError::Disconnected) => Ok(None),
+            Err(RecvTimeoutError::Timeout) => Err(format!(
+                "{} printed no line within {} ms",
+                self.program,
+                wait.as_millis()
+            )),
+        }
+    }
+
+    pub fn finish(&mut self) -> R<CommandOutput> {
+        if self.finished {
+            return Err(format!("{} has already finished", self.program));
+        }
+        drop(self.stdin.take());
+        let mut rest: Vec<u8> = vec![];
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(Ok(line)) => {
+                    rest.extend_from_slice(&line);
+                    rest.push(b'\n');
+                }
+                Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.kill();
+                    return Err(format!(
+                        "{} did not exit before its timeout and was killed",
+                        self.program
+                    ));
+                }
+            }
+        }
+        let status = self.child.wait().map_err(|e| e.to_string())?;
+        self.finished = true;
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        let Some(code) = status.code() else {
+            return Err(format!(
+                "{} was killed by a signal: {}",
+                self.program,
+                String::from_utf8_lossy(&stderr).trim()
+            ));
+        };
+        Ok(CommandOutput {
+            status: code,
+            stdout: rest,
+            stderr,
+        })
+    }
+
+    fn kill(&mut self) {
+        if !self.finished {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.finished = true;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

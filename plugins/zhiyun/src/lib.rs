@@ -1,0 +1,264 @@
+//! zhiyun (智云) smart customer service: its data lives in three servers, and this plugin
+//! captures each consistently and puts them back in the operations manual's disaster-recovery
+//! order (database, files, vectors), then verifies and checks health.
+//!
+//! - PostgreSQL, database `zhiyun`: a psql session opens a read-only repeatable-read transaction
+//!   and exports its snapshot; `pg_dump --snapshot` streams the dump (plain SQL by default: it
+//!   deduplicates best day to day) into `db/`, and the same session then counts and checksums
+//!   every table at that very snapshot, so the metadata describes exactly what the dump holds
+//!   even while the app writes.
+//! - Qdrant: each collection (all by default) through the snapshot API into `vectors/`; the
+//!   server-side snapshot is deleted afterwards, also when the download fails.
+//! - MinIO (any S3 store): the bucket (prefix) as a tree of objects in `files/`.
+
+mod pg;
+mod qdrant;
+
+use coffer_plugin_sdk::prelude::*;
+use coffer_plugin_sdk::host::Bucket;
+
+use pg::{Format, Pg};
+use qdrant::Qdrant;
+
+const ITEMS: [&str; 3] = ["db", "files", "vectors"];
+
+#[derive(Default)]
+struct Zhiyun;
+
+fn wanted(only: &[String], item: &str) -> bool {
+    only.is_empty() || only.iter().any(|o| o == item)
+}
+
+fn flag(settings: &Settings, name: &str) -> bool {
+    matches!(settings.get_or(name, "false").trim(), "true" | "yes" | "1")
+}
+
+/// The MinIO bucket, or `None` when `minio_bucket` is empty (no file storage to capture).
+fn bucket(settings: &Settings) -> Result<Option<Bucket>> {
+    let name = settings.get_or("minio_bucket", "").trim();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Bucket {
+        endpoint: settings.get_or("minio_endpoint", "http://127.0.0.1:9000").to_string(),
+        region: settings.get_or("minio_region", "us-east-1").to_string(),
+        name: name.to_string(),
+        prefix: settings.get_or("minio_prefix", "").to_string(),
+        access_key_id: settings.require("minio_access_key")?.to_string(),
+        secret_access_key: settings.require("minio_secret_key")?.to_string(),
+    }))
+}
+
+fn run_setting(settings: &Settings, name: &str) -> Result<()> {
+    if let Some(line) = settings.get(name).filter(|l| !l.trim().is_empty()) {
+        host::info(format!("running {name}: {line}"));
+        Command::parse(line)?.run()?.check(name)?;
+    }
+    Ok(())
+}
+
+/// The collections to capture: the setting's list, else every one the server has.
+fn collections(settings: &Settings, q: &Qdrant) -> Result<Vec<String>> {
+    let listed = settings.list("qdrant_collections");
+    if listed.is_empty() {
+        q.collections()
+    } else {
+        Ok(listed)
+    }
+}
+
+impl Plugin for Zhiyun {
+    fn describe() -> PluginInfo {
+        PluginInfo::new(
+            "zhiyun",
+            env!("CARGO_PKG_VERSION"),
+            "zhiyun smart customer service: PostgreSQL dumped at one snapshot, Qdrant collection snapshots, MinIO files",
+        )
+        .setting_or("db_host", "PostgreSQL host", "127.0.0.1")
+        .setting_or("db_port", "PostgreSQL port", "5432")
+        .setting_or("db_user", "PostgreSQL user (needs CREATEDB to restore into a missing database)", "postgres")
+        .setting_or("db_password", "PostgreSQL password; give it as { env = \"VAR\" } or { file = \"PATH\" }", "")
+        .setting_or("db_name", "the app's database", "zhiyun")
+        .setting_or("db_maintenance", "database to connect to for CREATE/ALTER DATABASE", "postgres")
+        .setting_or("dump_format", "plain (psql; dedups best day to day) or custom (pg_dump -Fc -Z0, pg_restore)", "plain")
+        .setting_or("replace_database", "restore over a non-empty database by renaming it aside (true/false)", "false")
+        .setting_or("qdrant_url", "Qdrant HTTP API", "http://127.0.0.1:6333")
+        .setting_or("qdrant_api_key", "Qdrant api-key header, if the server wants one", "")
+        .setting_or("qdrant_collections", "collections to capture, comma-separated; empty: all", "")
+        .setting_or("qdrant_recover_dir", "restore by recover instead of upload: folder under the app folder to put snapshots in", "")
+        .setting_or("qdrant_recover_location", "that folder as Qdrant reads it (file:///…)", "")
+        .setting_or("minio_endpoint", "MinIO (S3) endpoint", "http://127.0.0.1:9000")
+        .setting_or("minio_region", "S3 region", "us-east-1")
+        .setting_or("minio_bucket", "bucket of uploaded files; empty: no file storage", "zhiyun")
+        .setting_or("minio_prefix", "only objects under this prefix", "")
+        .setting_or("minio_access_key", "S3 access key id", "")
+        .setting_or("minio_secret_key", "S3 secret key; give it as { env = \"VAR\" } or { file = \"PATH\" }", "")
+        .setting_or("health_url", "the app's health endpoint", "http://127.0.0.1:8000/api/health")
+        .setting_or("stop_command", "command that stops the app before a restore (empty: leave it)", "")
+        .setting_or("start_command", "command that starts the app after a restore", "")
+        .runs("pg_dump")
+        .runs("psql")
+        .runs("pg_restore")
+        .runs("setting:stop_command")
+        .runs("setting:start_command")
+        .http("setting:qdrant_url")
+        .http("setting:health_url")
+        .s3("setting:minio_endpoint")
+        .item("db")
+        .item("files")
+        .item("vectors")
+    }
+
+    fn capture(settings: &Settings) -> Result<Json> {
+        let pg = Pg::from(settings)?;
+        let format = Format::parse(settings.get_or("dump_format", "plain"))?;
+        let q = Qdrant::from(settings);
+        // Reach every component before moving data, so a wrong setting fails in seconds.
+        let names = collections(settings, &q)?;
+        let database = pg.capture(format)?;
+
+        let mut meta = json!({ "database": database, "items": ["db"] });
+        if let Some(b) = bucket(settings)? {
+            let n = host::capture_bucket("files", &b).map_err(|e| Error(format!("MinIO bucket {} at {}: {e}", b.name, b.endpoint)))?;
+            host::info(format!("captured {n} objects of bucket {}", b.name));
+            meta["files"] = json!({ "bucket": b.name, "prefix": b.prefix, "objects": n });
+            meta["items"].as_array_mut().expect("array").push("files".into());
+        }
+        let mut cols = JsonMap::new();
+        for c in &names {
+            let (before, after) = q.capture(c, &format!("vectors/{c}.snapshot"))?;
+            if before != after {
+                host::warn(format!("collection {c} changed while it was captured ({before} → {after} points)"));
+            }
+            host::info(format!("captured collection {c} ({after} points)"));
+            cols.insert(c.clone(), json!({ "points_min": before.min(after), "points_max": before.max(after) }));
+        }
+        if !cols.is_empty() {
+            meta["items"].as_array_mut().expect("array").push("vectors".into());
+        }
+        meta["collections"] = cols.into();
+        Ok(meta)
+    }
+
+    fn restore(settings: &Settings, snapshot: &Snapshot, only: &[String]) -> Result<()> {
+        for o in only {
+            if !ITEMS.contains(&o.as_str()) {
+                bail!("unknown item `{o}`: zhiyun has db, files and vectors");
+            }
+        }
+        run_setting(settings, "stop_command")?;
+        let result = restore_parts(settings, snapshot, only);
+        // Start the app again whatever happened: a failed restore must not leave it down.
+        let started = run_setting(settings, "start_command");
+        result.and(started)
+    }
+
+    fn verify(settings: &Settings, snapshot: Option<&Snapshot>) -> Result<Vec<Check>> {
+        let mut checks = vec![];
+        let meta = snapshot.map(|s| &s.metadata);
+        let restored = |item: &str| snapshot.map_or(true, |s| s.has(item));
+        if restored("db") {
+            let pg = Pg::from(settings)?;
+            match pg.facts_now() {
+                Err(e) => checks.push(Check::fail("database", e.0)),
+                Ok(now) => match meta.and_then(|m| m["database"]["tables"].as_object()) {
+                    None => checks.push(Check::pass("database", format!("{} tables readable", now.len()))),
+                    Some(expected) => {
+                        let mut bad = vec![];
+                        let mut rows = 0;
+                        for (t, exp) in expected {
+                            match now.get(t) {
+                                None => bad.push(format!("{t} missing")),
+                                Some(f) if f != exp => bad.push(format!("{t}: expected {} rows (checksum {}), found {} ({})", exp["rows"], exp["checksum"], f["rows"], f["checksum"])),
+                                Some(f) => rows += f["rows"].as_u64().unwrap_or(0),
+                            }
+                        }
+                        checks.push(if bad.is_empty() {
+                            Check::pass("database rows", format!("{} tables, {rows} rows, every count and checksum as captured", expected.len()))
+                        } else {
+                            Check::fail("database rows", bad.join("; "))
+                        });
+                    }
+                },
+            }
+        }
+        if restored("vectors") {
+            let q = Qdrant::from(settings);
+            if let Some(cols) = meta.and_then(|m| m["collections"].as_object()) {
+                for (c, exp) in cols {
+                    let (lo, hi) = (exp["points_min"].as_u64().unwrap_or(0), exp["points_max"].as_u64().unwrap_or(0));
+                    checks.push(match q.points(c) {
+                        Ok(n) if (lo..=hi).contains(&n) => Check::pass(&format!("collection {c}"), format!("{n} points, as captured")),
+                        Ok(n) => Check::fail(&format!("collection {c}"), format!("{n} points, expected {}", if lo == hi { lo.to_string() } else { format!("{lo}..{hi}") })),
+                        Err(e) => Check::fail(&format!("collection {c}"), e.0),
+                    });
+                }
+            }
+        }
+        Ok(checks)
+    }
+
+    fn health(settings: &Settings) -> Result<Vec<Check>> {
+        let url = settings.get_or("health_url", "http://127.0.0.1:8000/api/health");
+        let r = match Request::get(url).timeout(std::time::Duration::from_secs(10)).send() {
+            Err(e) => return Ok(vec![Check::fail("health", format!("GET {url}: {e}"))]),
+            Ok(r) => r,
+        };
+        let body = r.json().unwrap_or(Json::Null);
+        let mut checks = vec![Check::new(
+            "health",
+            r.status == 200 && body["status"] == "healthy",
+            format!("GET {url}: HTTP {}, status {}", r.status, body["status"]),
+        )];
+        if let Some(components) = body["components"].as_object() {
+            for (name, state) in components {
+                checks.push(Check::new(&format!("component {name}"), state == "healthy", state.as_str().unwrap_or("?").to_string()));
+            }
+        }
+        Ok(checks)
+    }
+}
+
+/// Database, then files, then vectors: the manual's disaster-recovery order.
+fn restore_parts(settings: &Settings, snapshot: &Snapshot, only: &[String]) -> Result<()> {
+    if wanted(only, "db") {
+        let pg = Pg::from(settings)?;
+        let format = Format::parse(snapshot.metadata["database"]["format"].as_str().unwrap_or("plain"))?;
+        let item = snapshot.metadata["database"]["item"].as_str().map(String::from).unwrap_or_else(|| format.item(&pg.database));
+        if !snapshot.has(&item) {
+            bail!("the snapshot has no database dump ({item})");
+        }
+        pg.restore(&item, format, flag(settings, "replace_database"))?;
+        host::info(format!("restored database {}", pg.database));
+    }
+    if wanted(only, "files") && snapshot.has("files") {
+        let b = bucket(settings)?.ok_or_else(|| Error::msg("the snapshot holds files but `minio_bucket` is empty: name the bucket to restore them into"))?;
+        let n = host::restore_bucket("files", &b).map_err(|e| Error(format!("MinIO bucket {} at {}: {e} (create the bucket first)", b.name, b.endpoint)))?;
+        host::info(format!("restored {n} objects into bucket {}", b.name));
+    }
+    if wanted(only, "vectors") {
+        let q = Qdrant::from(settings);
+        let dir = settings.get_or("qdrant_recover_dir", "").trim_end_matches('/').to_string();
+        let location = settings.get_or("qdrant_recover_location", "").trim_end_matches('/').to_string();
+        if dir.is_empty() != location.is_empty() {
+            bail!("set both `qdrant_recover_dir` and `qdrant_recover_location` (or neither, to upload)");
+        }
+        let cols: Vec<String> = snapshot.metadata["collections"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        for c in cols {
+            let item = format!("vectors/{c}.snapshot");
+            if dir.is_empty() {
+                q.upload(&c, &item)?;
+            } else {
+                let file = format!("{dir}/{c}.snapshot");
+                host::restore_item(&item, &file)?;
+                let r = q.recover(&c, &format!("{location}/{c}.snapshot"));
+                host::remove_file(&file)?;
+                r?;
+            }
+            host::info(format!("restored collection {c}"));
+        }
+    }
+    Ok(())
+}
+
+export_plugin!(Zhiyun);
