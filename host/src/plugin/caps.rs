@@ -748,7 +748,7 @@ impl wit_host::Host for State {
         let store = open_bucket(&source)?;
         let objects = store
             .list("")
-            .map_err(|e| format!("listing bucket {}: {e}", source.name))?;
+            .map_err(|e| bucket_error(&source, "listing", e))?;
         let readers = objects.into_iter().map(|o| {
             let mtime = o
                 .modified
@@ -784,9 +784,9 @@ impl wit_host::Host for State {
                     (NodeKind::Dir, Some(sub)) => stack.push((sub, format!("{key}/"))),
                     (NodeKind::File, _) => {
                         let mut content = self.caps.chunks_reader(n.content)?;
-                        store.put_reader(&key, &mut content).map_err(|e| {
-                            format!("restoring {key} into bucket {}: {e}", target.name)
-                        })?;
+                        store
+                            .put_reader(&key, &mut content)
+                            .map_err(|e| bucket_error(&target, &format!("restoring {key} into"), e))?;
                         count += 1;
                     }
                     _ => {}
@@ -794,6 +794,19 @@ impl wit_host::Host for State {
             }
         }
         Ok(count)
+    }
+}
+
+/// A bucket operation's error; a missing bucket said plainly.
+fn bucket_error(b: &Bucket, what: &str, e: crate::backend::BackendError) -> String {
+    let text = e.to_string();
+    if text.contains("NoSuchBucket") {
+        format!(
+            "bucket {} does not exist at {}: create it, or fix the bucket name",
+            b.name, b.endpoint
+        )
+    } else {
+        format!("{what} bucket {}: {text}", b.name)
     }
 }
 

