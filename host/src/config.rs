@@ -115,7 +115,9 @@ impl Config {
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for app in c.apps.values_mut() {
             for v in app.settings.values_mut() {
-                if let Some(toml::Value::String(f)) = v.as_table_mut().and_then(|t| t.get_mut("file")) {
+                if let Some(toml::Value::String(f)) =
+                    v.as_table_mut().and_then(|t| t.get_mut("file"))
+                {
                     if Path::new(f.as_str()).is_relative() {
                         *f = base.join(&*f).display().to_string();
                     }
@@ -226,9 +228,8 @@ fn secret(name: &str, t: &toml::Table) -> Result<String> {
             ))
         }),
         (k, toml::Value::String(path)) if k == "file" => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Error::Invalid(format!("setting `{name}` comes from {path}: {e}"))
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::Invalid(format!("setting `{name}` comes from {path}: {e}")))?;
             Ok(text.trim_end_matches(['\n', '\r']).to_string())
         }
         _ => Err(bad()),
@@ -290,11 +291,17 @@ keep_within = "30d"
         .unwrap();
         let x = Config::load(&p).unwrap().apps["x"].clone();
         let err = x.settings_pairs().unwrap_err().to_string();
-        assert!(err.contains("COFFER_TEST_UNSET_VAR") && err.contains("not set"), "{err}");
+        assert!(
+            err.contains("COFFER_TEST_UNSET_VAR") && err.contains("not set"),
+            "{err}"
+        );
         let mut x = x;
         x.settings.remove("b");
         let s = x.settings_pairs().unwrap();
-        assert!(s.contains(&("a".into(), "s3cret".into())), "file read, newline cut: {s:?}");
+        assert!(
+            s.contains(&("a".into(), "s3cret".into())),
+            "file read, newline cut: {s:?}"
+        );
         assert!(s.contains(&("c".into(), std::env::var("PATH").unwrap())));
         std::fs::write(&p, "[apps.x]\nplugin = 'x'\ndir = '.'\nbogus = 1\n").unwrap();
         assert!(

@@ -309,7 +309,9 @@ impl Plugin {
     /// Settings for the plugin: the app's, with declared defaults filled in; missing required
     /// ones are an error before the plugin runs.
     pub fn settings(&self, app: &AppConfig) -> Result<Vec<(String, String)>, PluginError> {
-        let mut s = app.settings_pairs().map_err(|e| self.failed("settings", e.to_string()))?;
+        let mut s = app
+            .settings_pairs()
+            .map_err(|e| self.failed("settings", e.to_string()))?;
         for spec in &self.info.settings {
             if s.iter().any(|(k, _)| *k == spec.name) {
                 continue;

@@ -35,7 +35,7 @@ fn hostile_plugins_are_stopped_and_named() {
     let env = Env::new();
     let wasm = local_copy(&env);
     let outside = env.path("outside");
-    let cases: [(&str, &str, &[&str]); 6] = [
+    let cases: [(&str, &str, &[&str]); 7] = [
         (
             "loop",
             "time_limit_secs = 2",
@@ -52,6 +52,7 @@ fn hostile_plugins_are_stopped_and_named() {
             &["/etc/passwd", "sees only its app folder"],
         ),
         ("run", "", &["'id'", "not granted", "programs"]),
+        ("spawn", "", &["'sh'", "not granted", "programs"]),
         ("http", "", &["http://127.0.0.1:9", "not granted", "`http`"]),
         (
             "capture-outside",

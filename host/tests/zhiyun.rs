@@ -84,7 +84,12 @@ impl Stack {
             .port();
         let mut health = Command::new("python3")
             .arg(example("health_sim.py"))
-            .args(["--port", &health_port.to_string(), "--qdrant", &qdrant.url()])
+            .args([
+                "--port",
+                &health_port.to_string(),
+                "--qdrant",
+                &qdrant.url(),
+            ])
             .envs(app_env(&pg))
             .env("PGDATABASE", "zhiyun")
             .stdout(Stdio::piped())
@@ -114,7 +119,10 @@ impl Stack {
         s.insert("db_host", "\"127.0.0.1\"".into());
         s.insert("db_port", self.pg.port.to_string());
         s.insert("db_user", "\"zhiyun\"".into());
-        s.insert("db_password", "{ env = \"ZHIYUN_TEST_DB_PASSWORD\" }".into());
+        s.insert(
+            "db_password",
+            "{ env = \"ZHIYUN_TEST_DB_PASSWORD\" }".into(),
+        );
         s.insert("qdrant_url", format!("\"{}\"", self.qdrant.url()));
         s.insert("minio_endpoint", format!("\"{}\"", self.garage.endpoint()));
         s.insert("minio_bucket", format!("\"{}\"", self.bucket));
@@ -123,8 +131,15 @@ impl Stack {
             format!("\"{}\"", self.garage.env["AWS_ACCESS_KEY_ID"]),
         );
         let secret = env.path("minio-secret");
-        std::fs::write(&secret, format!("{}\n", self.garage.env["AWS_SECRET_ACCESS_KEY"])).unwrap();
-        s.insert("minio_secret_key", format!("{{ file = \"{}\" }}", secret.display()));
+        std::fs::write(
+            &secret,
+            format!("{}\n", self.garage.env["AWS_SECRET_ACCESS_KEY"]),
+        )
+        .unwrap();
+        s.insert(
+            "minio_secret_key",
+            format!("{{ file = \"{}\" }}", secret.display()),
+        );
         s.insert(
             "health_url",
             format!("\"http://127.0.0.1:{}/api/health\"", self.health_port),
@@ -218,7 +233,12 @@ fn app_env(pg: &Postgres) -> Vec<(String, String)> {
     ]
 }
 
-const TABLES: [&str; 4] = ["customers", "conversations", "messages", "knowledge_documents"];
+const TABLES: [&str; 4] = [
+    "customers",
+    "conversations",
+    "messages",
+    "knowledge_documents",
+];
 
 /// Row count and md5 of every row in key order, per table.
 fn table_sums(pg: &Postgres, db: &str) -> BTreeMap<String, String> {
@@ -293,7 +313,9 @@ fn dump_under_write_load_is_consistent_and_dedups_day_to_day() {
     let after = stack.pg.sql("zhiyun", "SELECT count(*) FROM messages");
     let snap1 = day1["snapshot"].as_str().unwrap().to_string();
     let db = &day1["metadata"]["database"];
-    let xids = db["xid_snapshot"].as_str().expect("metadata holds the dump's txid snapshot");
+    let xids = db["xid_snapshot"]
+        .as_str()
+        .expect("metadata holds the dump's txid snapshot");
     let dumped: u64 = db["tables"]["public.messages"]["rows"].as_u64().unwrap();
     eprintln!("messages: {before} before the backup, {dumped} in the dump, {after} after the load stopped");
     assert!(
@@ -305,12 +327,22 @@ fn dump_under_write_load_is_consistent_and_dedups_day_to_day() {
     let restored = stack.ok(
         &env,
         &cfg,
-        &["restore", &snap1, "--only", "db", "--set", "db_name=zhiyun_restored"],
+        &[
+            "restore",
+            &snap1,
+            "--only",
+            "db",
+            "--set",
+            "db_name=zhiyun_restored",
+        ],
     );
     assert_eq!(restored["verified"], true, "{restored}");
     let expected = sums_at_snapshot(&stack.pg, xids);
     let got = table_sums(&stack.pg, "zhiyun_restored");
-    assert_eq!(got, expected, "restored tables differ from the source at the dump's snapshot");
+    assert_eq!(
+        got, expected,
+        "restored tables differ from the source at the dump's snapshot"
+    );
     assert_eq!(
         stack.pg.sql("zhiyun_restored", "SELECT (SELECT sum(message_count) FROM conversations) = (SELECT count(*) FROM messages)"),
         "t",
@@ -331,8 +363,14 @@ fn dump_under_write_load_is_consistent_and_dedups_day_to_day() {
     for day in 2..=4 {
         let rows: u64 = stack.pg.sql("zhiyun", "SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM conversations) + (SELECT count(*) FROM customers)").parse().unwrap();
         // Each transaction inserts a message and updates its conversation: two rows.
-        let out = writer(&stack.pg, "1", &["-t", &(rows / 200).to_string()]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = writer(&stack.pg, "1", &["-t", &(rows / 200).to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let p = stack.ok(&env, &cfg, &["backup", "zhiyun"]);
         let c = stack.ok(&custom, &cfg_custom, &["backup", "zhiyun"]);
         eprintln!(
@@ -351,8 +389,12 @@ fn dump_under_write_load_is_consistent_and_dedups_day_to_day() {
             added(&p),
             size(&p)
         );
-        (plain_added, custom_added, plain_size, custom_size) =
-            (plain_added + added(&p), custom_added + added(&c), size(&p), size(&c));
+        (plain_added, custom_added, plain_size, custom_size) = (
+            plain_added + added(&p),
+            custom_added + added(&c),
+            size(&p),
+            size(&c),
+        );
     }
     eprintln!(
         "days 2-4 added: plain SQL {:.0} kB, custom {:.0} kB; last day's capture: plain {:.1} MB, custom {:.1} MB",
@@ -373,14 +415,31 @@ fn disaster_recovery_and_failure_paths() {
     let inspect = stack.ok(&env, &cfg, &["plugin", "inspect", "zhiyun"]);
     assert_eq!(inspect["not_granted"], serde_json::json!([]), "{inspect}");
     let asked = inspect["capabilities"].to_string();
-    for want in ["pg_dump", "psql", "pg_restore", "setting:qdrant_url", "setting:health_url", "setting:minio_endpoint"] {
+    for want in [
+        "pg_dump",
+        "psql",
+        "pg_restore",
+        "setting:qdrant_url",
+        "setting:health_url",
+        "setting:minio_endpoint",
+    ] {
         assert!(asked.contains(want), "inspect lists {want}: {asked}");
     }
     let no_s3 = env.path("no-s3.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&no_s3, text.replace(&format!("s3 = [\"{}\"]", stack.garage.endpoint()), "s3 = []")).unwrap();
+    std::fs::write(
+        &no_s3,
+        text.replace(
+            &format!("s3 = [\"{}\"]", stack.garage.endpoint()),
+            "s3 = []",
+        ),
+    )
+    .unwrap();
     let err = stack.fails(&env, &no_s3, &["backup", "zhiyun"]);
-    assert!(err.contains("s3") && err.contains(stack.garage.endpoint()), "{err}");
+    assert!(
+        err.contains("s3") && err.contains(stack.garage.endpoint()),
+        "{err}"
+    );
 
     // Back up all three.
     let sums = table_sums(&stack.pg, "zhiyun");
@@ -391,27 +450,59 @@ fn disaster_recovery_and_failure_paths() {
     let snap = b["snapshot"].as_str().unwrap().to_string();
     assert_eq!(b["metadata"]["files"]["objects"], 13, "{b}");
     assert_eq!(b["metadata"]["collections"]["knowledge"]["points_max"], 300);
-    assert!(stack.qdrant.snapshots().is_empty(), "server-side snapshots are deleted after download");
+    assert!(
+        stack.qdrant.snapshots().is_empty(),
+        "server-side snapshots are deleted after download"
+    );
     let snapshots = |env: &Env| env.json(&["snapshots"]).as_array().unwrap().len();
     assert_eq!(snapshots(&env), 1);
 
     // Disaster: the database dropped, the bucket emptied, the collection deleted.
-    stack.pg.sql("postgres", "DROP DATABASE zhiyun WITH (FORCE)");
+    stack
+        .pg
+        .sql("postgres", "DROP DATABASE zhiyun WITH (FORCE)");
     let bucket = stack.open_bucket();
     for o in bucket.list("").unwrap() {
         bucket.delete(&o.key).unwrap();
     }
-    let r = ureq::delete(&format!("{}/collections/knowledge", stack.qdrant.url())).call().unwrap();
+    let r = ureq::delete(&format!("{}/collections/knowledge", stack.qdrant.url()))
+        .call()
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let down = ureq::get(&format!("http://127.0.0.1:{}/api/health", stack.health_port)).call();
-    assert!(down.is_err(), "the app reports unhealthy while its data is gone");
+    let down = ureq::get(&format!(
+        "http://127.0.0.1:{}/api/health",
+        stack.health_port
+    ))
+    .call();
+    assert!(
+        down.is_err(),
+        "the app reports unhealthy while its data is gone"
+    );
 
     let r = stack.ok(&env, &cfg, &["restore", &snap]);
-    assert_eq!((r["verified"].as_bool(), r["healthy"].as_bool()), (Some(true), Some(true)), "{r}");
-    let names: Vec<&str> = r["verify"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        (r["verified"].as_bool(), r["healthy"].as_bool()),
+        (Some(true), Some(true)),
+        "{r}"
+    );
+    let names: Vec<&str> = r["verify"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["database rows", "collection knowledge"], "{r}");
-    let health: Vec<&str> = r["health"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(health, ["health", "component database", "component qdrant"], "{r}");
+    let health: Vec<&str> = r["health"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        health,
+        ["health", "component database", "component qdrant"],
+        "{r}"
+    );
     assert_eq!(table_sums(&stack.pg, "zhiyun"), sums);
     assert_eq!(stack.objects(), objects);
     assert_eq!(stack.qdrant.points("knowledge").unwrap(), points);
@@ -424,37 +515,100 @@ fn disaster_recovery_and_failure_paths() {
     assert_eq!(order.len(), 1, "vectors restored by one upload: {order:?}");
 
     // Restoring over the now non-empty database is refused, and changes nothing.
-    stack.pg.sql("zhiyun", "INSERT INTO customers (name, channel) VALUES ('after the restore', 'web')");
+    stack.pg.sql(
+        "zhiyun",
+        "INSERT INTO customers (name, channel) VALUES ('after the restore', 'web')",
+    );
     let changed = table_sums(&stack.pg, "zhiyun");
     let err = stack.fails(&env, &cfg, &["restore", &snap, "--only", "db"]);
-    assert!(err.contains("not empty") && err.contains("replace_database=true"), "{err}");
+    assert!(
+        err.contains("not empty") && err.contains("replace_database=true"),
+        "{err}"
+    );
     assert_eq!(table_sums(&stack.pg, "zhiyun"), changed);
     // Asked to, it renames the current one aside (never drops it) and restores.
-    let r = stack.ok(&env, &cfg, &["restore", &snap, "--only", "db", "--set", "replace_database=true"]);
+    let r = stack.ok(
+        &env,
+        &cfg,
+        &[
+            "restore",
+            &snap,
+            "--only",
+            "db",
+            "--set",
+            "replace_database=true",
+        ],
+    );
     assert_eq!(r["verified"], true, "{r}");
     assert_eq!(table_sums(&stack.pg, "zhiyun"), sums);
-    let aside = stack.pg.sql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'zhiyun_replaced_%'");
-    assert_eq!(table_sums(&stack.pg, &aside), changed, "the replaced database is kept whole as {aside}");
+    let aside = stack.pg.sql(
+        "postgres",
+        "SELECT datname FROM pg_database WHERE datname LIKE 'zhiyun_replaced_%'",
+    );
+    assert_eq!(
+        table_sums(&stack.pg, &aside),
+        changed,
+        "the replaced database is kept whole as {aside}"
+    );
 
     // A restore whose load fails half-way leaves no half-loaded database behind: a table in
     // template1 makes the new database clash with the dump's CREATE TABLE messages.
-    stack.pg.sql("template1", "CREATE TABLE public.messages (clash int)");
-    let err = stack.fails(&env, &cfg, &["restore", &snap, "--only", "db", "--set", "db_name=zhiyun_new"]);
+    stack
+        .pg
+        .sql("template1", "CREATE TABLE public.messages (clash int)");
+    let err = stack.fails(
+        &env,
+        &cfg,
+        &[
+            "restore",
+            &snap,
+            "--only",
+            "db",
+            "--set",
+            "db_name=zhiyun_new",
+        ],
+    );
     stack.pg.sql("template1", "DROP TABLE public.messages");
-    assert!(err.contains("nothing of it was kept") && err.contains("dropped the database zhiyun_new"), "{err}");
-    assert_eq!(stack.pg.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'zhiyun_new'"), "0");
+    assert!(
+        err.contains("nothing of it was kept") && err.contains("dropped the database zhiyun_new"),
+        "{err}"
+    );
+    assert_eq!(
+        stack.pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'zhiyun_new'"
+        ),
+        "0"
+    );
 
     // Failure paths of capture: each fails with one clear line and saves no snapshot.
-    let wrong_pw = stack.config(&env, "wrong-pw.toml", &[("db_password", "\"not-the-password\"")]);
+    let wrong_pw = stack.config(
+        &env,
+        "wrong-pw.toml",
+        &[("db_password", "\"not-the-password\"")],
+    );
     let err = stack.fails(&env, &wrong_pw, &["backup", "zhiyun"]);
-    assert!(err.contains("password authentication failed") && err.contains("db_password"), "{err}");
+    assert!(
+        err.contains("password authentication failed") && err.contains("db_password"),
+        "{err}"
+    );
 
     stack.qdrant.cut_next_download(2000);
     let err = stack.fails(&env, &cfg, &["backup", "zhiyun"]);
-    assert!(err.contains("knowledge") && err.contains("was deleted"), "{err}");
-    assert!(stack.qdrant.snapshots().is_empty(), "the server-side snapshot is deleted after a broken download");
+    assert!(
+        err.contains("knowledge") && err.contains("was deleted"),
+        "{err}"
+    );
+    assert!(
+        stack.qdrant.snapshots().is_empty(),
+        "the server-side snapshot is deleted after a broken download"
+    );
 
-    let no_bucket = stack.config(&env, "no-bucket.toml", &[("minio_bucket", "\"no-such-bucket\"")]);
+    let no_bucket = stack.config(
+        &env,
+        "no-bucket.toml",
+        &[("minio_bucket", "\"no-such-bucket\"")],
+    );
     let err = stack.fails(&env, &no_bucket, &["backup", "zhiyun"]);
     assert!(err.contains("no-such-bucket"), "{err}");
 

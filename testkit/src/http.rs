@@ -140,7 +140,6 @@ fn serve(conn: TcpStream, h: &Handler) -> std::io::Result<()> {
         }
     }
     w.flush()
-
 }
 
 fn dechunk(raw: &[u8]) -> Vec<u8> {

@@ -30,7 +30,9 @@ fn bin_dir() -> PathBuf {
     if let Some((_, b)) = found.pop() {
         return b;
     }
-    let which = Command::new("sh").args(["-c", "command -v initdb"]).output();
+    let which = Command::new("sh")
+        .args(["-c", "command -v initdb"])
+        .output();
     match which {
         Ok(o) if o.status.success() => Path::new(String::from_utf8_lossy(&o.stdout).trim())
             .parent()
@@ -173,7 +175,18 @@ impl Postgres {
     /// `psql -c sql` on `db` as the superuser; unaligned, tuples only. `Err` with stderr.
     pub fn try_sql(&self, db: &str, sql: &str) -> Result<String, String> {
         let o = Command::new("psql")
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
             .envs(self.env())
             .output()
             .map_err(|e| format!("psql: {e}"))?;
@@ -193,7 +206,11 @@ impl Postgres {
     /// variables.
     pub fn client(&self, program: &str) -> Command {
         let p = self.bin.join(program);
-        let mut c = Command::new(if p.exists() { p } else { PathBuf::from(program) });
+        let mut c = Command::new(if p.exists() {
+            p
+        } else {
+            PathBuf::from(program)
+        });
         c.envs(self.env());
         c
     }

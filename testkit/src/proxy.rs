@@ -177,7 +177,10 @@ impl Message {
 }
 
 /// Reads one HTTP/1.1 message (head and body, the body kept as sent: chunked stays chunked).
-pub(crate) fn read_message(r: &mut impl BufRead, no_body: bool) -> std::io::Result<Option<Message>> {
+pub(crate) fn read_message(
+    r: &mut impl BufRead,
+    no_body: bool,
+) -> std::io::Result<Option<Message>> {
     let mut head = Vec::new();
     loop {
         let mut line = Vec::new();

@@ -39,11 +39,17 @@ pub struct Qdrant {
 }
 
 fn ok(result: Value) -> Response {
-    Response::json(200, &json!({ "result": result, "status": "ok", "time": 0.000_2 }))
+    Response::json(
+        200,
+        &json!({ "result": result, "status": "ok", "time": 0.000_2 }),
+    )
 }
 
 fn error(status: u16, msg: &str) -> Response {
-    Response::json(status, &json!({ "status": { "error": msg }, "time": 0.000_1 }))
+    Response::json(
+        status,
+        &json!({ "status": { "error": msg }, "time": 0.000_1 }),
+    )
 }
 
 fn not_found(c: &str) -> Response {
@@ -59,7 +65,9 @@ impl Qdrant {
         let requests = Arc::new(Mutex::new(vec![]));
         let (s, c, log) = (state.clone(), cut.clone(), requests.clone());
         let server = Server::start(Arc::new(move |req: Request| {
-            log.lock().unwrap().push(format!("{} {}", req.method, req.path));
+            log.lock()
+                .unwrap()
+                .push(format!("{} {}", req.method, req.path));
             handle(&s, &c, req)
         }));
         Qdrant {
@@ -81,7 +89,13 @@ impl Qdrant {
 
     /// Snapshots the server holds now, as (collection, name).
     pub fn snapshots(&self) -> Vec<(String, String)> {
-        self.state.lock().unwrap().snapshots.keys().cloned().collect()
+        self.state
+            .lock()
+            .unwrap()
+            .snapshots
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Every request so far, as "METHOD /path".
@@ -91,7 +105,12 @@ impl Qdrant {
 
     /// Points of a collection, by id (for comparing before and after a restore).
     pub fn points(&self, c: &str) -> Option<Value> {
-        self.state.lock().unwrap().collections.get(c).map(|v| v["points"].clone())
+        self.state
+            .lock()
+            .unwrap()
+            .collections
+            .get(c)
+            .map(|v| v["points"].clone())
     }
 }
 
@@ -202,13 +221,22 @@ fn handle(state: &Mutex<State>, cut: &AtomicUsize, req: Request) -> Response {
 /// Replaces collection `c` with a snapshot's content (priority `snapshot`: the snapshot's data
 /// wins over whatever the collection held).
 fn recover(st: &mut State, c: &str, content: &[u8], priority: Option<&str>) -> Response {
-    if !matches!(priority, None | Some("snapshot") | Some("replica") | Some("no_sync")) {
+    if !matches!(
+        priority,
+        None | Some("snapshot") | Some("replica") | Some("no_sync")
+    ) {
         return error(400, "Wrong input: unknown priority");
     }
     let Ok(snap) = serde_json::from_slice::<Value>(content) else {
-        return error(400, "Service internal error: the snapshot is not a valid snapshot archive");
+        return error(
+            400,
+            "Service internal error: the snapshot is not a valid snapshot archive",
+        );
     };
-    st.collections.insert(c.to_string(), json!({ "config": snap["config"], "points": snap["points"] }));
+    st.collections.insert(
+        c.to_string(),
+        json!({ "config": snap["config"], "points": snap["points"] }),
+    );
     ok(json!(true))
 }
 

@@ -16,7 +16,6 @@ use super::bindings::wit_host::{
 };
 use super::process::Process;
 use super::runtime::State;
-use wasmtime::component::Resource;
 use crate::archiver::Session;
 use crate::backend::Backend;
 use crate::config::Grants;
@@ -25,6 +24,7 @@ use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Node, NodeKind};
 use crate::repo::{ChunkReader, Repository};
 use crate::restorer::{self, RestoreOptions};
+use wasmtime::component::Resource;
 
 /// The largest item `capture-bytes` and `read-item` move through the sandbox.
 const SMALL_ITEM: u64 = 16 << 20;
@@ -784,9 +784,9 @@ impl wit_host::Host for State {
                     (NodeKind::Dir, Some(sub)) => stack.push((sub, format!("{key}/"))),
                     (NodeKind::File, _) => {
                         let mut content = self.caps.chunks_reader(n.content)?;
-                        store
-                            .put_reader(&key, &mut content)
-                            .map_err(|e| bucket_error(&target, &format!("restoring {key} into"), e))?;
+                        store.put_reader(&key, &mut content).map_err(|e| {
+                            bucket_error(&target, &format!("restoring {key} into"), e)
+                        })?;
                         count += 1;
                     }
                     _ => {}

@@ -82,7 +82,10 @@ impl Process {
     fn check_deadline(&mut self) -> R<()> {
         if Instant::now() >= self.deadline {
             self.kill();
-            return Err(format!("{} ran past its timeout and was killed", self.program));
+            return Err(format!(
+                "{} ran past its timeout and was killed",
+                self.program
+            ));
         }
         Ok(())
     }
@@ -176,5 +179,52 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(line: &str) -> std::process::Command {
+        let mut c = std::process::Command::new("sh");
+        c.args(["-c", line]);
+        c
+    }
+
+    #[test]
+    fn talks_line_by_line_then_finishes_with_the_rest() {
+        let mut p = Process::spawn(
+            cmd("while read l; do echo \"got $l\"; done; echo bye; echo oops >&2; exit 3"),
+            "sh",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        p.write(b"one\n").unwrap();
+        assert_eq!(p.read_line(5000).unwrap().as_deref(), Some("got one"));
+        p.write(b"two\n").unwrap();
+        assert_eq!(p.read_line(5000).unwrap().as_deref(), Some("got two"));
+        let out = p.finish().unwrap();
+        assert_eq!(
+            (out.status, out.stdout, out.stderr),
+            (3, b"bye\n".to_vec(), b"oops\n".to_vec())
+        );
+        assert!(p.finish().is_err(), "finishes once");
+    }
+
+    #[test]
+    fn silence_and_overstaying_are_errors_not_hangs() {
+        let mut p = Process::spawn(cmd("sleep 30"), "sleep", Duration::from_millis(700)).unwrap();
+        let e = p.read_line(100).unwrap_err();
+        assert!(e.contains("no line within"), "{e}");
+        let t = Instant::now();
+        let e = p.finish().unwrap_err();
+        assert!(
+            e.contains("timeout") && t.elapsed() < Duration::from_secs(5),
+            "{e}"
+        );
+        // A program that ended answers None, not an error.
+        let mut q = Process::spawn(cmd("true"), "true", Duration::from_secs(30)).unwrap();
+        assert_eq!(q.read_line(5000).unwrap(), None);
     }
 }

@@ -36,6 +36,11 @@ impl Plugin for Hostile {
                 Command::new("id").run()?;
                 bail!("ran an ungranted program")
             }
+            "spawn" => {
+                let p = Command::new("sh").spawn()?;
+                p.write("id\n")?;
+                bail!("spawned an ungranted program")
+            }
             "http" => {
                 Request::get("http://127.0.0.1:9/steal").send()?;
                 bail!("called an ungranted URL")

@@ -14,8 +14,8 @@
 mod pg;
 mod qdrant;
 
-use coffer_plugin_sdk::prelude::*;
 use coffer_plugin_sdk::host::Bucket;
+use coffer_plugin_sdk::prelude::*;
 
 use pg::{Format, Pg};
 use qdrant::Qdrant;
@@ -40,7 +40,9 @@ fn bucket(settings: &Settings) -> Result<Option<Bucket>> {
         return Ok(None);
     }
     Ok(Some(Bucket {
-        endpoint: settings.get_or("minio_endpoint", "http://127.0.0.1:9000").to_string(),
+        endpoint: settings
+            .get_or("minio_endpoint", "http://127.0.0.1:9000")
+            .to_string(),
         region: settings.get_or("minio_region", "us-east-1").to_string(),
         name: name.to_string(),
         prefix: settings.get_or("minio_prefix", "").to_string(),
@@ -121,22 +123,34 @@ impl Plugin for Zhiyun {
 
         let mut meta = json!({ "database": database, "items": ["db"] });
         if let Some(b) = bucket(settings)? {
-            let n = host::capture_bucket("files", &b).map_err(|e| Error(format!("MinIO files: {e}")))?;
+            let n = host::capture_bucket("files", &b)
+                .map_err(|e| Error(format!("MinIO files: {e}")))?;
             host::info(format!("captured {n} objects of bucket {}", b.name));
             meta["files"] = json!({ "bucket": b.name, "prefix": b.prefix, "objects": n });
-            meta["items"].as_array_mut().expect("array").push("files".into());
+            meta["items"]
+                .as_array_mut()
+                .expect("array")
+                .push("files".into());
         }
         let mut cols = JsonMap::new();
         for c in &names {
             let (before, after) = q.capture(c, &format!("vectors/{c}.snapshot"))?;
             if before != after {
-                host::warn(format!("collection {c} changed while it was captured ({before} → {after} points)"));
+                host::warn(format!(
+                    "collection {c} changed while it was captured ({before} → {after} points)"
+                ));
             }
             host::info(format!("captured collection {c} ({after} points)"));
-            cols.insert(c.clone(), json!({ "points_min": before.min(after), "points_max": before.max(after) }));
+            cols.insert(
+                c.clone(),
+                json!({ "points_min": before.min(after), "points_max": before.max(after) }),
+            );
         }
         if !cols.is_empty() {
-            meta["items"].as_array_mut().expect("array").push("vectors".into());
+            meta["items"]
+                .as_array_mut()
+                .expect("array")
+                .push("vectors".into());
         }
         meta["collections"] = cols.into();
         Ok(meta)
@@ -163,35 +177,59 @@ impl Plugin for Zhiyun {
             let pg = Pg::from(settings)?;
             match pg.facts_now() {
                 Err(e) => checks.push(Check::fail("database", e.0)),
-                Ok(now) => match meta.and_then(|m| m["database"]["tables"].as_object()) {
-                    None => checks.push(Check::pass("database", format!("{} tables readable", now.len()))),
-                    Some(expected) => {
-                        let mut bad = vec![];
-                        let mut rows = 0;
-                        for (t, exp) in expected {
-                            match now.get(t) {
-                                None => bad.push(format!("{t} missing")),
-                                Some(f) if f != exp => bad.push(format!("{t}: expected {} rows (checksum {}), found {} ({})", exp["rows"], exp["checksum"], f["rows"], f["checksum"])),
-                                Some(f) => rows += f["rows"].as_u64().unwrap_or(0),
+                Ok(now) => {
+                    match meta.and_then(|m| m["database"]["tables"].as_object()) {
+                        None => checks.push(Check::pass(
+                            "database",
+                            format!("{} tables readable", now.len()),
+                        )),
+                        Some(expected) => {
+                            let mut bad = vec![];
+                            let mut rows = 0;
+                            for (t, exp) in expected {
+                                match now.get(t) {
+                                    None => bad.push(format!("{t} missing")),
+                                    Some(f) if f != exp => bad.push(format!(
+                                        "{t}: expected {} rows (checksum {}), found {} ({})",
+                                        exp["rows"], exp["checksum"], f["rows"], f["checksum"]
+                                    )),
+                                    Some(f) => rows += f["rows"].as_u64().unwrap_or(0),
+                                }
                             }
-                        }
-                        checks.push(if bad.is_empty() {
+                            checks.push(if bad.is_empty() {
                             Check::pass("database rows", format!("{} tables, {rows} rows, every count and checksum as captured", expected.len()))
                         } else {
                             Check::fail("database rows", bad.join("; "))
                         });
+                        }
                     }
-                },
+                }
             }
         }
         if restored("vectors") {
             let q = Qdrant::from(settings);
             if let Some(cols) = meta.and_then(|m| m["collections"].as_object()) {
                 for (c, exp) in cols {
-                    let (lo, hi) = (exp["points_min"].as_u64().unwrap_or(0), exp["points_max"].as_u64().unwrap_or(0));
+                    let (lo, hi) = (
+                        exp["points_min"].as_u64().unwrap_or(0),
+                        exp["points_max"].as_u64().unwrap_or(0),
+                    );
                     checks.push(match q.points(c) {
-                        Ok(n) if (lo..=hi).contains(&n) => Check::pass(&format!("collection {c}"), format!("{n} points, as captured")),
-                        Ok(n) => Check::fail(&format!("collection {c}"), format!("{n} points, expected {}", if lo == hi { lo.to_string() } else { format!("{lo}..{hi}") })),
+                        Ok(n) if (lo..=hi).contains(&n) => Check::pass(
+                            &format!("collection {c}"),
+                            format!("{n} points, as captured"),
+                        ),
+                        Ok(n) => Check::fail(
+                            &format!("collection {c}"),
+                            format!(
+                                "{n} points, expected {}",
+                                if lo == hi {
+                                    lo.to_string()
+                                } else {
+                                    format!("{lo}..{hi}")
+                                }
+                            ),
+                        ),
                         Err(e) => Check::fail(&format!("collection {c}"), e.0),
                     });
                 }
@@ -202,7 +240,10 @@ impl Plugin for Zhiyun {
 
     fn health(settings: &Settings) -> Result<Vec<Check>> {
         let url = settings.get_or("health_url", "http://127.0.0.1:8000/api/health");
-        let r = match Request::get(url).timeout(std::time::Duration::from_secs(10)).send() {
+        let r = match Request::get(url)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+        {
             Err(e) => return Ok(vec![Check::fail("health", format!("GET {url}: {e}"))]),
             Ok(r) => r,
         };
@@ -214,7 +255,11 @@ impl Plugin for Zhiyun {
         )];
         if let Some(components) = body["components"].as_object() {
             for (name, state) in components {
-                checks.push(Check::new(&format!("component {name}"), state == "healthy", state.as_str().unwrap_or("?").to_string()));
+                checks.push(Check::new(
+                    &format!("component {name}"),
+                    state == "healthy",
+                    state.as_str().unwrap_or("?").to_string(),
+                ));
             }
         }
         Ok(checks)
@@ -225,8 +270,15 @@ impl Plugin for Zhiyun {
 fn restore_parts(settings: &Settings, snapshot: &Snapshot, only: &[String]) -> Result<()> {
     if wanted(only, "db") {
         let pg = Pg::from(settings)?;
-        let format = Format::parse(snapshot.metadata["database"]["format"].as_str().unwrap_or("plain"))?;
-        let item = snapshot.metadata["database"]["item"].as_str().map(String::from).unwrap_or_else(|| format.item(&pg.database));
+        let format = Format::parse(
+            snapshot.metadata["database"]["format"]
+                .as_str()
+                .unwrap_or("plain"),
+        )?;
+        let item = snapshot.metadata["database"]["item"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| format.item(&pg.database));
         if !snapshot.has(&item) {
             bail!("the snapshot has no database dump ({item})");
         }
@@ -235,17 +287,27 @@ fn restore_parts(settings: &Settings, snapshot: &Snapshot, only: &[String]) -> R
     }
     if wanted(only, "files") && snapshot.has("files") {
         let b = bucket(settings)?.ok_or_else(|| Error::msg("the snapshot holds files but `minio_bucket` is empty: name the bucket to restore them into"))?;
-        let n = host::restore_bucket("files", &b).map_err(|e| Error(format!("MinIO files: {e}")))?;
+        let n =
+            host::restore_bucket("files", &b).map_err(|e| Error(format!("MinIO files: {e}")))?;
         host::info(format!("restored {n} objects into bucket {}", b.name));
     }
     if wanted(only, "vectors") {
         let q = Qdrant::from(settings);
-        let dir = settings.get_or("qdrant_recover_dir", "").trim_end_matches('/').to_string();
-        let location = settings.get_or("qdrant_recover_location", "").trim_end_matches('/').to_string();
+        let dir = settings
+            .get_or("qdrant_recover_dir", "")
+            .trim_end_matches('/')
+            .to_string();
+        let location = settings
+            .get_or("qdrant_recover_location", "")
+            .trim_end_matches('/')
+            .to_string();
         if dir.is_empty() != location.is_empty() {
             bail!("set both `qdrant_recover_dir` and `qdrant_recover_location` (or neither, to upload)");
         }
-        let cols: Vec<String> = snapshot.metadata["collections"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let cols: Vec<String> = snapshot.metadata["collections"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         for c in cols {
             let item = format!("vectors/{c}.snapshot");
             if dir.is_empty() {

@@ -115,7 +115,12 @@ impl Pg {
     /// A psql error as one line that says where.
     fn failure(&self, db: &str, stderr: &[u8]) -> String {
         let text = String::from_utf8_lossy(stderr);
-        let msg = text.trim().lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" ");
+        let msg = text
+            .trim()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
         let hint = if msg.contains("password authentication failed") {
             " (check `db_password` in coffer.toml)"
         } else if msg.contains("Connection refused") || msg.contains("could not connect") {
@@ -129,9 +134,17 @@ impl Pg {
     /// Opens a session on the database holding a read-only repeatable-read transaction whose
     /// snapshot it exports.
     fn snapshot_session(&self) -> Result<(Session<'_>, String)> {
-        let s = Session { p: self.psql(&self.database).spawn()?, pg: self, db: self.database.clone() };
+        let s = Session {
+            p: self.psql(&self.database).spawn()?,
+            pg: self,
+            db: self.database.clone(),
+        };
         let exported = s.ask(&format!("{STABLE} BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot();"))?;
-        let id = exported.first().and_then(|r| r.first()).cloned().ok_or_else(|| Error::msg("pg_export_snapshot returned nothing"))?;
+        let id = exported
+            .first()
+            .and_then(|r| r.first())
+            .cloned()
+            .ok_or_else(|| Error::msg("pg_export_snapshot returned nothing"))?;
         Ok((s, id))
     }
 
@@ -141,27 +154,39 @@ impl Pg {
         let (session, snapshot) = self.snapshot_session()?;
         // The transaction's snapshot as txids: which transactions the dump sees (for matching
         // it against logs or a WAL archive).
-        let facts = session.ask("SELECT current_setting('server_version'), txid_current_snapshot();")?;
+        let facts =
+            session.ask("SELECT current_setting('server_version'), txid_current_snapshot();")?;
         let (version, xids) = match facts.first().map(|r| r.as_slice()) {
             Some([v, x]) => (v.clone(), x.clone()),
             _ => bail!("PostgreSQL did not report its version and snapshot"),
         };
         let item = format.item(&self.database);
-        let mut dump = self
-            .command("pg_dump", &self.database)
-            .args(["--no-owner", "--no-privileges", "--snapshot", &snapshot]);
+        let mut dump = self.command("pg_dump", &self.database).args([
+            "--no-owner",
+            "--no-privileges",
+            "--snapshot",
+            &snapshot,
+        ]);
         dump = match format {
             Format::Plain => dump.arg("-Fp"),
             Format::Custom => dump.args(["-Fc", "-Z0"]),
         };
-        host::info(format!("dumping database {} ({}) at snapshot {snapshot}", self.database, format.name()));
+        host::info(format!(
+            "dumping database {} ({}) at snapshot {snapshot}",
+            self.database,
+            format.name()
+        ));
         let out = dump.run_to_item(&item)?;
         if !out.success() {
             bail!("pg_dump of {}", self.failure(&self.database, &out.stderr));
         }
         let tables = session.table_facts()?;
         session.close()?;
-        host::info(format!("dumped {} tables of {}", tables.len(), self.database));
+        host::info(format!(
+            "dumped {} tables of {}",
+            tables.len(),
+            self.database
+        ));
         Ok(json!({
             "server_version": version,
             "database": self.database,
@@ -175,15 +200,27 @@ impl Pg {
 
     /// Every table's rows and checksum as the database is now (one transaction).
     pub fn facts_now(&self) -> Result<JsonMap<String, Json>> {
-        let s = Session { p: self.psql(&self.database).spawn()?, pg: self, db: self.database.clone() };
-        s.ask(&format!("{STABLE} BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"))?;
+        let s = Session {
+            p: self.psql(&self.database).spawn()?,
+            pg: self,
+            db: self.database.clone(),
+        };
+        s.ask(&format!(
+            "{STABLE} BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
+        ))?;
         let facts = s.table_facts()?;
         s.close()?;
         Ok(facts)
     }
 
     pub fn database_exists(&self) -> Result<bool> {
-        let r = self.query(&self.maintenance_db, &format!("SELECT 1 FROM pg_database WHERE datname = {}", literal(&self.database)))?;
+        let r = self.query(
+            &self.maintenance_db,
+            &format!(
+                "SELECT 1 FROM pg_database WHERE datname = {}",
+                literal(&self.database)
+            ),
+        )?;
         Ok(!r.is_empty())
     }
 
@@ -194,7 +231,10 @@ impl Pg {
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'",
         )?;
-        Ok(r.first().and_then(|r| r.first()).and_then(|v| v.parse().ok()).unwrap_or(0))
+        Ok(r.first()
+            .and_then(|r| r.first())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
 
     /// Restores the dump `item` into the database: created when missing, refused when it holds
@@ -222,17 +262,25 @@ impl Pg {
             }
         }
         let created = if !self.database_exists()? {
-            self.query(&self.maintenance_db, &format!("CREATE DATABASE {}", ident(db)))?;
+            self.query(
+                &self.maintenance_db,
+                &format!("CREATE DATABASE {}", ident(db)),
+            )?;
             host::info(format!("created database {db}"));
             true
         } else {
             false
         };
         let load = match format {
-            Format::Plain => self.psql(db).args(["--single-transaction", "-o", "/dev/null"]),
-            Format::Custom => self
-                .command("pg_restore", db)
-                .args(["--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error"]),
+            Format::Plain => self
+                .psql(db)
+                .args(["--single-transaction", "-o", "/dev/null"]),
+            Format::Custom => self.command("pg_restore", db).args([
+                "--no-owner",
+                "--no-privileges",
+                "--single-transaction",
+                "--exit-on-error",
+            ]),
         };
         let out = load.run_from_item(item)?;
         if out.success() {
@@ -241,18 +289,29 @@ impl Pg {
         let err = self.failure(db, &out.stderr);
         let mut undo = vec![];
         if created {
-            match self.query(&self.maintenance_db, &format!("DROP DATABASE {}", ident(db))) {
+            match self.query(
+                &self.maintenance_db,
+                &format!("DROP DATABASE {}", ident(db)),
+            ) {
                 Ok(_) => undo.push(format!("dropped the database {db} it had created")),
-                Err(e) => undo.push(format!("could not drop the database {db} it had created: {e}")),
+                Err(e) => undo.push(format!(
+                    "could not drop the database {db} it had created: {e}"
+                )),
             }
         }
         if let Some(name) = aside {
-            match self.query(&self.maintenance_db, &format!("ALTER DATABASE {} RENAME TO {}", ident(&name), ident(db))) {
+            match self.query(
+                &self.maintenance_db,
+                &format!("ALTER DATABASE {} RENAME TO {}", ident(&name), ident(db)),
+            ) {
                 Ok(_) => undo.push(format!("gave {name} its name {db} back")),
                 Err(e) => undo.push(format!("could not rename {name} back to {db}: {e}")),
             }
         }
-        bail!("loading the dump failed and nothing of it was kept ({}): {err}", undo.join("; "))
+        bail!(
+            "loading the dump failed and nothing of it was kept ({}): {err}",
+            undo.join("; ")
+        )
     }
 }
 
@@ -282,7 +341,10 @@ impl Session<'_> {
 
     /// psql has ended: what it said on stderr.
     fn stderr(&self) -> Vec<u8> {
-        self.p.finish().map(|o| o.stderr).unwrap_or_else(|e| e.0.into_bytes())
+        self.p
+            .finish()
+            .map(|o| o.stderr)
+            .unwrap_or_else(|e| e.0.into_bytes())
     }
 
     /// Each table's rows and checksum, in the session's transaction.
@@ -302,7 +364,10 @@ impl Session<'_> {
             .join(" UNION ALL ");
         for r in self.ask(&format!("{sql};"))? {
             if r.len() == 3 {
-                facts.insert(r[0].clone(), json!({ "rows": r[1].parse::<u64>().unwrap_or(0), "checksum": r[2] }));
+                facts.insert(
+                    r[0].clone(),
+                    json!({ "rows": r[1].parse::<u64>().unwrap_or(0), "checksum": r[2] }),
+                );
             }
         }
         Ok(facts)
@@ -328,12 +393,18 @@ fn facts_sql(t: &str) -> String {
 }
 
 fn rows(text: &str) -> Vec<Vec<String>> {
-    text.lines().filter(|l| !l.is_empty()).map(|l| l.split(SEP).map(String::from).collect()).collect()
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(SEP).map(String::from).collect())
+        .collect()
 }
 
 /// A UTC timestamp for names, from the WASI clock.
 fn stamp() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -345,5 +416,10 @@ fn stamp() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}{m:02}{d:02}_{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}_{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

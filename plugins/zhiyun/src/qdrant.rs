@@ -19,7 +19,9 @@ const BULK: Duration = Duration::from_secs(6 * 3600);
 fn path_part(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -28,7 +30,10 @@ fn path_part(s: &str) -> String {
 impl Qdrant {
     pub fn from(settings: &Settings) -> Qdrant {
         Qdrant {
-            url: settings.get_or("qdrant_url", "http://127.0.0.1:6333").trim_end_matches('/').to_string(),
+            url: settings
+                .get_or("qdrant_url", "http://127.0.0.1:6333")
+                .trim_end_matches('/')
+                .to_string(),
             api_key: settings.get_or("qdrant_api_key", "").to_string(),
         }
     }
@@ -44,11 +49,23 @@ impl Qdrant {
 
     /// A JSON call; its `result`, or an error with Qdrant's own message.
     fn call(&self, r: Request, what: &str) -> Result<Json> {
-        let resp = r.send().map_err(|e| Error(format!("Qdrant at {}: {what}: {e} (is it running? check `qdrant_url`)", self.url)))?;
+        let resp = r.send().map_err(|e| {
+            Error(format!(
+                "Qdrant at {}: {what}: {e} (is it running? check `qdrant_url`)",
+                self.url
+            ))
+        })?;
         let body = resp.json().unwrap_or(Json::Null);
         if !(200..300).contains(&resp.status) {
-            let msg = body["status"]["error"].as_str().map(String::from).unwrap_or_else(|| resp.text());
-            bail!("Qdrant at {}: {what}: HTTP {}: {msg}", self.url, resp.status);
+            let msg = body["status"]["error"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| resp.text());
+            bail!(
+                "Qdrant at {}: {what}: HTTP {}: {msg}",
+                self.url,
+                resp.status
+            );
         }
         Ok(body["result"].clone())
     }
@@ -58,7 +75,11 @@ impl Qdrant {
         let r = self.call(self.req("GET", "/collections"), "listing collections")?;
         let mut names: Vec<String> = r["collections"]
             .as_array()
-            .map(|a| a.iter().filter_map(|c| c["name"].as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c["name"].as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         Ok(names)
@@ -66,10 +87,18 @@ impl Qdrant {
 
     pub fn points(&self, c: &str) -> Result<u64> {
         let r = self.call(
-            self.req("POST", &format!("/collections/{}/points/count", path_part(c))).json(&json!({ "exact": true })),
+            self.req(
+                "POST",
+                &format!("/collections/{}/points/count", path_part(c)),
+            )
+            .json(&json!({ "exact": true })),
             &format!("counting points of {c}"),
         )?;
-        r["count"].as_u64().ok_or_else(|| Error(format!("Qdrant: counting points of {c}: no count in the answer")))
+        r["count"].as_u64().ok_or_else(|| {
+            Error(format!(
+                "Qdrant: counting points of {c}: no count in the answer"
+            ))
+        })
     }
 
     /// Snapshots collection `c` into `item`; the server's snapshot is deleted afterwards even
@@ -77,16 +106,34 @@ impl Qdrant {
     pub fn capture(&self, c: &str, item: &str) -> Result<(u64, u64)> {
         let before = self.points(c)?;
         let created = self.call(
-            self.req("POST", &format!("/collections/{}/snapshots?wait=true", path_part(c))).timeout(BULK),
+            self.req(
+                "POST",
+                &format!("/collections/{}/snapshots?wait=true", path_part(c)),
+            )
+            .timeout(BULK),
             &format!("creating a snapshot of {c}"),
         )?;
-        let name = created["name"].as_str().ok_or_else(|| Error(format!("Qdrant: the snapshot of {c} came back without a name")))?.to_string();
-        let path = format!("/collections/{}/snapshots/{}", path_part(c), path_part(&name));
+        let name = created["name"]
+            .as_str()
+            .ok_or_else(|| {
+                Error(format!(
+                    "Qdrant: the snapshot of {c} came back without a name"
+                ))
+            })?
+            .to_string();
+        let path = format!(
+            "/collections/{}/snapshots/{}",
+            path_part(c),
+            path_part(&name)
+        );
         let downloaded = self
             .req("GET", &path)
             .timeout(BULK)
             .send_to_item(item)
-            .and_then(|r| r.check(&format!("downloading snapshot {name} of {c}")).map(|_| ()));
+            .and_then(|r| {
+                r.check(&format!("downloading snapshot {name} of {c}"))
+                    .map(|_| ())
+            });
         let after = self.points(c);
         let deleted = self.delete_snapshot(&path);
         match (downloaded, deleted) {
@@ -110,19 +157,38 @@ impl Qdrant {
                 Err(e) => last = e.0,
             }
         }
-        bail!("Qdrant at {}: deleting the server-side snapshot {path}: {last}", self.url)
+        bail!(
+            "Qdrant at {}: deleting the server-side snapshot {path}: {last}",
+            self.url
+        )
     }
 
     /// Uploads a snapshot item into collection `c` (created or replaced).
     pub fn upload(&self, c: &str, item: &str) -> Result<()> {
         let r = self
-            .req("POST", &format!("/collections/{}/snapshots/upload?priority=snapshot&wait=true", path_part(c)))
+            .req(
+                "POST",
+                &format!(
+                    "/collections/{}/snapshots/upload?priority=snapshot&wait=true",
+                    path_part(c)
+                ),
+            )
             .timeout(BULK)
             .upload_item(item, Some("snapshot"))
-            .map_err(|e| Error(format!("Qdrant at {}: uploading the snapshot of {c}: {e}", self.url)))?;
+            .map_err(|e| {
+                Error(format!(
+                    "Qdrant at {}: uploading the snapshot of {c}: {e}",
+                    self.url
+                ))
+            })?;
         let body = r.json().unwrap_or(Json::Null);
         if !(200..300).contains(&r.status) {
-            bail!("Qdrant at {}: uploading the snapshot of {c}: HTTP {}: {}", self.url, r.status, body["status"]["error"].as_str().unwrap_or(&r.text()));
+            bail!(
+                "Qdrant at {}: uploading the snapshot of {c}: HTTP {}: {}",
+                self.url,
+                r.status,
+                body["status"]["error"].as_str().unwrap_or(&r.text())
+            );
         }
         Ok(())
     }
@@ -130,9 +196,12 @@ impl Qdrant {
     /// Recovers collection `c` from a snapshot file the server reads at `location`.
     pub fn recover(&self, c: &str, location: &str) -> Result<()> {
         self.call(
-            self.req("PUT", &format!("/collections/{}/snapshots/recover?wait=true", path_part(c)))
-                .timeout(BULK)
-                .json(&json!({ "location": location, "priority": "snapshot" })),
+            self.req(
+                "PUT",
+                &format!("/collections/{}/snapshots/recover?wait=true", path_part(c)),
+            )
+            .timeout(BULK)
+            .json(&json!({ "location": location, "priority": "snapshot" })),
             &format!("recovering {c} from {location}"),
         )?;
         Ok(())
