@@ -479,7 +479,20 @@ fn disaster_recovery_and_failure_paths() {
         "the app reports unhealthy while its data is gone"
     );
 
-    let r = stack.ok(&env, &cfg, &["restore", &snap]);
+    let out = stack.coffer(&env, &cfg, &["restore", &snap]);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The manual's disaster-recovery order: database, files, vectors.
+    let at = |what: &str| {
+        log.find(what)
+            .unwrap_or_else(|| panic!("no '{what}' in {log}"))
+    };
+    assert!(
+        at("restored database zhiyun") < at("objects into bucket")
+            && at("objects into bucket") < at("restored collection knowledge"),
+        "{log}"
+    );
     assert_eq!(
         (r["verified"].as_bool(), r["healthy"].as_bool()),
         (Some(true), Some(true)),
