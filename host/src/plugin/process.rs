@@ -3,7 +3,7 @@
 //! transaction snapshot, pg_dump reads exactly that snapshot, and the same session then counts
 //! rows at the same instant.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -13,6 +13,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use super::bindings::wit_host::CommandOutput;
 
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest line `read-line` returns: bulk data belongs in items, not in the sandbox.
+const MAX_LINE: u64 = 16 << 20;
+const MAX_QUEUED_LINES: usize = 4096;
 
 /// A running program; killed when dropped before `finish`.
 pub struct Process {
@@ -37,13 +40,22 @@ impl Process {
             .spawn()
             .map_err(|e| format!("cannot run {program}: {e}"))?;
         let stdout = child.stdout.take().expect("piped");
-        let (tx, lines) = crossbeam_channel::unbounded();
+        // Bounded: a program whose output nobody reads waits on its pipe instead of growing
+        // the host's memory.
+        let (tx, lines) = crossbeam_channel::bounded(MAX_QUEUED_LINES);
         std::thread::spawn(move || {
             let mut r = BufReader::new(stdout);
             loop {
                 let mut line = vec![];
-                match r.read_until(b'\n', &mut line) {
+                match (&mut r).take(MAX_LINE + 1).read_until(b'\n', &mut line) {
                     Ok(0) => break,
+                    Ok(n) if n as u64 > MAX_LINE => {
+                        let _ = tx.send(Err(std::io::Error::other(format!(
+                            "a line of over {} MiB",
+                            MAX_LINE >> 20
+                        ))));
+                        break;
+                    }
                     Ok(_) => {
                         if line.last() == Some(&b'\n') {
                             line.pop();
@@ -132,10 +144,12 @@ impl Process {
         loop {
             let left = self.deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(Ok(line)) => {
+                // Drained to the end so the program can exit; at most 16 MiB kept.
+                Ok(Ok(line)) if (rest.len() as u64) < MAX_LINE => {
                     rest.extend_from_slice(&line);
                     rest.push(b'\n');
                 }
+                Ok(Ok(_)) => {}
                 Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     self.kill();
