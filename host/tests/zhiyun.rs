@@ -396,6 +396,24 @@ fn dump_under_write_load_is_consistent_and_dedups_day_to_day() {
             size(&c),
         );
     }
+    // The custom form restores too (pg_restore from the item on stdin), equal to the source.
+    let r = stack.ok(
+        &custom,
+        &cfg_custom,
+        &[
+            "restore",
+            "latest",
+            "--only",
+            "db",
+            "--set",
+            "db_name=zhiyun_custom",
+        ],
+    );
+    assert_eq!(r["verified"], true, "{r}");
+    assert_eq!(
+        table_sums(&stack.pg, "zhiyun_custom"),
+        table_sums(&stack.pg, "zhiyun")
+    );
     eprintln!(
         "days 2-4 added: plain SQL {:.0} kB, custom {:.0} kB; last day's capture: plain {:.1} MB, custom {:.1} MB",
         plain_added / 1e3,
