@@ -6,6 +6,7 @@
 //!   JSON rather than Qdrant's tar archives; the plugin never looks inside them;
 //! - the app's /api/health: examples/zhiyun/health_sim.py, a stand-in that checks the database
 //!   and Qdrant the way the app does.
+//!
 //! The dataset comes from examples/zhiyun/make-dataset.sh; the write load from pgbench running
 //! examples/zhiyun/writer.pgbench (the app's message write path).
 

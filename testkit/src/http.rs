@@ -145,10 +145,7 @@ fn serve(conn: TcpStream, h: &Handler) -> std::io::Result<()> {
 fn dechunk(raw: &[u8]) -> Vec<u8> {
     let mut out = vec![];
     let mut rest = raw;
-    loop {
-        let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") {
         let size = std::str::from_utf8(&rest[..nl])
             .ok()
             .and_then(|s| usize::from_str_radix(s.trim().split(';').next()?, 16).ok())

@@ -172,7 +172,7 @@ impl Plugin for Zhiyun {
     fn verify(settings: &Settings, snapshot: Option<&Snapshot>) -> Result<Vec<Check>> {
         let mut checks = vec![];
         let meta = snapshot.map(|s| &s.metadata);
-        let restored = |item: &str| snapshot.map_or(true, |s| s.has(item));
+        let restored = |item: &str| snapshot.is_none_or(|s| s.has(item));
         if restored("db") {
             let pg = Pg::from(settings)?;
             match pg.facts_now() {
