@@ -74,7 +74,14 @@ fn must(o: std::io::Result<Output>, what: &str) -> Output {
 impl Postgres {
     pub fn start() -> Postgres {
         let bin = bin_dir();
-        let dir = std::env::temp_dir().join(format!(
+        // Run as root, the server runs as `postgres`, which must reach its folder: /tmp is
+        // open to every user, a $TMPDIR under /root may not be.
+        let base = if is_root() {
+            PathBuf::from("/tmp")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!(
             "coffer-pg-{}-{:08x}",
             std::process::id(),
             rand::random::<u32>()
