@@ -65,7 +65,25 @@ fn age_and_zstd_recover_a_pack() {
         );
         recovered.extend(z.stdout);
     }
-    let find = |needle: &[u8]| recovered.windows(needle.len()).any(|w| w == needle);
+    // A file's chunks may sit in different packs (parallel uploaders each fill their own), and
+    // packs are read here in name order: find the file as consecutive pieces, each found by its
+    // first KiB and followed as far as it matches.
+    let find = |needle: &[u8]| {
+        let mut rest = needle;
+        while !rest.is_empty() {
+            let head = &rest[..rest.len().min(1024)];
+            let Some(at) = recovered.windows(head.len()).position(|w| w == head) else {
+                return false;
+            };
+            let n = recovered[at..]
+                .iter()
+                .zip(rest)
+                .take_while(|(a, b)| a == b)
+                .count();
+            rest = &rest[n..];
+        }
+        true
+    };
     assert!(
         find(&text),
         "the SQL file's bytes are not in the decrypted packs"
