@@ -166,38 +166,6 @@ impl Stack {
         p
     }
 
-    /// A coffer command line for the app with its config.
-    fn coffer(&self, env: &Env, cfg: &Path, args: &[&str]) -> std::process::Output {
-        let mut a = vec!["--json", "--config", cfg.to_str().unwrap()];
-        a.extend_from_slice(args);
-        env.cmd(&a)
-            .env("ZHIYUN_TEST_DB_PASSWORD", APP_PASSWORD)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, env: &Env, cfg: &Path, args: &[&str]) -> serde_json::Value {
-        let out = self.coffer(env, cfg, args);
-        assert!(
-            out.status.success(),
-            "coffer {args:?} failed ({:?}):\n{}\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// Runs and expects failure; returns stderr.
-    fn fails(&self, env: &Env, cfg: &Path, args: &[&str]) -> String {
-        let out = self.coffer(env, cfg, args);
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!out.status.success(), "coffer {args:?} should fail: {err}");
-        assert!(!err.contains("panicked"), "{err}");
-        eprintln!("coffer {args:?} failed as it should:\n{}", err.trim_end());
-        err
-    }
-
     fn objects(&self) -> BTreeMap<String, Vec<u8>> {
         let b = self.open_bucket();
         b.list("")
@@ -221,6 +189,33 @@ impl Stack {
         )
         .unwrap()
     }
+}
+
+/// A test environment whose coffer runs get the app's database password in the variable the
+/// test configs name.
+fn coffer_env() -> Env {
+    let mut env = Env::new();
+    env.set_env("ZHIYUN_TEST_DB_PASSWORD", APP_PASSWORD);
+    env
+}
+
+/// `args` run with the app config `cfg`.
+fn with_config<'a>(cfg: &'a Path, args: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["--config", cfg.to_str().unwrap()];
+    a.extend_from_slice(args);
+    a
+}
+
+/// Runs with --json and expects success.
+fn ok(env: &Env, cfg: &Path, args: &[&str]) -> serde_json::Value {
+    env.json(&with_config(cfg, args))
+}
+
+/// Runs and expects the plugin to fail (exit 16) with one clear line; returns stderr.
+fn fails(env: &Env, cfg: &Path, args: &[&str]) -> String {
+    let err = env.fails(&with_config(cfg, args), 16);
+    eprintln!("coffer {args:?} failed as it should:\n{}", err.trim_end());
+    err
 }
 
 /// libpq variables for the app's role.
@@ -300,7 +295,7 @@ fn writer(pg: &Postgres, clients: &str, args: &[&str]) -> Command {
 
 #[test]
 fn dump_under_write_load_is_consistent_and_dedups_day_to_day() {
-    let env = Env::new();
+    let env = coffer_env();
     let stack = Stack::start(&env, 200_000);
     let cfg = stack.config(&env, "coffer.toml", &[]);
 
@@ -308,7 +303,7 @@ fn dump_under_write_load_is_consistent_and_dedups_day_to_day() {
     let before = stack.pg.sql("zhiyun", "SELECT count(*) FROM messages");
     let load = Killed(writer(&stack.pg, "2", &["-T", "600"]).spawn().unwrap());
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let day1 = stack.ok(&env, &cfg, &["backup", "zhiyun"]);
+    let day1 = ok(&env, &cfg, &["backup", "zhiyun"]);
     std::thread::sleep(std::time::Duration::from_millis(500));
     drop(load);
     let after = stack.pg.sql("zhiyun", "SELECT count(*) FROM messages");
@@ -325,7 +320,7 @@ fn dump_under_write_load_is_consistent_and_dedups_day_to_day() {
     );
 
     // The dump restores into a fresh database; every table equals the source at the snapshot.
-    let restored = stack.ok(
+    let restored = ok(
         &env,
         &cfg,
         &[
@@ -354,10 +349,10 @@ fn dump_under_write_load_is_consistent_and_dedups_day_to_day() {
     // Days 2-4: each day 1% of the rows change the way the app changes them (new messages,
     // counters of the conversations they land in); each backup adds a small fraction of the
     // dump. Plain SQL and the custom format (-Fc -Z0) side by side, from the same states.
-    let custom = Env::new();
+    let custom = coffer_env();
     let cfg_custom = stack.config(&env, "custom.toml", &[("dump_format", "\"custom\"")]);
-    stack.ok(&env, &cfg, &["backup", "zhiyun"]);
-    stack.ok(&custom, &cfg_custom, &["backup", "zhiyun"]);
+    ok(&env, &cfg, &["backup", "zhiyun"]);
+    ok(&custom, &cfg_custom, &["backup", "zhiyun"]);
     let size = |m: &serde_json::Value| m["total_bytes"].as_f64().unwrap();
     let added = |m: &serde_json::Value| m["bytes_added"].as_f64().unwrap();
     let (mut plain_added, mut custom_added, mut plain_size, mut custom_size) = (0.0, 0.0, 0.0, 0.0);
@@ -372,8 +367,8 @@ fn dump_under_write_load_is_consistent_and_dedups_day_to_day() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let p = stack.ok(&env, &cfg, &["backup", "zhiyun"]);
-        let c = stack.ok(&custom, &cfg_custom, &["backup", "zhiyun"]);
+        let p = ok(&env, &cfg, &["backup", "zhiyun"]);
+        let c = ok(&custom, &cfg_custom, &["backup", "zhiyun"]);
         eprintln!(
             "day {day} ({} of {rows} rows changed): plain SQL {:.1} MB, added {:.0} kB ({:.1}%); custom -Fc -Z0 {:.1} MB, added {:.0} kB ({:.1}%)",
             rows / 100,
@@ -398,7 +393,7 @@ fn dump_under_write_load_is_consistent_and_dedups_day_to_day() {
         );
     }
     // The custom form restores too (pg_restore from the item on stdin), equal to the source.
-    let r = stack.ok(
+    let r = ok(
         &custom,
         &cfg_custom,
         &[
@@ -426,12 +421,12 @@ fn dump_under_write_load_is_consistent_and_dedups_day_to_day() {
 
 #[test]
 fn disaster_recovery_and_failure_paths() {
-    let env = Env::new();
+    let env = coffer_env();
     let stack = Stack::start(&env, 20_000);
     let cfg = stack.config(&env, "coffer.toml", &[]);
 
     // The plugin asks for exactly what it uses, resolved from the settings.
-    let inspect = stack.ok(&env, &cfg, &["plugin", "inspect", "zhiyun"]);
+    let inspect = ok(&env, &cfg, &["plugin", "inspect", "zhiyun"]);
     assert_eq!(inspect["not_granted"], serde_json::json!([]), "{inspect}");
     let asked = inspect["capabilities"].to_string();
     for want in [
@@ -454,7 +449,7 @@ fn disaster_recovery_and_failure_paths() {
         ),
     )
     .unwrap();
-    let err = stack.fails(&env, &no_s3, &["backup", "zhiyun"]);
+    let err = fails(&env, &no_s3, &["backup", "zhiyun"]);
     assert!(
         err.contains("s3") && err.contains(stack.garage.endpoint()),
         "{err}"
@@ -465,7 +460,7 @@ fn disaster_recovery_and_failure_paths() {
     let objects = stack.objects();
     let points = stack.qdrant.points("knowledge").unwrap();
     assert!(objects.len() == 13 && points.as_object().unwrap().len() == 300);
-    let b = stack.ok(&env, &cfg, &["backup", "zhiyun"]);
+    let b = ok(&env, &cfg, &["backup", "zhiyun"]);
     let snap = b["snapshot"].as_str().unwrap().to_string();
     assert_eq!(b["metadata"]["files"]["objects"], 13, "{b}");
     assert_eq!(b["metadata"]["collections"]["knowledge"]["points_max"], 300);
@@ -498,7 +493,9 @@ fn disaster_recovery_and_failure_paths() {
         "the app reports unhealthy while its data is gone"
     );
 
-    let out = stack.coffer(&env, &cfg, &["restore", &snap]);
+    let mut args = vec!["--json"];
+    args.extend(with_config(&cfg, &["restore", &snap]));
+    let out = env.run(&args);
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{log}");
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -552,14 +549,14 @@ fn disaster_recovery_and_failure_paths() {
         "INSERT INTO customers (name, channel) VALUES ('after the restore', 'web')",
     );
     let changed = table_sums(&stack.pg, "zhiyun");
-    let err = stack.fails(&env, &cfg, &["restore", &snap, "--only", "db"]);
+    let err = fails(&env, &cfg, &["restore", &snap, "--only", "db"]);
     assert!(
         err.contains("not empty") && err.contains("replace_database=true"),
         "{err}"
     );
     assert_eq!(table_sums(&stack.pg, "zhiyun"), changed);
     // Asked to, it renames the current one aside (never drops it) and restores.
-    let r = stack.ok(
+    let r = ok(
         &env,
         &cfg,
         &[
@@ -588,7 +585,7 @@ fn disaster_recovery_and_failure_paths() {
         "zhiyun",
         "INSERT INTO customers (name, channel) VALUES ('later', 'app')",
     );
-    let r = stack.ok(&env, &cfg, &["restore", &snap, "--only", "vectors"]);
+    let r = ok(&env, &cfg, &["restore", &snap, "--only", "vectors"]);
     let names: Vec<&str> = r["verify"]
         .as_array()
         .unwrap()
@@ -607,7 +604,7 @@ fn disaster_recovery_and_failure_paths() {
         "--set=qdrant_recover_location=file://{}/qdrant-restore",
         stack.app.display()
     );
-    let r = stack.ok(
+    let r = ok(
         &env,
         &cfg,
         &[
@@ -640,7 +637,7 @@ fn disaster_recovery_and_failure_paths() {
     stack
         .pg
         .sql("template1", "CREATE TABLE public.messages (clash int)");
-    let err = stack.fails(
+    let err = fails(
         &env,
         &cfg,
         &[
@@ -671,14 +668,14 @@ fn disaster_recovery_and_failure_paths() {
         "wrong-pw.toml",
         &[("db_password", "\"not-the-password\"")],
     );
-    let err = stack.fails(&env, &wrong_pw, &["backup", "zhiyun"]);
+    let err = fails(&env, &wrong_pw, &["backup", "zhiyun"]);
     assert!(
         err.contains("password authentication failed") && err.contains("db_password"),
         "{err}"
     );
 
     stack.qdrant.cut_next_download(2000);
-    let err = stack.fails(&env, &cfg, &["backup", "zhiyun"]);
+    let err = fails(&env, &cfg, &["backup", "zhiyun"]);
     assert!(
         err.contains("knowledge") && err.contains("was deleted"),
         "{err}"
@@ -693,7 +690,7 @@ fn disaster_recovery_and_failure_paths() {
         "no-bucket.toml",
         &[("minio_bucket", "\"no-such-bucket\"")],
     );
-    let err = stack.fails(&env, &no_bucket, &["backup", "zhiyun"]);
+    let err = fails(&env, &no_bucket, &["backup", "zhiyun"]);
     assert!(err.contains("no-such-bucket"), "{err}");
 
     assert_eq!(snapshots(&env), 1, "no failed capture saved a snapshot");
