@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use coffer_plugin_sdk::host::Response;
 use coffer_plugin_sdk::prelude::*;
 
 pub struct Qdrant {
@@ -49,7 +50,12 @@ impl Qdrant {
 
     /// A JSON call; its `result`, or an error with Qdrant's own message.
     fn call(&self, r: Request, what: &str) -> Result<Json> {
-        let resp = r.send().map_err(|e| {
+        self.answer(r.send(), what)
+    }
+
+    /// What Qdrant answered to `what`: its `result`, or an error with Qdrant's own message.
+    fn answer(&self, resp: Result<Response>, what: &str) -> Result<Json> {
+        let resp = resp.map_err(|e| {
             Error(format!(
                 "Qdrant at {}: {what}: {e} (is it running? check `qdrant_url`)",
                 self.url
@@ -165,7 +171,7 @@ impl Qdrant {
 
     /// Uploads a snapshot item into collection `c` (created or replaced).
     pub fn upload(&self, c: &str, item: &str) -> Result<()> {
-        let r = self
+        let sent = self
             .req(
                 "POST",
                 &format!(
@@ -174,22 +180,8 @@ impl Qdrant {
                 ),
             )
             .timeout(BULK)
-            .upload_item(item, Some("snapshot"))
-            .map_err(|e| {
-                Error(format!(
-                    "Qdrant at {}: uploading the snapshot of {c}: {e}",
-                    self.url
-                ))
-            })?;
-        let body = r.json().unwrap_or(Json::Null);
-        if !(200..300).contains(&r.status) {
-            bail!(
-                "Qdrant at {}: uploading the snapshot of {c}: HTTP {}: {}",
-                self.url,
-                r.status,
-                body["status"]["error"].as_str().unwrap_or(&r.text())
-            );
-        }
+            .upload_item(item, Some("snapshot"));
+        self.answer(sent, &format!("uploading the snapshot of {c}"))?;
         Ok(())
     }
 
