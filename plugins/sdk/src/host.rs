@@ -264,6 +264,16 @@ fn resp(r: h::HttpResponse) -> Response {
     Response { status: r.status, headers: r.headers.into_iter().map(|kv| (kv.key, kv.value)).collect(), body: r.body }
 }
 
+/// Runs the command line in setting `name` (`stop_command`, `start_command`…) when it is set and
+/// not blank, logging it; an error with the program's stderr when it fails.
+pub fn run_setting(settings: &crate::Settings, name: &str) -> Result<()> {
+    if let Some(line) = settings.get(name).filter(|l| !l.trim().is_empty()) {
+        info(format!("running {name}: {line}"));
+        Command::parse(line)?.run()?.check(name)?;
+    }
+    Ok(())
+}
+
 /// An S3 bucket (prefix) to capture or restore.
 pub use h::Bucket;
 

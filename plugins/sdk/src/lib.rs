@@ -87,6 +87,11 @@ macro_rules! bail {
     ($($t:tt)*) => { return Err($crate::Error(format!($($t)*))) };
 }
 
+/// Whether a restore given `only` (the `--only` items; empty means all) includes `item`.
+pub fn wanted(only: &[String], item: &str) -> bool {
+    only.is_empty() || only.iter().any(|o| o == item)
+}
+
 /// One application, as coffer sees it. Every call gets a fresh instance of the plugin: keep no
 /// state between calls.
 pub trait Plugin {
@@ -184,6 +189,6 @@ pub mod __private {
 pub mod prelude {
     pub use crate::host::{self, Command, Request};
     pub use crate::{
-        bail, export_plugin, json, Capability, Check, Error, Json, JsonMap, Plugin, PluginInfo, Result, Settings, Snapshot,
+        bail, export_plugin, json, wanted, Capability, Check, Error, Json, JsonMap, Plugin, PluginInfo, Result, Settings, Snapshot,
     };
 }

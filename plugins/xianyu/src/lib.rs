@@ -33,18 +33,6 @@ fn inspect(query: impl Fn(&str) -> Result<Vec<Vec<String>>>) -> Result<Json> {
     Ok(json!({ "integrity": integrity, "tables": counts }))
 }
 
-fn run_setting(settings: &Settings, name: &str) -> Result<()> {
-    if let Some(line) = settings.get(name).filter(|l| !l.trim().is_empty()) {
-        host::info(format!("running {name}: {line}"));
-        Command::parse(line)?.run()?.check(name)?;
-    }
-    Ok(())
-}
-
-fn wanted(only: &[String], item: &str) -> bool {
-    only.is_empty() || only.iter().any(|o| o == item)
-}
-
 impl Plugin for Xianyu {
     fn describe() -> PluginInfo {
         PluginInfo::new("xianyu", env!("CARGO_PKG_VERSION"), "xianyu-auto-reply: SQLite databases captured live, config, uploaded images")
@@ -98,7 +86,7 @@ impl Plugin for Xianyu {
                 bail!("unknown item `{o}`: xianyu has db, config and uploads");
             }
         }
-        run_setting(settings, "stop_command")?;
+        host::run_setting(settings, "stop_command")?;
         let result = (|| -> Result<()> {
             if wanted(only, "db") {
                 for db in DATABASES {
@@ -125,7 +113,7 @@ impl Plugin for Xianyu {
             Ok(())
         })();
         // Start the app again whatever happened: a failed restore must not leave it down.
-        let started = run_setting(settings, "start_command");
+        let started = host::run_setting(settings, "start_command");
         result.and(started)
     }
 

@@ -25,10 +25,6 @@ const ITEMS: [&str; 3] = ["db", "files", "vectors"];
 #[derive(Default)]
 struct Zhiyun;
 
-fn wanted(only: &[String], item: &str) -> bool {
-    only.is_empty() || only.iter().any(|o| o == item)
-}
-
 fn flag(settings: &Settings, name: &str) -> bool {
     matches!(settings.get_or(name, "false").trim(), "true" | "yes" | "1")
 }
@@ -49,14 +45,6 @@ fn bucket(settings: &Settings) -> Result<Option<Bucket>> {
         access_key_id: settings.require("minio_access_key")?.to_string(),
         secret_access_key: settings.require("minio_secret_key")?.to_string(),
     }))
-}
-
-fn run_setting(settings: &Settings, name: &str) -> Result<()> {
-    if let Some(line) = settings.get(name).filter(|l| !l.trim().is_empty()) {
-        host::info(format!("running {name}: {line}"));
-        Command::parse(line)?.run()?.check(name)?;
-    }
-    Ok(())
 }
 
 /// The collections to capture: the setting's list, else every one the server has.
@@ -162,10 +150,10 @@ impl Plugin for Zhiyun {
                 bail!("unknown item `{o}`: zhiyun has db, files and vectors");
             }
         }
-        run_setting(settings, "stop_command")?;
+        host::run_setting(settings, "stop_command")?;
         let result = restore_parts(settings, snapshot, only);
         // Start the app again whatever happened: a failed restore must not leave it down.
-        let started = run_setting(settings, "start_command");
+        let started = host::run_setting(settings, "start_command");
         result.and(started)
     }
 
