@@ -314,8 +314,9 @@ impl Read for ItemReader {
     }
 }
 
-/// Kills a child if it outlives its timeout.
-fn watchdog(pid: u32, timeout: Duration) -> crossbeam_channel::Sender<()> {
+/// Kills a child if it outlives its timeout; send on (or drop) the returned sender once it has
+/// been waited for.
+pub(super) fn watchdog(pid: u32, timeout: Duration) -> crossbeam_channel::Sender<()> {
     let (tx, rx) = crossbeam_channel::bounded::<()>(1);
     std::thread::spawn(move || {
         if let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(timeout) {
@@ -391,21 +392,28 @@ fn run_with(
     }
     let stderr = err_thread.join().unwrap_or_default();
     drained?;
-    let code = match status.code() {
-        Some(c) => c,
-        None => {
-            return Err(format!(
-                "{} was killed (timeout or signal): {}",
-                cmd.program,
-                String::from_utf8_lossy(&stderr).trim()
-            ))
-        }
-    };
-    Ok(CommandOutput {
-        status: code,
-        stdout,
-        stderr,
-    })
+    exit_output(&cmd.program, status, stdout, stderr)
+}
+
+/// How a waited-for program ended, as the plugin sees it: its exit code and output, or an error
+/// when a signal (its timeout's watchdog, or another) ended it.
+pub(super) fn exit_output(
+    program: &str,
+    status: std::process::ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+) -> R<CommandOutput> {
+    match status.code() {
+        Some(code) => Ok(CommandOutput {
+            status: code,
+            stdout,
+            stderr,
+        }),
+        None => Err(format!(
+            "{program} was killed (timeout or signal): {}",
+            String::from_utf8_lossy(&stderr).trim()
+        )),
+    }
 }
 
 fn agent(timeout_ms: u32) -> ureq::Agent {

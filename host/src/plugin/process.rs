@@ -8,9 +8,10 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::bindings::wit_host::CommandOutput;
+use super::caps::{exit_output, watchdog};
 
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest line `read-line` returns: bulk data belongs in items, not in the sandbox.
@@ -24,6 +25,8 @@ pub struct Process {
     stdin: Option<ChildStdin>,
     lines: Receiver<std::io::Result<Vec<u8>>>,
     stderr: Option<JoinHandle<Vec<u8>>>,
+    /// Kills the program at the deadline even while the plugin is busy elsewhere.
+    dog: Sender<()>,
     deadline: Instant,
     finished: bool,
 }
@@ -82,6 +85,7 @@ impl Process {
         });
         Ok(Process {
             program: program.to_string(),
+            dog: watchdog(child.id(), timeout),
             stdin: child.stdin.take(),
             child,
             lines,
@@ -162,29 +166,20 @@ impl Process {
         }
         let status = self.child.wait().map_err(|e| e.to_string())?;
         self.finished = true;
+        let _ = self.dog.send(());
         let stderr = self
             .stderr
             .take()
             .and_then(|h| h.join().ok())
             .unwrap_or_default();
-        let Some(code) = status.code() else {
-            return Err(format!(
-                "{} was killed by a signal: {}",
-                self.program,
-                String::from_utf8_lossy(&stderr).trim()
-            ));
-        };
-        Ok(CommandOutput {
-            status: code,
-            stdout: rest,
-            stderr,
-        })
+        exit_output(&self.program, status, rest, stderr)
     }
 
     fn kill(&mut self) {
         if !self.finished {
             let _ = self.child.kill();
             let _ = self.child.wait();
+            let _ = self.dog.send(());
             self.finished = true;
         }
     }
@@ -236,6 +231,14 @@ mod tests {
         assert!(
             e.contains("timeout") && t.elapsed() < Duration::from_secs(5),
             "{e}"
+        );
+        // The timeout bounds its life even while nobody talks to it.
+        let mut idle =
+            Process::spawn(cmd("sleep 30"), "sleep", Duration::from_millis(300)).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            idle.child.try_wait().unwrap().is_some(),
+            "killed at its deadline"
         );
         // A program that ended answers None, not an error.
         let mut q = Process::spawn(cmd("true"), "true", Duration::from_secs(30)).unwrap();
