@@ -243,8 +243,9 @@ impl Pg {
     /// renamed aside gets its name back.
     pub fn restore(&self, item: &str, format: Format, replace: bool) -> Result<()> {
         let db = &self.database;
+        let exists = self.database_exists()?;
         let mut aside = None;
-        if self.database_exists()? {
+        if exists {
             let n = self.relations()?;
             if n > 0 {
                 if !replace {
@@ -261,16 +262,15 @@ impl Pg {
                 aside = Some(name);
             }
         }
-        let created = if !self.database_exists()? {
+        // Missing, or just renamed aside: a fresh one is made.
+        let created = !exists || aside.is_some();
+        if created {
             self.query(
                 &self.maintenance_db,
                 &format!("CREATE DATABASE {}", ident(db)),
             )?;
             host::info(format!("created database {db}"));
-            true
-        } else {
-            false
-        };
+        }
         let load = match format {
             Format::Plain => self
                 .psql(db)
