@@ -128,14 +128,7 @@ fn serve(conn: TcpStream, h: &Handler) -> std::io::Result<()> {
             )?;
             w.write_all(&body[..cut.min(body.len())])?;
             w.flush()?;
-            let _ = nix::sys::socket::setsockopt(
-                &w,
-                nix::sys::socket::sockopt::Linger,
-                &nix::libc::linger {
-                    l_onoff: 1,
-                    l_linger: 0,
-                },
-            );
+            crate::proxy::reset_on_close(&w);
             return Ok(());
         }
     }

@@ -177,6 +177,18 @@ impl Message {
 }
 
 /// Reads one HTTP/1.1 message (head and body, the body kept as sent: chunked stays chunked).
+/// SO_LINGER 0: closing the socket sends RST, not FIN (a connection reset mid-body).
+pub(crate) fn reset_on_close(s: &TcpStream) {
+    let _ = nix::sys::socket::setsockopt(
+        s,
+        nix::sys::socket::sockopt::Linger,
+        &nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    );
+}
+
 pub(crate) fn read_message(
     r: &mut impl BufRead,
     no_body: bool,
@@ -356,15 +368,7 @@ fn serve(
                 client.write_all(&resp.head)?;
                 client.write_all(&resp.body[..resp.body.len() / 2])?;
                 client.flush()?;
-                // SO_LINGER 0: close sends RST, not FIN.
-                let _ = nix::sys::socket::setsockopt(
-                    &client,
-                    nix::sys::socket::sockopt::Linger,
-                    &nix::libc::linger {
-                        l_onoff: 1,
-                        l_linger: 0,
-                    },
-                );
+                reset_on_close(&client);
                 return Ok(());
             }
             Some((Fault::ShortRead, _)) if resp.body.len() >= 2 => {
