@@ -221,19 +221,6 @@ impl Postgres {
         c.envs(self.env());
         c
     }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-    }
-
-    /// Stops the server now (fast shutdown).
-    pub fn stop(&self) {
-        let _ = server_cmd(&self.bin, "pg_ctl")
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["stop", "-m", "fast"])
-            .output();
-    }
 }
 
 impl Drop for Postgres {
