@@ -25,9 +25,9 @@ use std::time::Duration;
 use age::secrecy::SecretString;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use coffer::repo::keyfile::{self, Protector, Unlocker};
-use coffer::repo::Repository;
 use coffer::ExitCode;
+use coffer_repo::keyfile::{self, Protector, Unlocker};
+use coffer_repo::Repository;
 
 #[derive(Parser)]
 #[command(
@@ -218,8 +218,8 @@ impl Global {
 
     pub fn open(&self) -> Result<Repository> {
         let location = self.repo_location();
-        let backend = coffer::backend::open(&location, false, &self.repo_config().s3)
-            .map_err(coffer::Error::from)?;
+        let backend = coffer_store::open(&location, false, &self.repo_config().s3)
+            .map_err(coffer_repo::Error::from)?;
         // Say "no repository" before asking for a passphrase it could not use.
         Repository::read_config(backend.as_ref())?;
         let repo = Repository::open(backend, &self.unlocker()?)?;
@@ -318,18 +318,44 @@ impl Drop for Progress {
     }
 }
 
-/// Where a plugin's log lines go: stderr, prefixed with the app.
-pub fn plugin_log(app: &str) -> coffer::plugin::LogSink {
-    let app = app.to_string();
-    std::sync::Arc::new(move |level, msg: &str| {
-        use coffer::plugin::bindings::wit::LogLevel;
+/// How the CLI shows an operation's events: log lines on stderr, prefixed with their source;
+/// long phases as a progress line (see [`Progress`]).
+#[derive(Default)]
+pub struct CliEvents {
+    progress: std::sync::Mutex<Option<Progress>>,
+}
+
+impl CliEvents {
+    pub fn shared() -> Arc<dyn coffer::ops::Events> {
+        Arc::new(CliEvents::default())
+    }
+}
+
+impl coffer::ops::Events for CliEvents {
+    fn log(&self, level: coffer_runtime::LogLevel, source: &str, msg: &str) {
+        use coffer_runtime::LogLevel;
         match level {
-            LogLevel::Debug => tracing::debug!("{app}: {msg}"),
-            LogLevel::Info => eprintln!("{app}: {msg}"),
-            LogLevel::Warn => eprintln!("{app}: warning: {msg}"),
-            LogLevel::Error => eprintln!("{app}: error: {msg}"),
+            LogLevel::Debug => tracing::debug!("{source}: {msg}"),
+            LogLevel::Info => eprintln!("{source}: {msg}"),
+            LogLevel::Warn => eprintln!("{source}: warning: {msg}"),
+            LogLevel::Error => eprintln!("{source}: error: {msg}"),
         }
-    })
+    }
+
+    fn begin(&self, phase: &'static str, counters: Arc<coffer_repo::archiver::Counters>) {
+        let p = Progress::start(phase, move || {
+            format!(
+                "{} read, {} added",
+                human(counters.bytes_read.load(Ordering::Relaxed)),
+                human(counters.bytes_added.load(Ordering::Relaxed))
+            )
+        });
+        *self.progress.lock().unwrap() = Some(p);
+    }
+
+    fn end(&self, _phase: &'static str) {
+        self.progress.lock().unwrap().take();
+    }
 }
 
 /// Bytes as people read them.

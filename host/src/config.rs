@@ -35,6 +35,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use coffer_runtime::Grants;
+
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -58,7 +60,7 @@ pub struct RepositoryConfig {
     pub cache_dir: Option<PathBuf>,
     /// Settings of an `s3://` location; the `AWS_*` variables override them.
     #[serde(default)]
-    pub s3: crate::backend::S3Config,
+    pub s3: coffer_store::S3Config,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,7 +81,7 @@ pub struct AppConfig {
     pub memory_limit_mib: u64,
     /// What `coffer forget` keeps of this app's snapshots when no --keep-* flag is given.
     #[serde(default)]
-    pub retention: Option<crate::retention::Policy>,
+    pub retention: Option<coffer_repo::retention::Policy>,
 }
 
 fn default_time_limit() -> u64 {
@@ -88,21 +90,6 @@ fn default_time_limit() -> u64 {
 
 fn default_memory_limit() -> u64 {
     256
-}
-
-/// What the user allows an app's plugin to do beyond its own folder.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Grants {
-    /// Programs it may run (argv[0] exactly as the plugin gives it).
-    #[serde(default)]
-    pub programs: Vec<String>,
-    /// Origins (`scheme://host:port`) it may send HTTP requests to.
-    #[serde(default)]
-    pub http: Vec<String>,
-    /// S3 endpoints (origins) it may read and write buckets at.
-    #[serde(default)]
-    pub s3: Vec<String>,
 }
 
 impl Config {
@@ -184,6 +171,14 @@ impl Config {
 }
 
 impl AppConfig {
+    /// The limits of one plugin call for this app.
+    pub fn limits(&self) -> coffer_runtime::Limits {
+        coffer_runtime::Limits {
+            memory_mib: self.memory_limit_mib,
+            time: std::time::Duration::from_secs(self.time_limit_secs),
+        }
+    }
+
     /// Settings as text pairs, for the plugin; `{ env = "VAR" }` and `{ file = "PATH" }` are
     /// read now, so secrets need not sit in coffer.toml and the plugin never reads the host's
     /// environment or files outside its folder itself.

@@ -1,15 +1,16 @@
-//! Errors of the coffer library, and the exit codes they map to.
+//! Errors of the operations layer, and the exit codes every error of the host maps to.
 //!
-//! The rules every error here follows:
+//! The rules the host's errors follow (each layer's own enum keeps them too):
 //! 1. It says what happened and names the object, path or setting involved.
 //! 2. Where the user can do something about it, it says what (the flag, the command).
 //! 3. It is one line; causes are chained with `source()`, never glued into a panic.
-//! 4. Its kind decides the process exit code (see [`ExitCode`] and docs/CLI.md), so scripts can
-//!    tell a wrong password from a corrupted repository without parsing text.
+//! 4. Its kind decides the process exit code ([`ExitCode`], docs/CLI.md), so scripts can tell a
+//!    wrong password from a corrupted repository without parsing text.
 
 use std::path::PathBuf;
 
-use crate::backend::BackendError;
+use coffer_runtime::PluginError;
+use coffer_store::BackendError;
 
 /// Documented process exit codes (docs/CLI.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,48 +38,59 @@ pub enum ExitCode {
     Plugin = 16,
 }
 
+impl ExitCode {
+    /// The exit code for a storage error.
+    pub fn of_backend(e: &BackendError) -> ExitCode {
+        match e {
+            BackendError::NotFound { .. } => ExitCode::Integrity,
+            BackendError::Missing { .. } => ExitCode::NoRepository,
+            _ => ExitCode::Failure,
+        }
+    }
+
+    /// The exit code for an error of the repository layer.
+    pub fn of_repo(e: &coffer_repo::Error) -> ExitCode {
+        use coffer_repo::Error as E;
+        match e {
+            E::NoRepository { .. } => ExitCode::NoRepository,
+            E::WrongKey { .. } | E::NoUsableKey { .. } => ExitCode::WrongKey,
+            E::WriteOnly { .. } => ExitCode::WriteOnly,
+            E::Corrupt { .. } | E::MissingChunk { .. } => ExitCode::Integrity,
+            E::Backend(b) => ExitCode::of_backend(b),
+            E::Unsafe(_) => ExitCode::Unsafe,
+            _ => ExitCode::Failure,
+        }
+    }
+
+    /// The exit code for an error chain: the first cause of a kind coffer knows decides.
+    pub fn of_chain<'a>(
+        chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+    ) -> ExitCode {
+        for cause in chain {
+            if let Some(e) = cause.downcast_ref::<Error>() {
+                return e.exit_code();
+            }
+            if let Some(e) = cause.downcast_ref::<coffer_repo::Error>() {
+                return ExitCode::of_repo(e);
+            }
+            if cause.downcast_ref::<PluginError>().is_some() {
+                return ExitCode::Plugin;
+            }
+            if let Some(e) = cause.downcast_ref::<BackendError>() {
+                return ExitCode::of_backend(e);
+            }
+        }
+        ExitCode::Failure
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Backend(#[from] BackendError),
+    Repo(#[from] coffer_repo::Error),
 
-    #[error("no coffer repository at {location}: run `coffer init` to create one, or point --repo / COFFER_REPOSITORY at an existing one")]
-    NoRepository { location: String },
-
-    #[error("a repository already exists at {location}; refusing to overwrite it")]
-    AlreadyInitialized { location: String },
-
-    #[error("the passphrase or identity opens none of the {tried} key(s) of this repository: check --password-file / COFFER_PASSWORD / --identity-file")]
-    WrongKey { tried: usize },
-
-    #[error("this repository has no key that can be opened with {what}: {hint}")]
-    NoUsableKey {
-        what: &'static str,
-        hint: &'static str,
-    },
-
-    #[error("this key is write-only: it can back up but cannot {action}; use a full key (see `coffer key list`)")]
-    WriteOnly { action: &'static str },
-
-    #[error("object {object} is damaged: {reason}; run `coffer check --read-data` to see what it affects")]
-    Corrupt { object: String, reason: String },
-
-    #[error("chunk {chunk} is not in any index (was it pruned, or is an index object damaged?); run `coffer check`")]
-    MissingChunk { chunk: String },
-
-    #[error(
-        "unsupported repository format version {found} (this coffer reads version {supported})"
-    )]
-    UnsupportedVersion { found: u32, supported: u32 },
-
-    #[error("no snapshot matches '{0}': see `coffer snapshots`")]
-    NoSuchSnapshot(String),
-
-    #[error("'{0}' matches more than one snapshot: give more digits")]
-    AmbiguousSnapshot(String),
-
-    #[error("refusing to restore: {0}")]
-    Unsafe(String),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
 
     #[error("{path}: {source}")]
     Io {
@@ -89,17 +101,12 @@ pub enum Error {
 
     #[error("{0}")]
     Invalid(String),
+}
 
-    #[error(transparent)]
-    Plugin(crate::plugin::PluginError),
-
-    #[error("interrupted")]
-    Interrupted,
-
-    #[error(
-        "the snapshot was not saved: {detail}; run the backup again (it stores that data anew)"
-    )]
-    PruneRace { detail: String },
+impl From<BackendError> for Error {
+    fn from(e: BackendError) -> Self {
+        Error::Repo(e.into())
+    }
 }
 
 impl Error {
@@ -110,22 +117,9 @@ impl Error {
         }
     }
 
-    pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Corrupt {
-            object: object.into(),
-            reason: reason.into(),
-        }
-    }
-
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::NoRepository { .. } => ExitCode::NoRepository,
-            Error::WrongKey { .. } | Error::NoUsableKey { .. } => ExitCode::WrongKey,
-            Error::WriteOnly { .. } => ExitCode::WriteOnly,
-            Error::Corrupt { .. } | Error::MissingChunk { .. } => ExitCode::Integrity,
-            Error::Backend(BackendError::NotFound { .. }) => ExitCode::Integrity,
-            Error::Backend(BackendError::Missing { .. }) => ExitCode::NoRepository,
-            Error::Unsafe(_) => ExitCode::Unsafe,
+            Error::Repo(e) => ExitCode::of_repo(e),
             Error::Plugin(_) => ExitCode::Plugin,
             _ => ExitCode::Failure,
         }

@@ -1,34 +1,18 @@
 //! coffer: backs up and restores whole self-hosted applications.
 //!
-//! Layers, each driving only the one below it:
-//! - [`backend`]: where objects are stored (object_store: local folder, memory, S3);
-//! - [`repo`]: the repository format (config, keys, packs, index, snapshots, trees), with
-//!   [`crypto`] for ids and encryption and [`chunker`] for content-defined chunking;
-//! - engines: [`archiver`] (backup), [`restorer`], [`checker`], [`prune`], [`copy`];
-//! - the `coffer` binary's command line, in `src/cli/`.
+//! This crate is the top of the host's layers (docs/ARCHITECTURE.md):
+//! - `coffer-store`: where objects are stored (local folder, memory, S3) and the wrappers
+//!   around a store (retries);
+//! - `coffer-repo`: the repository format and its engines (backup, restore, check, prune, copy,
+//!   retention);
+//! - `coffer-runtime`: the plugin runtime (wasmtime, the WIT bindings, the capabilities);
+//! - here: [`config`] (coffer.toml), [`plugins`] (the built-in plugins), and [`ops`], the
+//!   operations the front ends run ("back up app X", "forget by policy P"), which report through
+//!   an [`ops::Events`] sink; the `coffer` binary's command line in `src/cli/`.
 
-pub mod app;
-pub mod archiver;
-pub mod backend;
-pub mod checker;
-pub mod chunker;
 pub mod config;
-pub mod copy;
-pub mod crypto;
 pub mod error;
-pub mod id;
-pub mod plugin;
-pub mod prune;
-pub mod repo;
-pub mod restorer;
-pub mod retention;
+pub mod ops;
+pub mod plugins;
 
 pub use error::{Error, ExitCode, Result};
-
-/// This machine's host name, as snapshots and key files record it.
-pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "unknown".into())
-}

@@ -7,8 +7,8 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use coffer::id::ChunkId;
-use coffer::repo::{ChunkReader, Repository};
+use coffer_repo::id::ChunkId;
+use coffer_repo::{ChunkReader, Repository};
 use common::*;
 
 const INTEGRITY: i32 = 13;
@@ -109,11 +109,8 @@ fn flipped_byte_in_a_pack_is_named_and_contained(env: Env) {
         hurt.len() < files.len(),
         "every file lies in one pack; the test needs more packs"
     );
-    let size = repo
-        .backend()
-        .head(&coffer::repo::pack::key(&pack))
-        .unwrap() as usize;
-    flip(&env, &coffer::repo::pack::key(&pack), size / 2);
+    let size = repo.backend().head(&coffer_repo::pack::key(&pack)).unwrap() as usize;
+    flip(&env, &coffer_repo::pack::key(&pack), size / 2);
 
     let out = env.run(&["check", "--read-data"]);
     assert_eq!(out.status.code(), Some(INTEGRITY));
@@ -174,7 +171,7 @@ fn flipped_byte_in_an_index_is_named_with_its_snapshots(env: Env) {
                 .any(|p| p.chunks.iter().any(|c| c.id == b_chunk))
         })
         .unwrap();
-    flip(&env, &coffer::repo::index::key(&victim), 30);
+    flip(&env, &coffer_repo::index::key(&victim), 30);
     let out = env.run(&["check", "--read-data"]);
     assert_eq!(out.status.code(), Some(INTEGRITY));
     let text = String::from_utf8_lossy(&out.stdout);

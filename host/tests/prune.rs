@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coffer::archiver::{Counters, Session, SnapshotInfo};
+use coffer_repo::archiver::{Counters, Session, SnapshotInfo};
 use common::*;
 
 on_each_store!(
@@ -164,7 +164,7 @@ fn a_backup_racing_a_prune_lands_or_refuses(env: Env) {
     // The only snapshot goes: x and y are unused and get marked.
     for (id, _) in repo.list_snapshots().unwrap() {
         repo.backend()
-            .delete(&coffer::repo::snapshot::key(&id))
+            .delete(&coffer_repo::snapshot::key(&id))
             .unwrap();
     }
     let marked = env.json(&["prune", "--grace", "8s"]);
@@ -189,7 +189,7 @@ fn a_backup_racing_a_prune_lands_or_refuses(env: Env) {
     let (index, _) = repo.load_index().unwrap();
     let marked_chunks: Vec<_> = index
         .chunks()
-        .filter(|(_, _, e)| e.tag == coffer::crypto::Tag::Data)
+        .filter(|(_, _, e)| e.tag == coffer_repo::crypto::Tag::Data)
         .map(|(c, _, _)| c)
         .collect();
     assert!(marked_chunks.len() >= 2);

@@ -9,13 +9,13 @@ use common::*;
 fn s3_backend_conforms() {
     let env = Env::s3_uninit(coffer_testkit::Garage::shared());
     // Parts of 5 MiB from 5 MiB up, so the suite's 12 MiB object goes up in three parts.
-    let cfg = coffer::backend::S3Config {
+    let cfg = coffer_store::S3Config {
         multipart_threshold_mib: Some(5),
         part_size_mib: Some(5),
         ..env.s3_config()
     };
-    let b = coffer::backend::open(&env.location, true, &cfg).unwrap();
-    coffer::backend::conformance::run(b.as_ref());
+    let b = coffer_store::open(&env.location, true, &cfg).unwrap();
+    coffer_store::conformance::run(b.as_ref());
 }
 
 /// Local → S3 of 10 snapshots, again (nothing copied), restores from the copy identical, and

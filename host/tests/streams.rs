@@ -90,8 +90,7 @@ fn streaming_capabilities_move_bytes_both_ways() {
         &garage.env["AWS_SECRET_ACCESS_KEY"],
     );
     let open = |b: &str| {
-        coffer::backend::s3::open_bucket(garage.endpoint(), "us-east-1", b, "", key, secret)
-            .unwrap()
+        coffer_store::s3::open_bucket(garage.endpoint(), "us-east-1", b, "", key, secret).unwrap()
     };
     let objects: Vec<(String, Vec<u8>)> = vec![
         ("doc.txt".into(), b"uploaded by a customer\n".to_vec()),
@@ -101,7 +100,7 @@ fn streaming_capabilities_move_bytes_both_ways() {
         ("big/video.mp4".into(), noise(40 << 20, 65)),
     ];
     {
-        use coffer::backend::Backend;
+        use coffer_store::Backend;
         let b = open(&src_bucket);
         for (k, v) in &objects {
             b.put(k, v.clone()).unwrap();
@@ -196,7 +195,7 @@ fn streaming_capabilities_move_bytes_both_ways() {
             *v,
             "{k}"
         );
-        use coffer::backend::Backend;
+        use coffer_store::Backend;
         assert!(
             back.get(k).unwrap() == *v,
             "{k} differs in the restored bucket"

@@ -3,15 +3,15 @@
 
 mod common;
 
-use coffer::crypto::Tag;
-use coffer::repo::snapshot::Snapshot;
-use coffer::repo::tree::{Node, NodeKind, Tree};
-use coffer::repo::Repository;
+use coffer_repo::crypto::Tag;
+use coffer_repo::snapshot::Snapshot;
+use coffer_repo::tree::{Node, NodeKind, Tree};
+use coffer_repo::Repository;
 use common::*;
 
 const UNSAFE: i32 = 14;
 
-fn file(name: &str, content: coffer::id::ChunkId, size: u64) -> Node {
+fn file(name: &str, content: coffer_repo::id::ChunkId, size: u64) -> Node {
     let mut n = Node::new(NodeKind::File);
     n.name = name.into();
     n.mode = 0o644;

@@ -73,7 +73,7 @@ impl Drop for Server {
 }
 
 fn query(db: &Path, sql: &str) -> Vec<Vec<String>> {
-    coffer::plugin::caps::query(db, sql).unwrap()
+    coffer_runtime::caps::query(db, sql).unwrap()
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use coffer::backend::Backend;
+use coffer_store::Backend;
 use coffer_testkit::{Garage, Postgres, Qdrant};
 use common::*;
 
@@ -178,8 +178,8 @@ impl Stack {
             .collect()
     }
 
-    fn open_bucket(&self) -> std::sync::Arc<coffer::backend::StoreBackend> {
-        coffer::backend::s3::open_bucket(
+    fn open_bucket(&self) -> std::sync::Arc<coffer_store::StoreBackend> {
+        coffer_store::s3::open_bucket(
             self.garage.endpoint(),
             "us-east-1",
             &self.bucket,

@@ -7,16 +7,17 @@
 
 use std::time::Instant;
 
-use coffer::plugin::{self, Plugin};
+use coffer::plugins;
+use coffer_runtime::{Origin, Plugin, Runtime};
 
 fn main() -> anyhow::Result<()> {
     let cache = tempfile::tempdir()?;
-    let (wasm, _) = plugin::resolve_wasm("xianyu", None)?;
+    let (wasm, _) = plugins::resolve_wasm("xianyu", None)?;
     println!("plugin xianyu: {} bytes of wasm", wasm.len());
-    let runtime = plugin::runtime::Runtime::get(Some(cache.path()))?;
+    let runtime = Runtime::get(Some(cache.path()))?;
 
     let t = Instant::now();
-    runtime.load(&wasm)?;
+    runtime.prepare(&wasm)?;
     let cold = t.elapsed();
     println!(
         "first load (compile with Cranelift, write the cache): {:>8.2} ms",
@@ -26,7 +27,7 @@ fn main() -> anyhow::Result<()> {
     let mut cached = vec![];
     for _ in 0..20 {
         let t = Instant::now();
-        runtime.load(&wasm)?;
+        runtime.prepare(&wasm)?;
         cached.push(t.elapsed().as_secs_f64() * 1e3);
     }
     cached.sort_by(f64::total_cmp);
@@ -36,7 +37,7 @@ fn main() -> anyhow::Result<()> {
     let mut full = vec![];
     for _ in 0..20 {
         let t = Instant::now();
-        let p = Plugin::load(wasm.clone(), plugin::Origin::Builtin, Some(cache.path()))?;
+        let p = Plugin::load(wasm.clone(), Origin::Builtin, Some(cache.path()))?;
         std::hint::black_box(&p.info);
         full.push(t.elapsed().as_secs_f64() * 1e3);
     }

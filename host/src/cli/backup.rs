@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::Result;
-use coffer::archiver::{self, BackupOptions, Counters};
 use coffer::ExitCode;
+use coffer_repo::archiver::{self, BackupOptions, Counters};
 
-use super::{human, print_json, Global, Progress};
+use super::{human, print_json, CliEvents, Global, Progress};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -111,25 +111,13 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
 fn run_app(g: &Global, a: &Args, name: &str) -> Result<ExitCode> {
     let config = g.config()?.expect("app_name found a config");
     let repo = Arc::new(g.open()?);
-    let counters = Arc::new(Counters::default());
-    let c = counters.clone();
-    let progress = Progress::start("backup", move || {
-        format!(
-            "{} read, {} added",
-            human(c.bytes_read.load(Ordering::Relaxed)),
-            human(c.bytes_added.load(Ordering::Relaxed))
-        )
-    });
-    let opts = coffer::app::BackupOptions {
+    let opts = coffer::ops::app::BackupOptions {
         tags: a.tags.clone(),
         host: a.host.clone(),
         cache_dir: (!a.no_cache).then(|| g.cache_dir()),
-        counters: counters.clone(),
-        log: super::plugin_log(name),
+        counters: Arc::new(Counters::default()),
     };
-    let result = coffer::app::backup(&repo, config, name, opts);
-    drop(progress);
-    let (r, plugin) = result?;
+    let (r, plugin) = coffer::ops::app::backup(&repo, config, name, opts, &CliEvents::shared())?;
     for w in &r.warnings {
         eprintln!("coffer: warning: {w}");
     }

@@ -1,8 +1,8 @@
 //! `coffer check`: verify the repository.
 
 use anyhow::Result;
-use coffer::checker::{self, ReadData};
 use coffer::ExitCode;
+use coffer_repo::checker::{self, ReadData};
 
 use super::{print_json, Global, Progress};
 

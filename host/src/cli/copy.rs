@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use age::secrecy::SecretString;
 use anyhow::{Context, Result};
-use coffer::repo::keyfile::{self, Unlocker};
-use coffer::repo::Repository;
 use coffer::ExitCode;
+use coffer_repo::keyfile::{self, Unlocker};
+use coffer_repo::Repository;
 
 use super::{human, print_json, Global};
 
@@ -44,13 +44,13 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         anyhow::bail!("no key for the destination: give --to-password-file, COFFER_TO_PASSWORD or --to-identity-file");
     };
     let backend =
-        coffer::backend::open(&a.to, false, &g.repo_config().s3).map_err(coffer::Error::from)?;
+        coffer_store::open(&a.to, false, &g.repo_config().s3).map_err(coffer_repo::Error::from)?;
     let dst = Arc::new(
         Repository::open(backend, &unlock)
             .with_context(|| format!("opening the destination {}", a.to))?,
     );
     anyhow::ensure!(
-        src.config.id != dst.config.id,
+        src.config().id != dst.config().id,
         "the destination is the source repository"
     );
     let mut chosen = vec![];
@@ -69,7 +69,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             chosen.push(src.find_snapshot(spec)?);
         }
     }
-    let summary = coffer::copy::copy(&src, &dst, &chosen)?;
+    let summary = coffer_repo::copy::copy(&src, &dst, &chosen)?;
     if g.json {
         print_json(&summary);
     } else {

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 
 use anyhow::{Context, Result};
-use coffer::archiver::{self, BackupOptions};
-use coffer::checker::{self, ReadData};
-use coffer::repo::keyfile::{Protector, Unlocker};
-use coffer::repo::{InitOptions, Repository};
-use coffer::restorer::{self, RestoreOptions};
 use coffer::ExitCode;
+use coffer_repo::archiver::{self, BackupOptions};
+use coffer_repo::checker::{self, ReadData};
+use coffer_repo::keyfile::{Protector, Unlocker};
+use coffer_repo::restorer::{self, RestoreOptions};
+use coffer_repo::{InitOptions, Repository};
 
 use super::{human, print_json, Global};
 
@@ -57,8 +57,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             println!("{s}");
         }
     };
-    let backend =
-        coffer::backend::open(&repo_dir.display().to_string(), true, &Default::default())?;
+    let backend = coffer_store::open(&repo_dir.display().to_string(), true, &Default::default())?;
     let repo = match Repository::open(backend.clone(), &Unlocker::Passphrase(passphrase.clone())) {
         Ok(r) => {
             say(format!(
@@ -67,7 +66,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             ));
             r
         }
-        Err(coffer::Error::NoRepository { .. }) => {
+        Err(coffer_repo::Error::NoRepository { .. }) => {
             let p = Protector::Passphrase {
                 passphrase,
                 log_n: g.kdf_log_n,

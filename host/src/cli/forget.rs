@@ -1,10 +1,9 @@
 //! `coffer forget`: remove snapshots a retention policy does not keep.
 
-use std::collections::BTreeMap;
-
 use anyhow::Result;
-use coffer::retention::Policy;
+use coffer::ops::forget::{self, ForgetOptions};
 use coffer::ExitCode;
+use coffer_repo::retention::Policy;
 
 use super::{print_json, Global};
 
@@ -42,84 +41,31 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
-    let flags = Policy {
-        keep_last: a.keep_last,
-        keep_hourly: a.keep_hourly,
-        keep_daily: a.keep_daily,
-        keep_weekly: a.keep_weekly,
-        keep_monthly: a.keep_monthly,
-        keep_yearly: a.keep_yearly,
-        keep_within: a.keep_within.clone(),
+    let opts = ForgetOptions {
+        app: a.app.clone(),
+        host: a.host.clone(),
+        policy: Policy {
+            keep_last: a.keep_last,
+            keep_hourly: a.keep_hourly,
+            keep_daily: a.keep_daily,
+            keep_weekly: a.keep_weekly,
+            keep_monthly: a.keep_monthly,
+            keep_yearly: a.keep_yearly,
+            keep_within: a.keep_within.clone(),
+        },
     };
-    flags.validate().map_err(|e| anyhow::anyhow!(e))?;
+    opts.policy.validate().map_err(|e| anyhow::anyhow!(e))?;
     let prune_opts = a.prune_knobs.options(a.dry_run)?;
     let config = g.config()?;
     let repo = g.open()?;
-    // Groups: one per host and app (or host and paths, for plain backups).
-    let mut groups: BTreeMap<(String, String), Vec<_>> = BTreeMap::new();
-    for (id, s) in repo.list_snapshots()? {
-        let Ok(s) = s else { continue }; // damaged ones are check's business, never forgotten blindly
-        if a.app.as_ref().is_some_and(|x| s.app.as_ref() != Some(x))
-            || a.host.as_ref().is_some_and(|h| *h != s.hostname)
-        {
-            continue;
-        }
-        let what = match &s.app {
-            Some(app) => format!("app {app}"),
-            None => s.paths.join(" "),
-        };
-        groups
-            .entry((s.hostname.clone(), what))
-            .or_default()
-            .push((id, s));
-    }
-    let mut report = vec![];
-    let mut remove = vec![];
-    for ((host, what), snaps) in &groups {
-        let app_policy = snaps[0]
-            .1
-            .app
-            .as_ref()
-            .and_then(|app| config?.apps.get(app)?.retention.clone());
-        let policy = if !flags.is_empty() {
-            Some(flags.clone())
-        } else {
-            app_policy
-        };
-        let Some(policy) = policy.filter(|p| !p.is_empty()) else {
-            report.push(serde_json::json!({ "host": host, "group": what, "policy": null, "keep": snaps.len(), "remove": [] }));
-            continue;
-        };
-        let times: Vec<_> = snaps.iter().map(|(_, s)| s.time).collect();
-        let reasons = policy.apply(&times).map_err(|e| anyhow::anyhow!(e))?;
-        let mut keep = vec![];
-        let mut gone = vec![];
-        for ((id, s), r) in snaps.iter().zip(reasons) {
-            let row = serde_json::json!({ "id": id.to_hex(), "time": s.time, "reasons": r });
-            if r.is_empty() {
-                gone.push(row);
-                remove.push(*id);
-            } else {
-                keep.push(row);
-            }
-        }
-        report.push(serde_json::json!({ "host": host, "group": what, "policy": policy, "keep": keep, "remove": gone }));
-    }
-    if flags.is_empty() && report.iter().all(|r| r["policy"].is_null()) {
-        anyhow::bail!(
-            "no retention policy: give --keep-* flags, or [apps.NAME.retention] in coffer.toml"
-        );
-    }
+    let plan = forget::plan(&repo, config, &opts)?;
     if !a.dry_run {
-        for id in &remove {
-            repo.backend()
-                .delete(&coffer::repo::snapshot::key(id))
-                .map_err(coffer::Error::from)?;
-        }
+        forget::apply(&repo, &plan)?;
     }
+    let (report, remove) = (&plan.groups, &plan.remove);
     let pruned = if a.prune {
         let repo = std::sync::Arc::new(repo);
-        Some(coffer::prune::prune(&repo, &prune_opts)?)
+        Some(coffer_repo::prune::prune(&repo, &prune_opts)?)
     } else {
         None
     };
@@ -128,7 +74,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             &serde_json::json!({ "dry_run": a.dry_run, "groups": report, "removed": if a.dry_run { 0 } else { remove.len() }, "prune": pruned }),
         );
     } else {
-        for r in &report {
+        for r in report {
             println!(
                 "{} on {}:",
                 r["group"].as_str().unwrap_or(""),

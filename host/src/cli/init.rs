@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use coffer::chunker::ChunkerParams;
-use coffer::repo::{InitOptions, Repository};
 use coffer::ExitCode;
+use coffer_repo::chunker::ChunkerParams;
+use coffer_repo::{InitOptions, Repository};
 
 use super::{print_json, Global};
 
@@ -30,8 +30,8 @@ pub struct Args {
 
 pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     let location = g.repo_location();
-    let backend =
-        coffer::backend::open(&location, true, &g.repo_config().s3).map_err(coffer::Error::from)?;
+    let backend = coffer_store::open(&location, true, &g.repo_config().s3)
+        .map_err(coffer_repo::Error::from)?;
     let mut opts = InitOptions {
         compression: a.compression,
         pack_size: a.pack_size << 20,
@@ -52,12 +52,12 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     let repo = Repository::init(backend, &opts, &protector)?;
     if g.json {
         print_json(&serde_json::json!({
-            "repository": location, "id": repo.config.id, "key": repo.key_id.to_hex(),
+            "repository": location, "id": repo.config().id, "key": repo.key_id().to_hex(),
         }));
     } else {
         println!(
             "created coffer repository {} at {location}",
-            &repo.config.id[..8]
+            &repo.config().id[..8]
         );
         println!("keep the passphrase (or identity) safe: without it the data cannot be read back");
     }

@@ -105,11 +105,11 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
         }
         Command::ExportIdentity { which } => {
             let secret = if which == "data" {
-                repo.secrets
+                repo.secrets()
                     .data_identity("export the data identity")?
                     .to_string()
             } else {
-                repo.secrets.index_identity.to_string()
+                repo.secrets().index_identity.to_string()
             };
             eprintln!("coffer: warning: this is a secret key of the repository; store it as you would the passphrase");
             println!("{}", secret.expose_secret());

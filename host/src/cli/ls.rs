@@ -3,9 +3,9 @@
 use std::path::{Component, PathBuf};
 
 use anyhow::Result;
-use coffer::repo::tree::NodeKind;
-use coffer::repo::ChunkReader;
 use coffer::ExitCode;
+use coffer_repo::tree::NodeKind;
+use coffer_repo::ChunkReader;
 
 use super::Global;
 

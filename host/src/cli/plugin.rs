@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use anyhow::Result;
-use coffer::plugin::{self, Origin, Plugin};
+use coffer::plugins as plugin;
 use coffer::ExitCode;
+use coffer_runtime::{Origin, Plugin};
 
 use super::{print_json, Global};
 
@@ -75,17 +76,7 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
             let p = Plugin::load(wasm, origin, Some(&cache))?;
             // For an app: which requested capabilities its grants do not cover yet.
             let missing = match app {
-                Some(a) => {
-                    let caps = coffer::plugin::Caps::new(
-                        which,
-                        &a.dir,
-                        a.grants.clone(),
-                        p.settings(a)?,
-                        super::plugin_log(which),
-                    )
-                    .map_err(|e| anyhow::anyhow!(e))?;
-                    Some(coffer::app::missing_grants(&p, &caps))
-                }
+                Some(a) => Some(coffer::ops::app::missing_grants(&p, which, a)?),
                 None => None,
             };
             if g.json {

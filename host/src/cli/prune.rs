@@ -1,10 +1,10 @@
-//! `coffer prune`: delete data no snapshot needs, in two phases (see `coffer::prune`).
+//! `coffer prune`: delete data no snapshot needs, in two phases (see `coffer_repo::prune`).
 
 use std::sync::Arc;
 
 use anyhow::Result;
-use coffer::prune::{PruneOptions, PruneSummary};
 use coffer::ExitCode;
+use coffer_repo::prune::{PruneOptions, PruneSummary};
 
 use super::{human, print_json, Global};
 
@@ -22,7 +22,7 @@ pub struct Args {
 pub struct Knobs {
     /// How long marked data waits before it is deleted (90s, 30min, 12h, 7d); longer than any
     /// backup takes
-    #[arg(long, default_value = "24h", value_parser = coffer::prune::parse_grace)]
+    #[arg(long, default_value = "24h", value_parser = coffer_repo::prune::parse_grace)]
     pub grace: std::time::Duration,
     /// Repack a partly used pack when at least this many percent of it is unused
     #[arg(long, default_value_t = 25.0)]
@@ -46,7 +46,7 @@ impl Knobs {
 pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     let opts = a.knobs.options(a.dry_run)?;
     let repo = Arc::new(g.open()?);
-    let sum = coffer::prune::prune(&repo, &opts)?;
+    let sum = coffer_repo::prune::prune(&repo, &opts)?;
     report(g, &sum);
     Ok(ExitCode::Ok)
 }

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Result;
-use coffer::restorer::{self, RestoreOptions};
 use coffer::ExitCode;
+use coffer_repo::restorer::{self, RestoreOptions};
 
 use super::{human, print_json, Global, Progress};
 
@@ -38,7 +38,7 @@ pub struct Args {
 
 pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     let repo = g.open()?;
-    repo.secrets.data_identity("restore")?;
+    repo.secrets().data_identity("restore")?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let Some(target) = a.target.clone() else {
         anyhow::ensure!(
@@ -104,9 +104,9 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
 fn run_app(
     g: &Global,
     a: &Args,
-    repo: Arc<coffer::repo::Repository>,
-    id: coffer::id::SnapshotId,
-    snap: coffer::repo::snapshot::Snapshot,
+    repo: Arc<coffer_repo::Repository>,
+    id: coffer_repo::id::SnapshotId,
+    snap: coffer_repo::snapshot::Snapshot,
 ) -> Result<ExitCode> {
     let app = snap.app.clone().unwrap_or_default();
     let mut config = g
@@ -122,7 +122,7 @@ fn run_app(
         }
     }
     let cache = g.cache_dir();
-    let report = coffer::app::restore(
+    let report = coffer::ops::app::restore(
         &repo,
         &config,
         &id,
@@ -130,7 +130,7 @@ fn run_app(
         &a.only,
         a.dir.as_deref(),
         Some(&cache),
-        super::plugin_log(&app),
+        &super::CliEvents::shared(),
     )?;
     if g.json {
         let mut v = serde_json::to_value(&report)?;

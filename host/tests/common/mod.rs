@@ -101,7 +101,7 @@ impl Env {
     }
 
     /// The S3 settings of this environment, for opening the repository in-process.
-    pub fn s3_config(&self) -> coffer::backend::S3Config {
+    pub fn s3_config(&self) -> coffer_store::S3Config {
         let get = |k: &str| {
             self.extra_env
                 .iter()
@@ -112,7 +112,7 @@ impl Env {
         if let Some(s) = get("AWS_SECRET_ACCESS_KEY") {
             std::fs::write(&secret_file, s).unwrap();
         }
-        coffer::backend::S3Config {
+        coffer_store::S3Config {
             endpoint: get("AWS_ENDPOINT_URL"),
             region: get("AWS_REGION"),
             access_key_id: get("AWS_ACCESS_KEY_ID"),
@@ -193,12 +193,12 @@ impl Env {
     }
 
     /// The repository through the library, for tests that inspect or craft objects.
-    pub fn open_repo(&self) -> coffer::repo::Repository {
-        let b = coffer::backend::open(&self.location, false, &self.s3_config()).unwrap();
-        let unlock = coffer::repo::keyfile::Unlocker::Passphrase(age::secrecy::SecretString::from(
+    pub fn open_repo(&self) -> coffer_repo::Repository {
+        let b = coffer_store::open(&self.location, false, &self.s3_config()).unwrap();
+        let unlock = coffer_repo::keyfile::Unlocker::Passphrase(age::secrecy::SecretString::from(
             self.password.clone(),
         ));
-        coffer::repo::Repository::open(b, &unlock).unwrap()
+        coffer_repo::Repository::open(b, &unlock).unwrap()
     }
 
     /// Writes `file` (a coffer.toml) with one app using the plugin at `wasm`, pinned by its

@@ -7,7 +7,7 @@
 //!
 //! No conditional request is ever sent: every object is named after its content, so writing one
 //! twice is harmless, and correctness never rests on `If-None-Match` (Garage 2.5, for one, accepts
-//! it and overwrites anyway). Retries live in [`super::Retrying`], around this store, so the
+//! it and overwrites anyway). Retries live in [`crate::Retrying`], around this store, so the
 //! store's own client is told not to retry.
 
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use serde::Deserialize;
 
-use super::{BackendError, RetryPolicy, StoreBackend};
+use crate::{BackendError, RetryPolicy, StoreBackend};
 
 /// `[repository.s3]` in coffer.toml. Every field has an environment variable that wins over it.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -30,11 +30,11 @@ use crate::chunker::Chunker;
 use crate::crypto::Tag;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, SnapshotId};
-use crate::repo::index::{Index, IndexFile, IndexPack};
-use crate::repo::pack::{self, PackWriter, SealedPack};
-use crate::repo::snapshot::{PluginRecord, Snapshot, Summary};
-use crate::repo::tree::{Node, NodeKind, Tree};
-use crate::repo::Repository;
+use crate::index::{Index, IndexFile, IndexPack};
+use crate::pack::{self, PackWriter, SealedPack};
+use crate::snapshot::{PluginRecord, Snapshot, Summary};
+use crate::tree::{Node, NodeKind, Tree};
+use crate::Repository;
 use cache::{CacheEntry, FilesCache};
 
 /// What to back up and how.
@@ -127,7 +127,7 @@ pub fn backup(
     let cache_path = opts.cache_dir.as_ref().map(|d| {
         FilesCache::path(
             d,
-            &repo.config.id,
+            &repo.config().id,
             &sources.iter().map(|s| s.as_path()).collect::<Vec<_>>(),
         )
     });
@@ -271,7 +271,10 @@ impl Session {
             pending: Mutex::new((IndexFile::default(), Instant::now())),
             uploaded: Mutex::default(),
         });
-        let chunker = Arc::new(Chunker::new(repo.config.chunker, repo.secrets.chunker_seed));
+        let chunker = Arc::new(Chunker::new(
+            repo.config().chunker,
+            repo.secrets().chunker_seed,
+        ));
         let mut threads = vec![];
         for _ in 0..workers {
             let (repo, rx, tx, pool, failure) = (
@@ -286,7 +289,7 @@ impl Session {
             }));
         }
         // Remote stores hide their latency behind more uploads in flight (`COFFER_S3_UPLOADS`).
-        for _ in 0..repo.backend().parallelism() {
+        for _ in 0..repo.upload_parallelism() {
             let (repo, rx, indexer, counters, failure) = (
                 repo.clone(),
                 pack_rx.clone(),
@@ -473,7 +476,7 @@ impl Session {
     /// Stores one chunk as it is (no re-chunking), if the repository lacks it; returns its id.
     /// Copies between repositories use this: chunk ids are keyed per repository.
     pub fn add_chunk(&mut self, tag: Tag, data: Vec<u8>) -> Result<ChunkId> {
-        let id = ChunkId(self.repo.secrets.id(tag, &data));
+        let id = ChunkId(self.repo.secrets().id(tag, &data));
         if self.walker.is_new(&id) {
             if tag == Tag::Data {
                 self.walker.summary.bytes_read += data.len() as u64;
@@ -561,11 +564,11 @@ fn worker(
     pool: Sender<Vec<u8>>,
     failure: &Mutex<Option<Error>>,
 ) {
-    let target = repo.config.pack_size as u64;
-    let recipient = &repo.secrets.data_recipient;
+    let target = repo.config().pack_size as u64;
+    let recipient = &repo.secrets().data_recipient;
     let mut data: Option<PackWriter> = None;
     let mut trees: Option<PackWriter> = None;
-    let mut encoder = pack::ChunkEncoder::new(repo.config.compression);
+    let mut encoder = pack::ChunkEncoder::new(repo.config().compression);
     let mut frame = Vec::new();
     for job in rx {
         encoder.encode_into(&job.data, &mut frame);
@@ -601,17 +604,7 @@ fn uploader(
             continue; // drain so the workers never block
         }
         let size = p.bytes.len() as u64;
-        let r = repo
-            .backend()
-            .put(&pack::key(&p.id), p.bytes)
-            .map_err(Error::from)
-            .and_then(|_| {
-                indexer.add(IndexPack {
-                    id: p.id,
-                    size,
-                    chunks: p.entries,
-                })
-            });
+        let r = repo.upload_pack(p).and_then(|entry| indexer.add(entry));
         match r {
             Ok(()) => {
                 counters.bytes_added.fetch_add(size, Ordering::Relaxed);
@@ -706,7 +699,7 @@ impl Walker {
 
     fn save_tree(&mut self, tree: Tree) -> Result<ChunkId> {
         let bytes = tree.to_bytes();
-        let id = ChunkId(self.repo.secrets.id(Tag::Tree, &bytes));
+        let id = ChunkId(self.repo.secrets().id(Tag::Tree, &bytes));
         if self.is_new(&id) {
             self.send(id, Tag::Tree, bytes)?;
         }
@@ -900,7 +893,7 @@ impl Walker {
             self.counters
                 .bytes_read
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
-            let id = ChunkId(self.repo.secrets.id(Tag::Data, data));
+            let id = ChunkId(self.repo.secrets().id(Tag::Data, data));
             chunks.push(id);
             if self.is_new(&id) {
                 let mut owned = self.pool.try_recv().unwrap_or_default();

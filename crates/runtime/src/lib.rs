@@ -1,14 +1,14 @@
-//! Plugins: sandboxed WebAssembly components that know one application each.
+//! coffer-runtime: plugins, sandboxed WebAssembly components that know one application each.
 //!
 //! The host is the data plane, the plugin the control plane. A plugin is loaded once per process
 //! (compiled components are cached on disk), and each call gets a fresh store: the app folder
 //! readable at `/app`, no environment, no network, a memory limit and a wall-clock limit. What the
 //! plugin asks the host to do goes through [`caps`], which checks it against the app's grants.
 
-pub mod bindings;
+mod bindings;
 pub mod caps;
-pub mod process;
-pub mod runtime;
+mod process;
+mod runtime;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::AppConfig;
 use bindings::{wit, AppPre};
-pub use caps::{Caps, LogSink, Source};
-use runtime::{Runtime, State};
-
-include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
+pub use caps::{Caps, Grants, LogLevel, LogSink, Source};
+use coffer_repo::id::SnapshotId;
+use coffer_repo::snapshot::Snapshot;
+pub use runtime::Runtime;
+use runtime::State;
 
 /// Plugin failures, each saying what to do.
 #[derive(Debug, thiserror::Error)]
@@ -116,15 +116,6 @@ pub struct Limits {
     pub time: Duration,
 }
 
-impl Limits {
-    pub fn of(app: &AppConfig) -> Limits {
-        Limits {
-            memory_mib: app.memory_limit_mib,
-            time: Duration::from_secs(app.time_limit_secs),
-        }
-    }
-}
-
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -132,38 +123,6 @@ impl Default for Limits {
             time: Duration::from_secs(3600),
         }
     }
-}
-
-pub fn builtin_names() -> Vec<&'static str> {
-    BUILTIN.iter().map(|(n, _)| *n).collect()
-}
-
-/// The wasm a plugin reference names: a built-in name, or a path (which must match its pin).
-pub fn resolve_wasm(reference: &str, pin: Option<&str>) -> Result<(Vec<u8>, Origin), PluginError> {
-    if let Some((_, wasm)) = BUILTIN.iter().find(|(n, _)| *n == reference) {
-        return Ok((wasm.to_vec(), Origin::Builtin));
-    }
-    if !(reference.ends_with(".wasm") || reference.contains('/')) {
-        return Err(PluginError::Unknown(
-            reference.into(),
-            builtin_names().join(", "),
-        ));
-    }
-    let wasm =
-        std::fs::read(reference).map_err(|e| PluginError::Invalid(format!("{reference}: {e}")))?;
-    let found = blake3::hash(&wasm).to_hex().to_string();
-    match pin {
-        None => return Err(PluginError::Unpinned(found)),
-        Some(p) if !p.eq_ignore_ascii_case(&found) => {
-            return Err(PluginError::PinMismatch {
-                path: reference.into(),
-                found,
-                pinned: p.into(),
-            })
-        }
-        _ => {}
-    }
-    Ok((wasm, Origin::File(reference.into())))
 }
 
 impl Plugin {
@@ -243,7 +202,7 @@ impl Plugin {
 
     /// Runs one export in a fresh store; returns its result and the capabilities (with what the
     /// call left in them: the capture session, staged files).
-    pub fn call<T>(
+    fn call<T>(
         &self,
         call: &'static str,
         caps: Caps,
@@ -291,7 +250,8 @@ impl Plugin {
         }
     }
 
-    fn failed(&self, call: &'static str, mut message: String) -> PluginError {
+    /// A failure of `call` as the plugin's, with a hint where the sandbox caused it.
+    pub fn failed(&self, call: &'static str, mut message: String) -> PluginError {
         // WASI error numbers for a path the sandbox does not have, or may not write.
         if ["(os error 44)", "(os error 2)", "(os error 63)"]
             .iter()
@@ -306,12 +266,13 @@ impl Plugin {
         }
     }
 
-    /// Settings for the plugin: the app's, with declared defaults filled in; missing required
-    /// ones are an error before the plugin runs.
-    pub fn settings(&self, app: &AppConfig) -> Result<Vec<(String, String)>, PluginError> {
-        let mut s = app
-            .settings_pairs()
-            .map_err(|e| self.failed("settings", e.to_string()))?;
+    /// Settings for the plugin: the given ones, with declared defaults filled in; missing
+    /// required ones are an error before the plugin runs.
+    pub fn settings(
+        &self,
+        given: Vec<(String, String)>,
+    ) -> Result<Vec<(String, String)>, PluginError> {
+        let mut s = given;
         for spec in &self.info.settings {
             if s.iter().any(|(k, _)| *k == spec.name) {
                 continue;
@@ -356,9 +317,10 @@ impl Plugin {
         &self,
         caps: Caps,
         limits: Limits,
-        snapshot: wit::SnapshotInfo,
+        snapshot: (&SnapshotId, &Snapshot),
         only: &[String],
     ) -> Result<Caps, PluginError> {
+        let snapshot = snapshot_info(snapshot.0, snapshot.1);
         let kv = kv(&caps.settings);
         let (r, caps) = self.call("restore", caps, limits, |app, store| {
             app.call_restore(store, &kv, &snapshot, only)
@@ -371,8 +333,9 @@ impl Plugin {
         &self,
         caps: Caps,
         limits: Limits,
-        snapshot: Option<wit::SnapshotInfo>,
+        snapshot: Option<(&SnapshotId, &Snapshot)>,
     ) -> Result<(Vec<Check>, Caps), PluginError> {
+        let snapshot = snapshot.map(|(id, s)| snapshot_info(id, s));
         let kv = kv(&caps.settings);
         let (r, caps) = self.call("verify", caps, limits, |app, store| {
             app.call_verify(store, &kv, snapshot.as_ref())
@@ -413,6 +376,21 @@ impl From<wit::Check> for Check {
             ok: c.ok,
             detail: c.detail,
         }
+    }
+}
+
+/// What a plugin is told of the snapshot it restores or verifies.
+fn snapshot_info(id: &SnapshotId, snap: &Snapshot) -> wit::SnapshotInfo {
+    wit::SnapshotInfo {
+        id: id.to_hex(),
+        time: snap.time.to_rfc3339(),
+        hostname: snap.hostname.clone(),
+        metadata: snap
+            .metadata
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "{}".into()),
+        items: snap.items.clone(),
     }
 }
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::bindings::wit_host::CommandOutput;
-use super::caps::{exit_output, watchdog};
+use crate::bindings::wit_host::CommandOutput;
+use crate::caps::programs::{exit_output, watchdog};
 
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest line `read-line` returns: bulk data belongs in items, not in the sandbox.

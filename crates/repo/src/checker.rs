@@ -13,9 +13,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId, SnapshotId};
-use crate::repo::index;
-use crate::repo::tree::NodeKind;
-use crate::repo::{pack, parallel_map, snapshot, ChunkReader, Repository};
+use crate::index;
+use crate::tree::NodeKind;
+use crate::{pack, parallel_map, snapshot, ChunkReader, Repository};
 
 /// How much pack data to read.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,10 +62,9 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
 
     // Packs: present with the indexed size?
     let stored: HashMap<String, u64> = repo
-        .backend()
-        .list("data/")?
+        .list_packs()?
         .into_iter()
-        .map(|o| (o.key, o.size))
+        .map(|(id, size, _)| (pack::key(&id), size))
         .collect();
     let mut indexed = HashSet::new();
     let mut bad_packs: HashMap<PackId, String> = HashMap::new();
@@ -86,7 +85,7 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     // Packs a prune marked: present until a later prune sweeps them.
     let (marks, _) = repo.load_marks()?;
     for m in &marks {
-        if m.mark.state == crate::repo::marks::MarkState::Pending {
+        if m.mark.state == crate::marks::MarkState::Pending {
             let present = m
                 .mark
                 .packs
@@ -114,7 +113,7 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     // Snapshots and their trees: who uses which chunk.
     let mut users: HashMap<ChunkId, Vec<u32>> = HashMap::new();
     let mut snap_names: Vec<String> = vec![];
-    if repo.secrets.is_write_only() {
+    if repo.secrets().is_write_only() {
         report
             .notes
             .push("write-only key: snapshots and trees were not checked".into());
@@ -318,7 +317,7 @@ fn read_pack(repo: &Repository, id: &PackId, indexed: &[pack::PackEntry]) -> Res
         }
     }
     for e in &toc {
-        pack::extract(&plain, e, &repo.secrets, id).map_err(|e| e.to_string())?;
+        pack::extract(&plain, e, repo.secrets(), id).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

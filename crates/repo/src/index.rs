@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::Tag;
 use crate::id::{ChunkId, PackId};
-use crate::repo::pack::PackEntry;
+use crate::pack::PackEntry;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IndexPack {

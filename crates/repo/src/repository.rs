@@ -3,31 +3,25 @@
 //! This layer knows nothing of the CLI or of plugins. It opens a repository with a key, reads and
 //! writes its objects, and checks everything it reads against its id before handing it on.
 
-pub mod config;
-pub mod index;
-pub mod keyfile;
-pub mod marks;
-pub mod pack;
-pub mod snapshot;
-pub mod tree;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::{Backend, BackendError};
+use coffer_store::{parallel_map, Backend, BackendError};
+
 use crate::chunker::ChunkerParams;
+use crate::config::{Config, CONFIG_KEY, FORMAT_VERSION};
 use crate::crypto::{self, Secrets, Tag};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, IndexId, KeyId, PackId, SnapshotId};
-use config::{Config, CONFIG_KEY, FORMAT_VERSION};
-use index::{Index, IndexFile};
-use keyfile::{KeyFile, Protector, Unlocker};
-use marks::{Mark, MarkState, StoredMark};
-use snapshot::Snapshot;
-use tree::Tree;
+use crate::index::{self, Index, IndexFile};
+use crate::keyfile::{self, KeyFile, Protector, Unlocker};
+use crate::marks::{self, Mark, MarkState, StoredMark};
+use crate::pack;
+use crate::snapshot::{self, Snapshot};
+use crate::tree::Tree;
 
 /// Settings fixed at `init`.
 #[derive(Debug, Clone)]
@@ -56,11 +50,13 @@ pub struct KeyInfo {
     pub file: KeyFile,
 }
 
+/// An open repository: the one owner of the object layout in its store. Engines reach packs,
+/// index objects, snapshots, marks and keys only through it.
 pub struct Repository {
     backend: Arc<dyn Backend>,
-    pub config: Config,
-    pub secrets: Secrets,
-    pub key_id: KeyId,
+    config: Config,
+    secrets: Secrets,
+    key_id: KeyId,
 }
 
 fn key_object(id: &KeyId) -> String {
@@ -189,8 +185,36 @@ impl Repository {
         Ok(config)
     }
 
+    /// The raw store, reaching around the repository format. Not for engines: tests that damage
+    /// objects on purpose use it.
+    #[doc(hidden)]
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    /// The repository's config object (id, chunker and pack parameters).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The secrets of the key this repository was opened with.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// The key file this repository was opened with.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// How many pack uploads may run at once (a knob of remote stores).
+    pub fn upload_parallelism(&self) -> usize {
+        self.backend.parallelism()
+    }
+
+    /// The store's own clock (see [`Backend::now`]).
+    pub fn store_now(&self) -> Result<chrono::DateTime<chrono::Utc>> {
+        Ok(self.backend.now()?)
     }
 
     pub fn location(&self) -> String {
@@ -404,7 +428,7 @@ impl Repository {
     #[allow(clippy::type_complexity)]
     fn read_marks(
         &self,
-        listed: Vec<crate::backend::ObjectInfo>,
+        listed: Vec<coffer_store::ObjectInfo>,
     ) -> Result<(Vec<StoredMark>, Vec<(String, Error)>)> {
         let loaded = parallel_map(&listed, |o| -> Result<StoredMark> {
             let mut id = [0u8; 32];
@@ -500,6 +524,66 @@ impl Repository {
 
     // ----- packs and chunks -----
 
+    /// Every pack in the store: id, size and the store's time of writing it.
+    pub fn list_packs(&self) -> Result<Vec<(PackId, u64, Option<chrono::DateTime<chrono::Utc>>)>> {
+        Ok(self
+            .backend
+            .list("data/")?
+            .into_iter()
+            .filter_map(|o| {
+                let id: PackId = o.key.rsplit('/').next()?.parse().ok()?;
+                Some((id, o.size, o.modified))
+            })
+            .collect())
+    }
+
+    /// Uploads a sealed pack; returns its index entry, to be saved in an index object by the
+    /// caller (a pack is findable only once an index object names it).
+    pub fn upload_pack(&self, p: pack::SealedPack) -> Result<index::IndexPack> {
+        let size = p.bytes.len() as u64;
+        self.backend.put(&pack::key(&p.id), p.bytes)?;
+        Ok(index::IndexPack {
+            id: p.id,
+            size,
+            chunks: p.entries,
+        })
+    }
+
+    /// Uploads sealed packs and then records them in one index object: the whole of "store these
+    /// packs" for writers that are not the backup pipeline (which batches its index objects).
+    pub fn save_packs(&self, packs: Vec<pack::SealedPack>) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let mut file = IndexFile::default();
+        for p in packs {
+            file.packs.push(self.upload_pack(p)?);
+        }
+        self.save_index(&file)?;
+        Ok(())
+    }
+
+    /// Deletes packs (a prune's sweep); deleting a gone one succeeds.
+    pub fn delete_packs(&self, ids: &[PackId]) -> Result<()> {
+        parallel_map(ids, |p| self.backend.delete(&pack::key(p)))
+            .into_iter()
+            .collect::<std::result::Result<Vec<()>, BackendError>>()?;
+        Ok(())
+    }
+
+    /// Deletes index objects (after their entries were written again, compacted).
+    pub fn delete_index_files(&self, ids: &[IndexId]) -> Result<()> {
+        parallel_map(ids, |id| self.backend.delete(&index::key(id)))
+            .into_iter()
+            .collect::<std::result::Result<Vec<()>, BackendError>>()?;
+        Ok(())
+    }
+
+    /// Deletes a prune mark by its object name.
+    pub fn delete_mark(&self, key: &str) -> Result<()> {
+        Ok(self.backend.delete(key)?)
+    }
+
     /// Downloads a pack, checks it against its id and decrypts it.
     pub fn read_pack(&self, id: &PackId) -> Result<Vec<u8>> {
         let mut out = Vec::new();
@@ -538,16 +622,7 @@ impl Repository {
             }
         }
         if !w.is_empty() {
-            let p = w.finish();
-            let size = p.bytes.len() as u64;
-            self.backend.put(&pack::key(&p.id), p.bytes)?;
-            self.save_index(&IndexFile {
-                packs: vec![index::IndexPack {
-                    id: p.id,
-                    size,
-                    chunks: p.entries,
-                }],
-            })?;
+            self.save_packs(vec![w.finish()])?;
         }
         Ok(ids)
     }
@@ -559,6 +634,11 @@ impl Repository {
         let id = SnapshotId(id);
         self.backend.put(&snapshot::key(&id), bytes)?;
         Ok(id)
+    }
+
+    /// Removes a snapshot (forget); the data only it used stays until prune.
+    pub fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        Ok(self.backend.delete(&snapshot::key(id))?)
     }
 
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
@@ -666,32 +746,4 @@ impl<'a> ChunkReader<'a> {
         serde_json::from_slice(&data)
             .map_err(|e| Error::corrupt(format!("tree {}", id.short()), e.to_string()))
     }
-}
-
-/// Maps `f` over `items` on two threads (the machine's cores), keeping order.
-pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 8);
-    if items.len() < 2 || threads == 1 {
-        return items.iter().map(f).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(items.len()) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= items.len() {
-                    break;
-                }
-                *results[i].lock().unwrap() = Some(f(&items[i]));
-            });
-        }
-    });
-    results
-        .into_iter()
-        .map(|m| m.into_inner().unwrap().expect("every item mapped"))
-        .collect()
 }

@@ -5,7 +5,7 @@
 //! deduplicate against its packs (they store those chunks anew), so only a backup that loaded
 //! its index before the mark appeared can come to rely on them, and such a backup checks, before
 //! it saves its snapshot, that the grace period has not run out (see
-//! [`crate::repo::Repository::check_commit`]). After the grace period, measured on the store's
+//! [`crate::Repository::check_commit`]). After the grace period, measured on the store's
 //! clock, the next prune deletes the packs no snapshot needs and keeps ("recovers") the rest.
 //! The deleted ones stay listed in a *swept* mark until no index object names them any more, so
 //! a stale index entry can never make a backup rely on a deleted pack.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::{Backend, BackendError, ObjectInfo};
+use crate::{Backend, BackendError, ObjectInfo};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -140,7 +140,7 @@ impl Backend for Retrying {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::StoreBackend;
+    use crate::StoreBackend;
     use std::sync::Mutex;
 
     /// Fails the first `n` calls of each kind with a transient error, or always with NotFound.

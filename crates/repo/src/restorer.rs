@@ -24,11 +24,11 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId};
-use crate::repo::index::Index;
-use crate::repo::pack::{self, PackEntry};
-use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::{Node, NodeKind};
-use crate::repo::{parallel_map, ChunkReader, Repository};
+use crate::index::Index;
+use crate::pack::{self, PackEntry};
+use crate::snapshot::Snapshot;
+use crate::tree::{Node, NodeKind};
+use crate::{parallel_map, ChunkReader, Repository};
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -316,7 +316,7 @@ pub fn restore(
     bytes_done: &AtomicU64,
 ) -> Result<RestoreSummary> {
     let start = std::time::Instant::now();
-    repo.secrets.data_identity("restore")?;
+    repo.secrets().data_identity("restore")?;
     let reader = ChunkReader::new(repo, index);
     let items = plan(&reader, &snapshot.tree, opts)?;
     if !opts.include.is_empty() && items.is_empty() {
@@ -421,7 +421,7 @@ pub fn restore(
                 return;
             }
             for (entry, places) in chunks.values() {
-                if let Err(e) = pack::extract_into(plain, entry, &repo.secrets, pack_id, data) {
+                if let Err(e) = pack::extract_into(plain, entry, repo.secrets(), pack_id, data) {
                     places
                         .iter()
                         .for_each(|(j, _)| ctx.fail(*j, &e.to_string(), &restored));

@@ -1,125 +1,30 @@
-//! Where repository objects are stored: a narrow, blocking interface over `object_store`.
-//!
-//! The repository only ever needs to put a whole object, get one (or a byte range of one), list a
-//! prefix and delete. Everything is immutable and named after its content, so there is no
-//! update, rename or lock here. Engines run on plain threads; this layer owns a small tokio
-//! runtime and blocks on it, so the async store never leaks into the rest of the host.
+//! The object_store adaptor: one blocking [`Backend`] over any `object_store` store, with
+//! whole-object reads into reused buffers for local folders, multipart uploads for big objects,
+//! and streaming reads and writes for objects too big to hold in memory (an app's bucket).
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-mod retry;
-pub mod s3;
-
-pub use retry::{RetryPolicy, Retrying};
-pub use s3::S3Config;
-
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    #[error("object {key} does not exist in the repository")]
-    NotFound { key: String },
-    #[error("storage error on {key}: {message}")]
-    Store { key: String, message: String },
-    #[error("no coffer repository at {location}: run `coffer init` to create one, or point --repo / COFFER_REPOSITORY at an existing one")]
-    Missing { location: String },
-    #[error("cannot open storage at {location}: {message}")]
-    Open { location: String, message: String },
-    /// The store refused the credentials or the permission: retrying cannot help.
-    #[error("the store refused access to {key}: {message} (check the credentials, e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and the bucket's grants)")]
-    Denied { key: String, message: String },
-    /// A 4xx answer other than a timeout or throttling: the request itself is wrong.
-    #[error("the store rejected the request for {key}: {message}")]
-    Rejected { key: String, message: String },
-}
-
-impl BackendError {
-    /// Whether the same request may succeed if sent again (a 5xx, a timeout, a dropped
-    /// connection). Never true for a missing object or refused credentials.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, BackendError::Store { .. })
-    }
-}
-
-/// One stored object as a listing returns it.
-#[derive(Debug, Clone)]
-pub struct ObjectInfo {
-    pub key: String,
-    pub size: u64,
-    /// When the store last wrote it, on the store's clock (listings and HEAD report it).
-    pub modified: Option<DateTime<Utc>>,
-}
-
-/// The few operations a repository needs from a store.
-pub trait Backend: Send + Sync {
-    /// Human-readable location, for messages.
-    fn location(&self) -> String;
-    fn put(&self, key: &str, data: Vec<u8>) -> Result<(), BackendError>;
-    /// [`Backend::put`] of shared bytes (a retry sends the same buffer again without a copy).
-    fn put_bytes(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
-        self.put(key, data.to_vec())
-    }
-    fn get(&self, key: &str) -> Result<Bytes, BackendError>;
-    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, BackendError>;
-    /// Every object whose key starts with `prefix` (a folder such as `index/`), recursively.
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError>;
-    fn delete(&self, key: &str) -> Result<(), BackendError>;
-    fn exists(&self, key: &str) -> Result<bool, BackendError> {
-        match self.stat(key) {
-            Ok(_) => Ok(true),
-            Err(BackendError::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-    /// Size and modification time of one object.
-    fn stat(&self, key: &str) -> Result<ObjectInfo, BackendError>;
-    fn head(&self, key: &str) -> Result<u64, BackendError> {
-        Ok(self.stat(key)?.size)
-    }
-    /// How many uploads may run at once (a documented knob for remote stores).
-    fn parallelism(&self) -> usize {
-        2
-    }
-    /// The store's own clock: the time it stamps on a small object written now. Prune measures
-    /// its grace period on this clock, so hosts with skewed clocks cannot shorten it.
-    fn now(&self) -> Result<DateTime<Utc>, BackendError> {
-        let key = format!("clock/{}", hex::encode(rand::random::<[u8; 16]>()));
-        self.put(&key, Vec::new())?;
-        let info = self.stat(&key);
-        let _ = self.delete(&key);
-        info?.modified.ok_or_else(|| BackendError::Store {
-            key,
-            message: "the store reports no modification time".into(),
-        })
-    }
-    /// [`Backend::get`] into a reusable buffer (cleared first); stores that can avoid a fresh
-    /// allocation per object override it.
-    fn get_into(&self, key: &str, out: &mut Vec<u8>) -> Result<(), BackendError> {
-        let b = self.get(key)?;
-        out.clear();
-        out.extend_from_slice(&b);
-        Ok(())
-    }
-}
+use crate::{Backend, BackendError, ObjectInfo};
 
 /// A backend over any `object_store` store.
 pub struct StoreBackend {
     store: Arc<dyn ObjectStore>,
-    runtime: tokio::runtime::Runtime,
+    pub(crate) runtime: tokio::runtime::Runtime,
     location: String,
     /// For a local folder: its path, so whole-object reads go straight into a reused buffer
     /// (restore reads every pack; a fresh 16 MiB buffer each time cost more in page faults than
     /// the read itself).
-    local_root: Option<PathBuf>,
+    pub(crate) local_root: Option<PathBuf>,
     /// Objects above this size are uploaded in parts of `part_size`.
-    multipart_threshold: usize,
-    part_size: usize,
-    parallelism: usize,
+    pub(crate) multipart_threshold: usize,
+    pub(crate) part_size: usize,
+    pub(crate) parallelism: usize,
 }
 
 impl StoreBackend {
@@ -482,127 +387,6 @@ impl StoreBackend {
                 }
             })
             .map_err(|e| self.err(key, e))
-    }
-}
-
-/// Opens the store a repository string names: a local path (`/srv/backup`, `file:///srv/backup`),
-/// `s3://BUCKET/PREFIX` (settings from `AWS_*` and `s3`), or `memory:`.
-pub fn open(location: &str, create: bool, s3: &S3Config) -> Result<Arc<dyn Backend>, BackendError> {
-    if location.starts_with("s3://") {
-        let store = s3::open(location, s3)?;
-        return Ok(Arc::new(Retrying::new(store, s3.retry_policy())));
-    }
-    let path = location.strip_prefix("file://").unwrap_or(location);
-    if location.contains("://") && !location.starts_with("file://") {
-        return Err(BackendError::Open {
-            location: location.to_string(),
-            message:
-                "unsupported repository scheme: use a local path, file:// or s3://BUCKET/PREFIX"
-                    .into(),
-        });
-    }
-    if location == "memory:" {
-        return Ok(Arc::new(StoreBackend::memory()));
-    }
-    Ok(Arc::new(StoreBackend::local(&PathBuf::from(path), create)?))
-}
-
-#[doc(hidden)]
-pub mod conformance {
-    //! The storage conformance suite: every backend must pass it.
-    use super::*;
-
-    pub fn run(b: &dyn Backend) {
-        assert!(matches!(
-            b.get("index/nope"),
-            Err(BackendError::NotFound { .. })
-        ));
-        assert!(!b.exists("index/nope").unwrap());
-        b.put("index/aa", b"hello".to_vec()).unwrap();
-        b.put("data/00/bb", vec![1, 2, 3, 4, 5]).unwrap();
-        b.put("data/01/cc", vec![9; 10]).unwrap();
-        assert_eq!(&b.get("index/aa").unwrap()[..], b"hello");
-        assert_eq!(&b.get_range("data/00/bb", 1..3).unwrap()[..], [2, 3]);
-        let mut buf = vec![7; 3];
-        b.get_into("data/01/cc", &mut buf).unwrap();
-        assert_eq!(buf, vec![9; 10]);
-        assert!(matches!(
-            b.get_into("data/01/nope", &mut buf),
-            Err(BackendError::NotFound { .. })
-        ));
-        assert_eq!(b.head("data/01/cc").unwrap(), 10);
-        let mut keys: Vec<_> = b
-            .list("data/")
-            .unwrap()
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
-        keys.sort();
-        assert_eq!(keys, ["data/00/bb", "data/01/cc"]);
-        assert!(b.list("snapshots/").unwrap().is_empty());
-        // Writing the same object twice is harmless: objects are named after their content.
-        b.put("index/aa", b"hello".to_vec()).unwrap();
-        b.delete("index/aa").unwrap();
-        b.delete("index/aa").unwrap();
-        assert!(!b.exists("index/aa").unwrap());
-
-        // Listings and HEAD carry the store's modification time; the store clock agrees with it.
-        let listed = b.list("data/00/").unwrap();
-        let stat = b.stat("data/00/bb").unwrap();
-        assert_eq!(stat.size, 5);
-        let (Some(listed_t), Some(stat_t)) = (listed[0].modified, stat.modified) else {
-            panic!("no modification time from {}", b.location());
-        };
-        assert!((listed_t - stat_t).num_seconds().abs() <= 1);
-        let now = b.now().unwrap();
-        assert!(
-            now >= stat_t - chrono::Duration::seconds(1),
-            "{now} < {stat_t}"
-        );
-        assert!((now - chrono::Utc::now()).num_minutes().abs() < 10);
-        assert!(
-            b.list("clock/").unwrap().is_empty(),
-            "the clock probe is removed"
-        );
-
-        // A pack-sized object (multipart on stores that split big uploads), read whole and in part.
-        let big: Vec<u8> = (0..(12u32 << 20))
-            .map(|i| (i * 7 + i / 4099) as u8)
-            .collect();
-        b.put("data/02/big", big.clone()).unwrap();
-        assert_eq!(b.head("data/02/big").unwrap(), big.len() as u64);
-        assert!(b.get("data/02/big").unwrap() == big);
-        let r = (5 << 20) - 3..(6 << 20) + 11;
-        assert_eq!(
-            &b.get_range("data/02/big", r.start as u64..r.end as u64)
-                .unwrap()[..],
-            &big[r]
-        );
-        b.delete("data/02/big").unwrap();
-
-        // Listings page through more than one response's worth (S3 returns 1000 keys at a time).
-        let keys: Vec<String> = (0..1100)
-            .map(|i| format!("paging/{:02x}/{i}", i % 7))
-            .collect();
-        crate::repo::parallel_map(&keys, |k| b.put(k, vec![1]).unwrap());
-        assert_eq!(b.list("paging/").unwrap().len(), 1100);
-        assert_eq!(b.list("paging/03/").unwrap().len(), 157);
-        crate::repo::parallel_map(&keys, |k| b.delete(k).unwrap());
-        assert!(b.list("paging/").unwrap().is_empty());
-        for k in ["data/00/bb", "data/01/cc"] {
-            b.delete(k).unwrap();
-        }
-    }
-
-    #[test]
-    fn memory_backend_conforms() {
-        run(&StoreBackend::memory());
-    }
-
-    #[test]
-    fn local_backend_conforms() {
-        let dir = tempfile::tempdir().unwrap();
-        run(&StoreBackend::local(&dir.path().join("repo"), true).unwrap());
     }
 }
 

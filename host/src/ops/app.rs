@@ -1,36 +1,40 @@
-//! App backups and restores: a plugin driving the archiver and restorer through the host's
-//! capabilities.
+//! App backups and restores: "back up app X", "restore snapshot S of app X". A plugin drives
+//! the archiver and restorer through the runtime's capabilities.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::archiver::{BackupResult, Counters, Session, SnapshotInfo};
+use coffer_repo::archiver::{BackupResult, Counters, Session, SnapshotInfo};
+use coffer_repo::id::SnapshotId;
+use coffer_repo::index::Index;
+use coffer_repo::snapshot::{PluginRecord, Snapshot};
+use coffer_repo::{ChunkReader, Repository};
+use coffer_runtime::{Caps, Check, LogSink, Origin, Plugin, Source};
+
+use super::events::{plugin_log, Events, Phase};
 use crate::config::{AppConfig, Config};
 use crate::error::{Error, Result};
-use crate::id::SnapshotId;
-use crate::plugin::bindings::wit;
-use crate::plugin::{Caps, Check, Limits, LogSink, Origin, Plugin, PluginError, Source};
-use crate::repo::snapshot::{PluginRecord, Snapshot};
-use crate::repo::{ChunkReader, Repository};
-
-impl From<PluginError> for Error {
-    fn from(e: PluginError) -> Self {
-        Error::Plugin(e)
-    }
-}
 
 /// Loads the plugin an app in coffer.toml names.
 pub fn load_plugin(app: &AppConfig, cache_dir: Option<&Path>) -> Result<Plugin> {
-    let (wasm, origin) = crate::plugin::resolve_wasm(&app.plugin, app.blake3.as_deref())?;
+    let (wasm, origin) = crate::plugins::resolve_wasm(&app.plugin, app.blake3.as_deref())?;
     Ok(Plugin::load(wasm, origin, cache_dir)?)
+}
+
+/// The plugin's settings for an app: coffer.toml's, with the plugin's defaults filled in.
+fn settings(plugin: &Plugin, app: &AppConfig) -> Result<Vec<(String, String)>> {
+    let given = app
+        .settings_pairs()
+        .map_err(|e| plugin.failed("settings", e.to_string()))?;
+    Ok(plugin.settings(given)?)
 }
 
 /// Loads the plugin stored with a snapshot, checked against its recorded BLAKE3.
 pub fn stored_plugin(
     repo: &Repository,
-    index: &crate::repo::index::Index,
+    index: &Index,
     snap: &Snapshot,
     cache_dir: Option<&Path>,
 ) -> Result<Plugin> {
@@ -45,16 +49,28 @@ pub fn stored_plugin(
         wasm.extend_from_slice(&reader.chunk(c)?);
     }
     if blake3::hash(&wasm).to_hex().as_str() != rec.blake3 {
-        return Err(Error::corrupt(
+        return Err(coffer_repo::Error::corrupt(
             format!("plugin {} stored in the snapshot", rec.name),
             "does not match its recorded BLAKE3",
-        ));
+        )
+        .into());
     }
     Ok(Plugin::load(wasm, Origin::Repository, cache_dir)?)
 }
 
-/// Grants the plugin asks for that the app's config does not give, as (kind, value).
-pub fn missing_grants(plugin: &Plugin, caps: &Caps) -> Vec<(String, String)> {
+/// Grants the plugin asks for that app `name`'s config does not give, as (kind, value).
+pub fn missing_grants(
+    plugin: &Plugin,
+    name: &str,
+    app: &AppConfig,
+) -> Result<Vec<(String, String)>> {
+    let caps = caps_for(
+        name,
+        app,
+        &app.dir,
+        settings(plugin, app)?,
+        Arc::new(|_, _| {}),
+    )?;
     let mut missing: Vec<(String, String)> = plugin
         .info
         .capabilities
@@ -64,7 +80,7 @@ pub fn missing_grants(plugin: &Plugin, caps: &Caps) -> Vec<(String, String)> {
         .collect();
     missing.sort();
     missing.dedup();
-    missing
+    Ok(missing)
 }
 
 fn caps_for(
@@ -84,7 +100,6 @@ pub struct BackupOptions {
     /// Files cache and compiled-plugin cache; `None` reads everything and compiles afresh.
     pub cache_dir: Option<PathBuf>,
     pub counters: Arc<Counters>,
-    pub log: LogSink,
 }
 
 /// Backs up app `name` with its plugin; the snapshot stores the plugin's wasm.
@@ -93,25 +108,26 @@ pub fn backup(
     config: &Config,
     name: &str,
     opts: BackupOptions,
+    events: &Arc<dyn Events>,
 ) -> Result<(BackupResult, Plugin)> {
     let BackupOptions {
         tags,
         host,
         cache_dir,
         counters,
-        log,
     } = opts;
+    let log = plugin_log(events, name);
     let cache_dir = cache_dir.as_deref();
     let app = config.app(name)?;
     let plugin = load_plugin(app, cache_dir)?;
-    let settings = plugin.settings(app)?;
-    let cache_path = cache_dir.map(|d| d.join(&repo.config.id).join(format!("app-{name}.json")));
+    let settings = settings(&plugin, app)?;
+    let cache_path = cache_dir.map(|d| d.join(&repo.config().id).join(format!("app-{name}.json")));
+    let _phase = Phase::begin(events.as_ref(), "backup", counters.clone());
     let mut session = Session::start(repo.clone(), cache_path, counters)?;
     let content = session.store_blob(&plugin.wasm)?;
-    let mut caps = caps_for(name, app, &app.dir, settings, log)?;
-    caps.session = Some(session);
-    let (metadata, mut caps) = plugin.capture(caps, Limits::of(app))?;
-    let session = caps.session.take().expect("capture keeps its session");
+    let caps = caps_for(name, app, &app.dir, settings, log)?.with_session(session);
+    let (metadata, mut caps) = plugin.capture(caps, app.limits())?;
+    let session = caps.take_session().expect("capture keeps its session");
     let result = session.finish(SnapshotInfo {
         paths: vec![app.dir.display().to_string()],
         tags,
@@ -152,20 +168,6 @@ impl RestoreReport {
     }
 }
 
-pub fn snapshot_info(id: &SnapshotId, snap: &Snapshot) -> wit::SnapshotInfo {
-    wit::SnapshotInfo {
-        id: id.to_hex(),
-        time: snap.time.to_rfc3339(),
-        hostname: snap.hostname.clone(),
-        metadata: snap
-            .metadata
-            .as_ref()
-            .map(|m| m.to_string())
-            .unwrap_or_else(|| "{}".into()),
-        items: snap.items.clone(),
-    }
-}
-
 /// Restores an app snapshot with the plugin stored in it, then runs its verify and health.
 #[allow(clippy::too_many_arguments)]
 pub fn restore(
@@ -176,13 +178,14 @@ pub fn restore(
     only: &[String],
     dir_override: Option<&Path>,
     cache_dir: Option<&Path>,
-    log: LogSink,
+    events: &Arc<dyn Events>,
 ) -> Result<RestoreReport> {
     let name = snap
         .app
         .clone()
         .ok_or_else(|| Error::Invalid("not an app snapshot: restore it with --target".into()))?;
     let app = config.app(&name)?;
+    let log = plugin_log(events, &name);
     let dir = dir_override
         .map(Path::to_path_buf)
         .unwrap_or_else(|| app.dir.clone());
@@ -190,31 +193,28 @@ pub fn restore(
     let (index, _) = repo.load_index()?;
     let index = Arc::new(index);
     let plugin = stored_plugin(repo, &index, &snap, cache_dir)?;
-    let settings = plugin.settings(app)?;
-    let info = snapshot_info(id, &snap);
-    let limits = Limits::of(app);
+    let settings = settings(&plugin, app)?;
+    let limits = app.limits();
     let source = || Source {
         repo: repo.clone(),
         index: index.clone(),
         snapshot: snap.clone(),
     };
 
-    let mut caps = caps_for(&name, app, &dir, settings.clone(), log.clone())?;
-    caps.source = Some(source());
-    plugin.restore(caps, limits, info.clone(), only)?;
+    let caps = caps_for(&name, app, &dir, settings.clone(), log.clone())?.with_source(source());
+    plugin.restore(caps, limits, (id, &snap), only)?;
 
     // After a partial restore, verify sees only the restored items: the parts left alone have
     // moved on since the snapshot and would fail a comparison with it.
-    let mut info = info;
+    let mut restored = snap.clone();
     if !only.is_empty() {
-        info.items.retain(|i| {
+        restored.items.retain(|i| {
             only.iter()
                 .any(|o| i == o || i.starts_with(&format!("{o}/")))
         });
     }
-    let mut caps = caps_for(&name, app, &dir, settings.clone(), log.clone())?;
-    caps.source = Some(source());
-    let (verify, _) = plugin.verify(caps, limits, Some(info))?;
+    let caps = caps_for(&name, app, &dir, settings.clone(), log.clone())?.with_source(source());
+    let (verify, _) = plugin.verify(caps, limits, Some((id, &restored)))?;
     let health = plugin.health(caps_for(&name, app, &dir, settings, log)?, limits)?;
     Ok(RestoreReport {
         snapshot: id.to_hex(),

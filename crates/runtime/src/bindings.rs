@@ -1,10 +1,10 @@
 //! The one place `bindgen!` runs: host-side bindings of the `coffer:plugin` world in ../wit.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../../wit",
     world: "app",
     with: {
-        "coffer:plugin/host.process": super::process::Process,
+        "coffer:plugin/host.process": crate::process::Process,
     },
 });
 

@@ -9,9 +9,9 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{App, AppPre};
-use super::caps::Caps;
-use super::PluginError;
+use crate::bindings::{App, AppPre};
+use crate::caps::Caps;
+use crate::PluginError;
 
 /// How often the epoch advances; time limits are counted in these ticks.
 const TICK: Duration = Duration::from_millis(10);
@@ -19,7 +19,7 @@ const TICK: Duration = Duration::from_millis(10);
 /// What a store holds for one call.
 pub struct State {
     wasi: WasiCtx,
-    pub(super) table: ResourceTable,
+    pub(crate) table: ResourceTable,
     limits: StoreLimits,
     pub caps: Caps,
 }
@@ -82,7 +82,13 @@ impl Runtime {
 
     /// Compiles a component, or loads it from the cache (keyed by the wasm's BLAKE3 and the
     /// wasmtime version, so an upgraded coffer never loads stale machine code).
-    pub fn load(&self, wasm: &[u8]) -> Result<(AppPre<State>, String), PluginError> {
+    /// Compiles (or loads from the cache) and links a plugin without calling it: the part of
+    /// [`crate::Plugin::load`] before `describe` (the plugin-load benchmark times it).
+    pub fn prepare(&self, wasm: &[u8]) -> Result<(), PluginError> {
+        self.load(wasm).map(|_| ())
+    }
+
+    pub(crate) fn load(&self, wasm: &[u8]) -> Result<(AppPre<State>, String), PluginError> {
         let hash = blake3::hash(wasm).to_hex().to_string();
         let component = match &self.cache_dir {
             Some(dir) => {

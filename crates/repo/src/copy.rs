@@ -15,9 +15,9 @@ use crate::archiver::{Counters, Session};
 use crate::crypto::Tag;
 use crate::error::Result;
 use crate::id::{ChunkId, SnapshotId};
-use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::Tree;
-use crate::repo::{ChunkReader, Repository};
+use crate::snapshot::Snapshot;
+use crate::tree::Tree;
+use crate::{ChunkReader, Repository};
 
 #[derive(Debug, Default, Serialize)]
 pub struct CopySummary {
@@ -34,7 +34,7 @@ pub struct CopySummary {
 fn origin(repo: &Repository, id: &SnapshotId, s: &Snapshot) -> String {
     s.original
         .clone()
-        .unwrap_or_else(|| format!("{}:{}", repo.config.id, id.to_hex()))
+        .unwrap_or_else(|| format!("{}:{}", repo.config().id, id.to_hex()))
 }
 
 /// Copies the given snapshots of `src` that `dst` does not hold yet.

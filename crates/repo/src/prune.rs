@@ -3,7 +3,7 @@
 //! Two phases, with a grace period between them measured on the store's clock:
 //!
 //! 1. **Mark.** Packs no snapshot needs (and packs left by killed backups), older than the grace
-//!    period, are named in a new pending mark (`prune/<id>`, see [`crate::repo::marks`]).
+//!    period, are named in a new pending mark (`prune/<id>`, see [`crate::marks`]).
 //!    Packs that are partly needed, above the repack threshold, have their needed chunks copied
 //!    into new packs first (indexed at once), and are then marked too. From the moment a mark
 //!    exists, backups stop deduplicating against its packs.
@@ -15,7 +15,7 @@
 //!
 //! A backup that loaded its index before a mark appeared and relies on a marked pack refuses to
 //! save its snapshot if the grace period could end before the snapshot is visible
-//! ([`crate::repo::Repository::check_commit`]), so a sweep never deletes what a saved snapshot
+//! ([`crate::Repository::check_commit`]), so a sweep never deletes what a saved snapshot
 //! needs. Every step leaves a valid repository when killed: at worst an index names a pack twice,
 //! or a pack is in no index and is marked again by the next prune.
 
@@ -25,15 +25,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::backend::BackendError;
 use crate::crypto::Tag;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, IndexId, PackId};
-use crate::repo::index::{self, Index, IndexFile, IndexPack};
-use crate::repo::marks::{Mark, MarkState, StoredMark};
-use crate::repo::pack::{self, PackEntry, PackWriter};
-use crate::repo::tree::NodeKind;
-use crate::repo::{parallel_map, ChunkReader, Repository};
+use crate::index::{self, Index, IndexFile, IndexPack};
+use crate::marks::{Mark, MarkState, StoredMark};
+use crate::pack::{self, PackEntry, PackWriter};
+use crate::tree::NodeKind;
+use crate::{ChunkReader, Repository};
+use coffer_store::BackendError;
 
 #[derive(Debug, Clone)]
 pub struct PruneOptions {
@@ -106,7 +106,7 @@ pub fn parse_grace(s: &str) -> std::result::Result<Duration, String> {
 const INDEX_PACKS_PER_OBJECT: usize = 2000;
 
 pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary> {
-    repo.secrets
+    repo.secrets()
         .data_identity("prune (it must read every snapshot)")?;
     let grace = chrono::Duration::from_std(opts.grace)
         .map_err(|_| Error::Invalid("grace period out of range".into()))?;
@@ -115,7 +115,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
         ..PruneSummary::default()
     };
     // The store's clock first: every snapshot listed after this instant is seen by this sweep.
-    let now = repo.backend().now()?;
+    let now = repo.store_now()?;
     let (marks, mark_errors) = repo.load_marks()?;
     if let Some((key, e)) = mark_errors.first() {
         tracing::warn!("prune mark {key} unreadable, left alone: {e}");
@@ -139,13 +139,9 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
 
     // Where each chunk is stored, and what each pack holds.
     let stored: HashMap<PackId, (u64, Option<chrono::DateTime<chrono::Utc>>)> = repo
-        .backend()
-        .list("data/")?
+        .list_packs()?
         .into_iter()
-        .filter_map(|o| {
-            let id: PackId = o.key.rsplit('/').next()?.parse().ok()?;
-            Some((id, (o.size, o.modified)))
-        })
+        .map(|(id, size, modified)| (id, (size, modified)))
         .collect();
     let mut contents: HashMap<PackId, (u64, Vec<PackEntry>)> = HashMap::new();
     for (_, f) in &files {
@@ -307,9 +303,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
             .map(|(id, _)| *id)
             .filter(|id| !written.contains(id))
             .collect();
-        parallel_map(&old, |id| repo.backend().delete(&index::key(id)))
-            .into_iter()
-            .collect::<std::result::Result<Vec<()>, BackendError>>()?;
+        repo.delete_index_files(&old)?;
         sum.index_objects_after = repo.list_index_ids()?.len();
     } else {
         sum.index_objects_after = files.len();
@@ -317,9 +311,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
 
     // Then the packs, then the marks that named them.
     let doomed: Vec<PackId> = delete.iter().copied().collect();
-    parallel_map(&doomed, |p| repo.backend().delete(&pack::key(p)))
-        .into_iter()
-        .collect::<std::result::Result<Vec<()>, BackendError>>()?;
+    repo.delete_packs(&doomed)?;
     for m in &swept {
         let gone: Vec<PackId> = m
             .mark
@@ -331,7 +323,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
         if !gone.is_empty() {
             repo.save_mark(&Mark::new(MarkState::Swept, m.mark.grace_secs, gone))?;
         }
-        repo.backend().delete(&m.key)?;
+        repo.delete_mark(&m.key)?;
     }
     sum.swept_marks_retired = retire_swept(repo, &marks, &files, &written)?;
 
@@ -352,10 +344,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
 /// be read stops the prune, since what it needs is unknown; one forgotten meanwhile is skipped.
 fn needed_chunks(
     repo: &Repository,
-    snapshots: Vec<(
-        crate::id::SnapshotId,
-        Result<crate::repo::snapshot::Snapshot>,
-    )>,
+    snapshots: Vec<(crate::id::SnapshotId, Result<crate::snapshot::Snapshot>)>,
     index: &Index,
     sum: &mut PruneSummary,
 ) -> Result<HashSet<ChunkId>> {
@@ -407,21 +396,10 @@ fn repack(
     contents: &HashMap<PackId, (u64, Vec<PackEntry>)>,
     home: &HashMap<ChunkId, PackId>,
 ) -> Result<u64> {
-    let target = repo.config.pack_size as u64;
+    let target = repo.config().pack_size as u64;
     let mut writers: BTreeMap<bool, PackWriter> = BTreeMap::new();
     let mut copied = 0;
-    let mut index_file = IndexFile::default();
-    let flush = |w: PackWriter, index_file: &mut IndexFile| -> Result<()> {
-        let p = w.finish();
-        let size = p.bytes.len() as u64;
-        repo.backend().put(&pack::key(&p.id), p.bytes)?;
-        index_file.packs.push(IndexPack {
-            id: p.id,
-            size,
-            chunks: p.entries,
-        });
-        Ok(())
-    };
+    let mut sealed = vec![];
     for p in packs {
         let plain = repo.read_pack(p)?;
         for e in &contents[p].1 {
@@ -429,28 +407,25 @@ fn repack(
                 continue;
             }
             // Never copy a damaged chunk into a new pack: decode and verify it first.
-            pack::extract(&plain, e, &repo.secrets, p)?;
+            pack::extract(&plain, e, repo.secrets(), p)?;
             let frame = &plain[e.offset as usize..(e.offset + e.length) as usize];
             let is_tree = e.tag == Tag::Tree;
-            let w = writers
-                .entry(is_tree)
-                .or_insert_with(|| PackWriter::new(&repo.secrets.data_recipient, target as usize));
+            let w = writers.entry(is_tree).or_insert_with(|| {
+                PackWriter::new(&repo.secrets().data_recipient, target as usize)
+            });
             w.add(e.id, e.tag, frame, e.raw_length as usize);
             copied += e.length as u64;
             if w.size() >= target {
-                let w = writers.remove(&is_tree).expect("just used");
-                flush(w, &mut index_file)?;
+                sealed.push(writers.remove(&is_tree).expect("just used").finish());
             }
         }
     }
     for (_, w) in std::mem::take(&mut writers) {
         if !w.is_empty() {
-            flush(w, &mut index_file)?;
+            sealed.push(w.finish());
         }
     }
-    if !index_file.packs.is_empty() {
-        repo.save_index(&index_file)?;
-    }
+    repo.save_packs(sealed)?;
     Ok(copied)
 }
 
@@ -493,7 +468,7 @@ fn retire_swept(
     let mut retired = 0;
     for m in swept {
         if m.mark.packs.iter().all(|p| !named.contains(p)) {
-            repo.backend().delete(&m.key)?;
+            repo.delete_mark(&m.key)?;
             retired += 1;
         }
     }

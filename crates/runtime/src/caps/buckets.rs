@@ -1,0 +1,92 @@
+//! Buckets: an app's S3 bucket captured as a folder item and put back, with the plugin's own
+//! credentials, through the same retrying wrapper as the repository's store.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use coffer_repo::tree::NodeKind;
+use coffer_repo::ChunkReader;
+use coffer_store::{Backend, BackendError};
+
+use super::{Caps, R};
+use crate::bindings::wit_host::Bucket;
+
+impl Caps {
+    pub(super) fn capture_bucket(&mut self, item: String, source: Bucket) -> R<u64> {
+        self.check_origin(&source.endpoint, "s3")?;
+        let store = open_bucket(&source)?;
+        let objects = store
+            .list("")
+            .map_err(|e| bucket_error(&source, "listing", e))?;
+        let readers = objects.into_iter().map(|o| {
+            let mtime = o
+                .modified
+                .and_then(|t| t.timestamp_nanos_opt())
+                .unwrap_or(0);
+            let r = store.get_reader(&o.key)?;
+            Ok((o.key, mtime, r))
+        });
+        let (count, _) = self
+            .session()?
+            .add_folder(Path::new(&item), readers)
+            .map_err(|e| format!("capturing bucket {}: {e}", source.name))?;
+        Ok(count)
+    }
+
+    pub(super) fn restore_bucket(&mut self, item: String, target: Bucket) -> R<u64> {
+        self.check_origin(&target.endpoint, "s3")?;
+        let node = self.item_node(&item)?;
+        let Some(root) = node.subtree.filter(|_| node.kind == NodeKind::Dir) else {
+            return Err(format!("item '{item}' is not a folder of objects"));
+        };
+        let store = open_bucket(&target)?;
+        let src = self.source()?;
+        let reader = ChunkReader::new(&src.repo, &src.index);
+        let mut count = 0;
+        let mut stack = vec![(root, String::new())];
+        while let Some((tree, prefix)) = stack.pop() {
+            let tree = reader.tree(&tree).map_err(|e| e.to_string())?;
+            for n in tree.nodes {
+                let key = format!("{prefix}{}", n.name);
+                match (n.kind, n.subtree) {
+                    (NodeKind::Dir, Some(sub)) => stack.push((sub, format!("{key}/"))),
+                    (NodeKind::File, _) => {
+                        let mut content = self.chunks_reader(n.content)?;
+                        store.put_reader(&key, &mut content).map_err(|e| {
+                            bucket_error(&target, &format!("restoring {key} into"), e)
+                        })?;
+                        count += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(count)
+    }
+}
+
+/// A bucket operation's error; a missing bucket said plainly.
+fn bucket_error(b: &Bucket, what: &str, e: BackendError) -> String {
+    let text = e.to_string();
+    if text.contains("NoSuchBucket") {
+        format!(
+            "bucket {} does not exist at {}: create it, or fix the bucket name",
+            b.name, b.endpoint
+        )
+    } else {
+        format!("{what} bucket {}: {text}", b.name)
+    }
+}
+
+/// A plugin's bucket, opened with the credentials the plugin gave (never the repository's).
+fn open_bucket(b: &Bucket) -> R<Arc<coffer_store::StoreBackend>> {
+    coffer_store::s3::open_bucket(
+        &b.endpoint,
+        &b.region,
+        &b.name,
+        &b.prefix,
+        &b.access_key_id,
+        &b.secret_access_key,
+    )
+    .map_err(|e| e.to_string())
+}

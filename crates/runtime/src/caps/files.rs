@@ -1,0 +1,239 @@
+//! Files and items: capture a path or bytes as an item; read, restore or remove them again.
+//! State: the backup session (capture) or the snapshot being read (restore, verify).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use coffer_repo::archiver::Session;
+use coffer_repo::id::{ChunkId, PackId};
+use coffer_repo::index::Index;
+use coffer_repo::restorer::{self, RestoreOptions};
+use coffer_repo::tree::{Node, NodeKind};
+use coffer_repo::{pack, ChunkReader, Repository};
+
+use super::{Caps, Source, R, SMALL_ITEM};
+
+/// What the items capability works on during one call.
+#[derive(Default)]
+pub(super) struct Items {
+    /// The backup in progress (capture only).
+    pub(super) session: Option<Session>,
+    /// The snapshot being restored or verified.
+    pub(super) source: Option<Source>,
+}
+
+impl Caps {
+    pub(super) fn session(&mut self) -> R<&mut Session> {
+        self.items
+            .session
+            .as_mut()
+            .ok_or_else(|| "capturing is only possible during capture".to_string())
+    }
+
+    pub(super) fn source(&self) -> R<&Source> {
+        self.items
+            .source
+            .as_ref()
+            .ok_or_else(|| "items can only be read during restore and verify".to_string())
+    }
+
+    pub(super) fn item_node(&self, item: &str) -> R<Node> {
+        let src = self.source()?;
+        let reader = ChunkReader::new(&src.repo, &src.index);
+        let mut tree = reader.tree(&src.snapshot.tree).map_err(|e| e.to_string())?;
+        let comps: Vec<&str> = item.split('/').filter(|c| !c.is_empty()).collect();
+        for (i, c) in comps.iter().enumerate() {
+            let node = tree
+                .nodes
+                .into_iter()
+                .find(|n| n.name == *c)
+                .ok_or_else(|| format!("the snapshot has no item '{item}'"))?;
+            if i == comps.len() - 1 {
+                return Ok(node);
+            }
+            let sub = node
+                .subtree
+                .ok_or_else(|| format!("the snapshot has no item '{item}'"))?;
+            tree = reader.tree(&sub).map_err(|e| e.to_string())?;
+        }
+        Err(format!("the snapshot has no item '{item}'"))
+    }
+
+    pub(super) fn item_reader(&self, item: &str) -> R<ItemReader> {
+        let node = self.item_node(item)?;
+        if node.kind != NodeKind::File {
+            return Err(format!("item '{item}' is a folder, not a file"));
+        }
+        self.chunks_reader(node.content)
+    }
+
+    /// Reads a file's chunks in order.
+    pub(super) fn chunks_reader(&self, chunks: Vec<ChunkId>) -> R<ItemReader> {
+        let src = self.source()?;
+        Ok(ItemReader {
+            repo: src.repo.clone(),
+            index: src.index.clone(),
+            chunks,
+            next: 0,
+            buf: vec![],
+            pos: 0,
+            pack: None,
+        })
+    }
+
+    pub(super) fn capture_path(&mut self, item: String, path: String) -> R<u64> {
+        let full = self.resolve(&path)?;
+        self.session()?
+            .add_path(Path::new(&item), &full)
+            .map_err(|e| e.to_string())
+    }
+
+    pub(super) fn capture_bytes(&mut self, item: String, data: Vec<u8>) -> R<()> {
+        if data.len() as u64 > SMALL_ITEM {
+            return Err("capture-bytes takes at most 16 MiB; stream bigger items with run-to-item or http-to-item".into());
+        }
+        self.session()?
+            .add_reader(Path::new(&item), &data[..])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    pub(super) fn restore_item(&mut self, item: String, path: String) -> R<Option<String>> {
+        let dest = self.resolve(&path)?;
+        let src = self.source()?;
+        let parent = dest.parent().ok_or("no parent folder")?.to_path_buf();
+        std::fs::create_dir_all(&parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        let staging = tempfile::Builder::new()
+            .prefix(".coffer-staging-")
+            .tempdir_in(&parent)
+            .map_err(|e| format!("{}: {e}", parent.display()))?;
+        let opts = RestoreOptions {
+            target: staging.path().to_path_buf(),
+            include: vec![PathBuf::from(&item)],
+            allow_outside_symlinks: false,
+        };
+        let summary = restorer::restore(
+            &src.repo,
+            &src.index,
+            &src.snapshot,
+            &opts,
+            &Default::default(),
+        )
+        .map_err(|e| format!("restoring item {item}: {e}"))?;
+        if !summary.errors.is_empty() {
+            return Err(format!(
+                "restoring item {item}: {}",
+                summary.errors.join("; ")
+            ));
+        }
+        let staged = staging.path().join(&item);
+        if std::fs::symlink_metadata(&staged).is_err() {
+            return Err(format!("the snapshot has no item '{item}'"));
+        }
+        let mut aside = None;
+        if std::fs::symlink_metadata(&dest).is_ok() {
+            let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+            let mut n = 0;
+            let moved = loop {
+                let name = format!(
+                    "{}.coffer-replaced-{stamp}{}",
+                    dest.file_name().unwrap_or_default().to_string_lossy(),
+                    if n == 0 {
+                        String::new()
+                    } else {
+                        format!("-{n}")
+                    }
+                );
+                let candidate = parent.join(name);
+                if std::fs::symlink_metadata(&candidate).is_err() {
+                    break candidate;
+                }
+                n += 1;
+            };
+            std::fs::rename(&dest, &moved)
+                .map_err(|e| format!("moving {} aside: {e}", dest.display()))?;
+            aside = Some(
+                moved
+                    .strip_prefix(&self.dir)
+                    .unwrap_or(&moved)
+                    .display()
+                    .to_string(),
+            );
+        }
+        std::fs::rename(&staged, &dest)
+            .map_err(|e| format!("putting {} in place: {e}", dest.display()))?;
+        Ok(aside)
+    }
+
+    pub(super) fn read_item(&mut self, item: String) -> R<Vec<u8>> {
+        let mut r = self.item_reader(&item)?;
+        let mut out = vec![];
+        (&mut r)
+            .take(SMALL_ITEM + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| e.to_string())?;
+        if out.len() as u64 > SMALL_ITEM {
+            return Err(format!(
+                "item {item} is over 16 MiB: stream it with run-from-item or http-upload-item"
+            ));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn remove_file(&mut self, path: String) -> R<bool> {
+        let full = self.resolve(&path)?;
+        match std::fs::symlink_metadata(&full) {
+            Err(_) => Ok(false),
+            Ok(m) if m.is_dir() => Err(format!(
+                "{path} is a folder; remove-file removes files only"
+            )),
+            Ok(_) => std::fs::remove_file(&full)
+                .map(|_| true)
+                .map_err(|e| format!("{path}: {e}")),
+        }
+    }
+}
+
+/// Streams a file item's chunks, verified, in order, keeping the last decrypted pack (an item's
+/// chunks mostly sit in the same few packs, one after another).
+pub struct ItemReader {
+    repo: Arc<Repository>,
+    index: Arc<Index>,
+    chunks: Vec<ChunkId>,
+    next: usize,
+    buf: Vec<u8>,
+    pos: usize,
+    pack: Option<(PackId, Vec<u8>)>,
+}
+
+impl ItemReader {
+    fn load(&mut self, id: &ChunkId) -> coffer_repo::Result<()> {
+        let (pack_id, entry) = self
+            .index
+            .get(id)
+            .ok_or_else(|| coffer_repo::Error::MissingChunk { chunk: id.to_hex() })?;
+        if self.pack.as_ref().map(|p| p.0) != Some(pack_id) {
+            self.pack = Some((pack_id, self.repo.read_pack(&pack_id)?));
+        }
+        let plain = &self.pack.as_ref().expect("just loaded").1;
+        pack::extract_into(plain, &entry, self.repo.secrets(), &pack_id, &mut self.buf)
+    }
+}
+
+impl Read for ItemReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            let Some(id) = self.chunks.get(self.next).copied() else {
+                return Ok(0);
+            };
+            self.next += 1;
+            self.load(&id).map_err(std::io::Error::other)?;
+            self.pos = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
