@@ -45,12 +45,7 @@ fn main() {
 }
 
 fn exit_code(err: &anyhow::Error) -> coffer::ExitCode {
-    for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<coffer::Error>() {
-            return e.exit_code();
-        }
-    }
-    coffer::ExitCode::Failure
+    coffer::ExitCode::of_chain(err.chain())
 }
 
 /// Keeps freed pack and chunk buffers from piling up in the heap.

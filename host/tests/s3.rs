@@ -406,3 +406,34 @@ fn three_node_cluster_survives_one_node_down() {
     env.backup(&src);
     env.ok(&["check", "--read-data"]);
 }
+
+/// Regression: an upload the store refused while the backup was still reading files was
+/// reported as "interrupted", hiding the store's answer (a wrong grant, a full quota). The user
+/// must see what the store said.
+#[test]
+fn upload_refused_mid_backup_names_the_stores_answer() {
+    use coffer_testkit::{Fault, Kind, Plan};
+    let garage = coffer_testkit::Garage::shared();
+    let proxy = coffer_testkit::FaultProxy::start(garage.endpoint());
+    let env = faulty_env(garage, &proxy);
+    // Small packs, many files: the first upload fails while the walker has most still to read.
+    env.ok(&["init", "--pack-size", "1"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..40 {
+        std::fs::write(src.join(format!("f{i:02}")), noise(1 << 20, 700 + i)).unwrap();
+    }
+    proxy.set_plan(Plan {
+        rate: 1.0,
+        faults: vec![Fault::BadRequest],
+        kinds: vec![Kind::Put],
+        ..Plan::none()
+    });
+    let out = env.run(&["backup", src.to_str().unwrap()]);
+    proxy.set_plan(Plan::none());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("rejected the request"), "{err}");
+    assert!(!err.contains("interrupted"), "{err}");
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
+}

@@ -62,6 +62,38 @@ impl Drop for Server {
 
 #[test]
 fn streaming_capabilities_move_bytes_both_ways() {
+    streams_roundtrip(None);
+}
+
+/// The app's bucket behind a flaky connection: object bodies cut mid-way on GET and 500s on
+/// PUT. Bucket capture and restore go through the same retrying wrapper as the repository's
+/// store, so every object still arrives whole, both ways.
+#[test]
+fn bucket_streams_survive_a_flaky_store() {
+    use coffer_testkit::{Fault, Kind, Plan};
+    let garage = coffer_testkit::Garage::shared();
+    let proxy = coffer_testkit::FaultProxy::start(garage.endpoint());
+    // Every other object read, and every other upload, is cut off mid-answer.
+    proxy.set_plan(Plan {
+        faults: vec![Fault::ResetMidBody],
+        kinds: vec![Kind::Get, Kind::Put],
+        every: 2,
+        ..Plan::none()
+    });
+    streams_roundtrip(Some(&proxy));
+    let injected = proxy.injected();
+    eprintln!("injected {injected:?}");
+    assert!(
+        injected.get("ResetMidBody on Get").is_some_and(|n| *n >= 2),
+        "object reads were not cut: {injected:?}"
+    );
+    assert!(
+        injected.get("ResetMidBody on Put").is_some_and(|n| *n >= 2),
+        "uploads were not cut: {injected:?}"
+    );
+}
+
+fn streams_roundtrip(proxy: Option<&coffer_testkit::FaultProxy>) {
     let mut child = Command::new("python3")
         .args(["-c", SERVER])
         .stdout(Stdio::piped())
@@ -100,7 +132,6 @@ fn streaming_capabilities_move_bytes_both_ways() {
         ("big/video.mp4".into(), noise(40 << 20, 65)),
     ];
     {
-        use coffer_store::Backend;
         let b = open(&src_bucket);
         for (k, v) in &objects {
             b.put(k, v.clone()).unwrap();
@@ -111,7 +142,8 @@ fn streaming_capabilities_move_bytes_both_ways() {
     let wasm = Path::new(env!("COFFER_TEST_PLUGIN_DIR")).join("coffer_plugin_probe.wasm");
     let app = env.path("app");
     std::fs::create_dir(&app).unwrap();
-    let s3 = garage.endpoint();
+    let proxied = proxy.map(|p| p.endpoint());
+    let s3 = proxied.as_deref().unwrap_or(garage.endpoint());
     let rest = format!(
         "[apps.probe.settings]\nserver = \"{origin}\"\nbucket_endpoint = \"{s3}\"\nbucket = \"{src_bucket}\"\nbucket_key = \"{key}\"\nbucket_secret = \"{secret}\"\nrestore_bucket = \"{dst_bucket}\"\n[apps.probe.grants]\nprograms = [\"seq\", \"wc\"]\nhttp = [\"{origin}\"]\ns3 = [\"{s3}\"]\n"
     );
@@ -195,7 +227,6 @@ fn streaming_capabilities_move_bytes_both_ways() {
             *v,
             "{k}"
         );
-        use coffer_store::Backend;
         assert!(
             back.get(k).unwrap() == *v,
             "{k} differs in the restored bucket"

@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use coffer_store::Backend;
 use coffer_testkit::{Garage, Postgres, Qdrant};
 use common::*;
 
@@ -178,7 +177,7 @@ impl Stack {
             .collect()
     }
 
-    fn open_bucket(&self) -> std::sync::Arc<coffer_store::StoreBackend> {
+    fn open_bucket(&self) -> std::sync::Arc<dyn coffer_store::Backend> {
         coffer_store::s3::open_bucket(
             self.garage.endpoint(),
             "us-east-1",

@@ -58,6 +58,10 @@ pub struct Plan {
     pub stall: Duration,
     /// Added to every request: a distant store.
     pub latency: Duration,
+    /// When not 0: instead of by chance, every `every`-th request of the picked kinds fails
+    /// (the 1st, the `every + 1`-th, …), so a retry always gets through and a test can count on
+    /// faults happening.
+    pub every: u64,
 }
 
 impl Plan {
@@ -68,6 +72,7 @@ impl Plan {
             kinds: vec![],
             stall: Duration::from_secs(5),
             latency: Duration::ZERO,
+            every: 0,
         }
     }
 
@@ -84,6 +89,8 @@ impl Plan {
 struct State {
     counts: BTreeMap<Kind, u64>,
     injected: BTreeMap<String, u64>,
+    /// Requests of each kind seen while a plan with `every` is in force.
+    turns: BTreeMap<Kind, u64>,
 }
 
 pub struct FaultProxy {
@@ -312,9 +319,16 @@ fn serve(
         let fault = {
             let p = plan.lock().unwrap();
             let mut rng = rng.lock().unwrap();
-            let picked = (p.kinds.is_empty() || p.kinds.contains(&k))
-                && !p.faults.is_empty()
-                && rng.gen_bool(p.rate.clamp(0.0, 1.0));
+            let of_kind = p.kinds.is_empty() || p.kinds.contains(&k);
+            let turn = if p.every > 0 && of_kind {
+                let mut s = state.lock().unwrap();
+                let n = s.turns.entry(k).or_default();
+                *n += 1;
+                (*n - 1) % p.every == 0
+            } else {
+                rng.gen_bool(p.rate.clamp(0.0, 1.0))
+            };
+            let picked = of_kind && !p.faults.is_empty() && turn;
             picked.then(|| (p.faults[rng.gen_range(0..p.faults.len())], p.stall))
         };
         if let Some((f, _)) = fault {

@@ -346,6 +346,18 @@ impl Session {
         }
     }
 
+    /// The pipeline's own failure (the store refused an upload, say) in place of the
+    /// `Interrupted` that failure made the walker see: the user is told the real cause.
+    fn cause(&mut self, e: Error) -> Error {
+        if !matches!(e, Error::Interrupted) {
+            return e;
+        }
+        match self.stop_threads() {
+            Err(real) => real,
+            Ok(()) => e,
+        }
+    }
+
     /// No prune may have doomed what this snapshot relies on (see `Repository::check_commit`).
     fn check_commit(&self) -> Result<()> {
         let uploaded = self.indexer.uploaded.lock().unwrap().clone();
@@ -399,17 +411,24 @@ impl Session {
     pub fn add_path(&mut self, item: &Path, path: &Path) -> Result<u64> {
         let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
         let before = self.walker.summary.total_bytes;
-        let node = self
+        let node = match self
             .walker
-            .save_node(path, path.file_name().unwrap_or_default(), meta)?
-            .ok_or_else(|| Error::Invalid(format!("{} could not be read", path.display())))?;
+            .save_node(path, path.file_name().unwrap_or_default(), meta)
+        {
+            Ok(n) => n,
+            Err(e) => return Err(self.cause(e)),
+        }
+        .ok_or_else(|| Error::Invalid(format!("{} could not be read", path.display())))?;
         self.place(item, node)?;
         Ok(self.walker.summary.total_bytes - before)
     }
 
     /// Captures everything `reader` yields as the file `item` (a dump, a download).
     pub fn add_reader(&mut self, item: &Path, reader: impl Read) -> Result<u64> {
-        let (content, size) = self.walker.chunk_stream(item, reader)?;
+        let (content, size) = match self.walker.chunk_stream(item, reader) {
+            Ok(r) => r,
+            Err(e) => return Err(self.cause(e)),
+        };
         let mut node = own_node(
             NodeKind::File,
             0o600,
@@ -445,7 +464,10 @@ impl Session {
                     "object '{key}' cannot be restored as a file (its path has an empty, '.' or '..' part)"
                 )));
             }
-            let (content, size) = self.walker.chunk_stream(Path::new(&key), reader)?;
+            let (content, size) = match self.walker.chunk_stream(Path::new(&key), reader) {
+                Ok(r) => r,
+                Err(e) => return Err(self.cause(e)),
+            };
             let mut node = own_node(NodeKind::File, 0o644, mtime_ns);
             node.content = content;
             node.size = size;
@@ -461,7 +483,10 @@ impl Session {
             0o755,
             self.time.timestamp_nanos_opt().unwrap_or(0),
         );
-        dir.subtree = Some(self.walker.save_items(root, self.time)?);
+        dir.subtree = Some(match self.walker.save_items(root, self.time) {
+            Ok(id) => id,
+            Err(e) => return Err(self.cause(e)),
+        });
         self.walker.summary.total_bytes += bytes;
         self.walker.summary.files_new += count;
         self.place(item, dir)?;
@@ -470,7 +495,10 @@ impl Session {
 
     /// Stores bytes that are not an item (the plugin's wasm); returns their chunks.
     pub fn store_blob(&mut self, data: &[u8]) -> Result<Vec<ChunkId>> {
-        Ok(self.walker.chunk_stream(Path::new("(blob)"), data)?.0)
+        match self.walker.chunk_stream(Path::new("(blob)"), data) {
+            Ok((chunks, _)) => Ok(chunks),
+            Err(e) => Err(self.cause(e)),
+        }
     }
 
     /// Stores one chunk as it is (no re-chunking), if the repository lacks it; returns its id.
@@ -481,7 +509,9 @@ impl Session {
             if tag == Tag::Data {
                 self.walker.summary.bytes_read += data.len() as u64;
             }
-            self.walker.send(id, tag, data)?;
+            if let Err(e) = self.walker.send(id, tag, data) {
+                return Err(self.cause(e));
+            }
         }
         Ok(id)
     }
@@ -502,6 +532,7 @@ impl Session {
     pub fn finish(mut self, info: SnapshotInfo) -> Result<BackupResult> {
         let items = std::mem::take(&mut self.items);
         let root = self.walker.save_items(items, self.time);
+        // The threads' failure first: it is the cause of an `Interrupted` from the walker.
         self.stop_threads()?;
         let root = root?;
         self.indexer.flush()?;

@@ -100,6 +100,44 @@ pub trait Backend: Send + Sync {
             message: "the store reports no modification time".into(),
         })
     }
+    /// Streams one object from byte `from` on, for objects too big to hold in memory (an app's
+    /// bucket). Stores that can stream override it; this one reads the object whole.
+    fn open_read(
+        &self,
+        key: &str,
+        from: u64,
+    ) -> Result<Box<dyn std::io::Read + Send>, BackendError> {
+        let b = self.get(key)?;
+        let from = (from as usize).min(b.len());
+        Ok(Box::new(std::io::Cursor::new(b.slice(from..))))
+    }
+    /// Uploads everything `reader` yields as one object; returns its size. Stores that can
+    /// stream override it (holding one part in memory); this one reads it whole first.
+    fn put_stream(&self, key: &str, reader: &mut dyn std::io::Read) -> Result<u64, BackendError> {
+        let mut buf = Vec::new();
+        reader
+            .read_to_end(&mut buf)
+            .map_err(|e| BackendError::Store {
+                key: key.to_string(),
+                message: e.to_string(),
+            })?;
+        let n = buf.len() as u64;
+        self.put(key, buf)?;
+        Ok(n)
+    }
+    /// [`Backend::put_stream`] of what `open` yields; `open` is called again for each attempt,
+    /// so a wrapper that retries can send the content anew.
+    fn put_from(
+        &self,
+        key: &str,
+        open: &mut dyn FnMut() -> std::io::Result<Box<dyn std::io::Read + Send>>,
+    ) -> Result<u64, BackendError> {
+        let mut r = open().map_err(|e| BackendError::Store {
+            key: key.to_string(),
+            message: e.to_string(),
+        })?;
+        self.put_stream(key, &mut r)
+    }
     /// [`Backend::get`] into a reusable buffer (cleared first); stores that can avoid a fresh
     /// allocation per object override it.
     fn get_into(&self, key: &str, out: &mut Vec<u8>) -> Result<(), BackendError> {

@@ -5,6 +5,7 @@
 //! operation here is safe to repeat: objects are immutable and named after their content, a
 //! repeated PUT writes the same bytes, and a repeated DELETE of a gone object succeeds.
 
+use std::io::Read;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,10 +34,26 @@ impl Default for RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// Sleeps before attempt `attempt + 1` (one WARN line says why), and doubles `delay`.
+    fn wait(&self, delay: &mut Duration, attempt: u32, why: &str) {
+        // Full jitter: hosts that failed together do not come back together.
+        let sleep = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+        tracing::warn!(
+            "{why}; attempt {} of {} in {:.1} s",
+            attempt + 1,
+            self.retries + 1,
+            sleep.as_secs_f64()
+        );
+        std::thread::sleep(sleep);
+        *delay = (*delay * 2).min(self.max_delay);
+    }
+}
+
 pub struct Retrying {
     inner: Arc<dyn Backend>,
     policy: RetryPolicy,
-    retried: AtomicU64,
+    retried: Arc<AtomicU64>,
 }
 
 impl Retrying {
@@ -44,7 +61,7 @@ impl Retrying {
         Retrying {
             inner,
             policy,
-            retried: AtomicU64::new(0),
+            retried: Arc::default(),
         }
     }
 
@@ -66,16 +83,8 @@ impl Retrying {
                 Err(e) if e.is_transient() && attempt < self.policy.retries => {
                     attempt += 1;
                     self.retried.fetch_add(1, Ordering::Relaxed);
-                    // Full jitter: hosts that failed together do not come back together.
-                    let sleep = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
-                    tracing::warn!(
-                        "{what} {key} failed ({e}); attempt {} of {} in {:.1} s",
-                        attempt + 1,
-                        self.policy.retries + 1,
-                        sleep.as_secs_f64()
-                    );
-                    std::thread::sleep(sleep);
-                    delay = (delay * 2).min(self.policy.max_delay);
+                    self.policy
+                        .wait(&mut delay, attempt, &format!("{what} {key} failed ({e})"));
                 }
                 Err(BackendError::Store { key, message }) if attempt > 0 => {
                     return Err(BackendError::Store {
@@ -132,8 +141,87 @@ impl Backend for Retrying {
         self.inner.parallelism()
     }
 
+    /// A stream that picks up where it broke: a body cut mid-way is asked for again from the
+    /// first byte not yet read (a ranged GET), so a long object survives a flaky connection.
+    fn open_read(&self, key: &str, from: u64) -> Result<Box<dyn Read + Send>, BackendError> {
+        let reader = self.run("GET", key, || self.inner.open_read(key, from))?;
+        Ok(Box::new(Resuming {
+            inner: self.inner.clone(),
+            policy: self.policy,
+            retried: self.retried.clone(),
+            key: key.to_string(),
+            offset: from,
+            reader,
+            attempt: 0,
+            delay: self.policy.first_delay,
+        }))
+    }
+
+    /// A consumed reader cannot be sent again: this is one attempt. [`Backend::put_from`]
+    /// retries.
+    fn put_stream(&self, key: &str, reader: &mut dyn Read) -> Result<u64, BackendError> {
+        self.inner.put_stream(key, reader)
+    }
+
+    fn put_from(
+        &self,
+        key: &str,
+        open: &mut dyn FnMut() -> std::io::Result<Box<dyn Read + Send>>,
+    ) -> Result<u64, BackendError> {
+        self.run("PUT", key, || self.inner.put_from(key, open))
+    }
+
     fn now(&self) -> Result<DateTime<Utc>, BackendError> {
         self.run("clock", "clock/", || self.inner.now())
+    }
+}
+
+/// A streaming read that reopens the object at its offset after a transient failure.
+struct Resuming {
+    inner: Arc<dyn Backend>,
+    policy: RetryPolicy,
+    retried: Arc<AtomicU64>,
+    key: String,
+    offset: u64,
+    reader: Box<dyn Read + Send>,
+    attempt: u32,
+    delay: Duration,
+}
+
+impl Read for Resuming {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let e = match self.reader.read(out) {
+                Ok(n) => {
+                    self.offset += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => e,
+            };
+            // Reopen at the first byte not yet read; a reopen that fails transiently counts as
+            // an attempt too (never read on from the broken stream: it may just say "end").
+            loop {
+                if self.attempt >= self.policy.retries {
+                    return Err(std::io::Error::other(format!(
+                        "{e} (gave up after {} attempts)",
+                        self.attempt + 1
+                    )));
+                }
+                self.attempt += 1;
+                self.retried.fetch_add(1, Ordering::Relaxed);
+                let why = format!("GET {} broke at byte {} ({e})", self.key, self.offset);
+                self.policy.wait(&mut self.delay, self.attempt, &why);
+                match self.inner.open_read(&self.key, self.offset) {
+                    Ok(r) => {
+                        self.reader = r;
+                        break;
+                    }
+                    Err(e) if e.is_transient() => {}
+                    Err(e) => return Err(std::io::Error::other(e.to_string())),
+                }
+            }
+        }
     }
 }
 

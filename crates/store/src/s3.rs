@@ -18,7 +18,7 @@ use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use serde::Deserialize;
 
-use crate::{BackendError, RetryPolicy, StoreBackend};
+use crate::{Backend, BackendError, RetryPolicy, Retrying, StoreBackend};
 
 /// `[repository.s3]` in coffer.toml. Every field has an environment variable that wins over it.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -116,7 +116,7 @@ pub fn open_bucket(
     prefix: &str,
     access_key_id: &str,
     secret_access_key: &str,
-) -> Result<Arc<StoreBackend>, BackendError> {
+) -> Result<Arc<dyn Backend>, BackendError> {
     let location = format!("{}/{bucket}/{prefix}", endpoint.trim_end_matches('/'));
     let _ = rustls::crypto::ring::default_provider().install_default();
     let s3 = base_builder(&S3Config::default())
@@ -135,7 +135,11 @@ pub fn open_bucket(
             location: location.clone(),
             message: e.to_string(),
         })?;
-    finish(s3, prefix.trim_matches('/'), location, &S3Config::default())
+    // Through the same retrying wrapper as the repository's store: a bucket's objects meet the
+    // same flaky networks.
+    let cfg = S3Config::default();
+    let store = finish(s3, prefix.trim_matches('/'), location, &cfg)?;
+    Ok(Arc::new(Retrying::new(store, cfg.retry_policy())))
 }
 
 /// What every S3 store of coffer's shares: no retries inside (the wrapper retries), no

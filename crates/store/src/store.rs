@@ -117,6 +117,18 @@ impl Backend for StoreBackend {
         self.location.clone()
     }
 
+    fn open_read(
+        &self,
+        key: &str,
+        from: u64,
+    ) -> Result<Box<dyn std::io::Read + Send>, BackendError> {
+        Ok(Box::new(self.get_reader(key, from)?))
+    }
+
+    fn put_stream(&self, key: &str, reader: &mut dyn std::io::Read) -> Result<u64, BackendError> {
+        self.put_reader(key, reader)
+    }
+
     fn put(&self, key: &str, data: Vec<u8>) -> Result<(), BackendError> {
         self.put_bytes(key, Bytes::from(data))
     }
@@ -257,7 +269,7 @@ fn http_status(message: &str) -> Option<u16> {
 
 /// A streaming read of one object (its body arrives as the reader is read).
 pub struct ObjectReader {
-    backend: Arc<StoreBackend>,
+    runtime: tokio::runtime::Handle,
     stream: futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>,
     buf: Bytes,
     key: String,
@@ -267,7 +279,7 @@ impl std::io::Read for ObjectReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         use futures_util::StreamExt;
         while self.buf.is_empty() {
-            match self.backend.runtime.block_on(self.stream.next()) {
+            match self.runtime.block_on(self.stream.next()) {
                 Some(Ok(b)) => self.buf = b,
                 Some(Err(e)) => {
                     return Err(std::io::Error::other(format!("reading {}: {e}", self.key)))
@@ -282,15 +294,20 @@ impl std::io::Read for ObjectReader {
 }
 
 impl StoreBackend {
-    /// Streams one object: for objects too big to hold in memory (a bucket's files).
-    pub fn get_reader(self: &Arc<Self>, key: &str) -> Result<ObjectReader, BackendError> {
+    /// Streams one object from byte `from` on: for objects too big to hold in memory (a
+    /// bucket's files).
+    pub fn get_reader(&self, key: &str, from: u64) -> Result<ObjectReader, BackendError> {
         let path = StorePath::from(key);
+        let opts = object_store::GetOptions {
+            range: (from > 0).then_some(object_store::GetRange::Offset(from)),
+            ..Default::default()
+        };
         let r = self
             .runtime
-            .block_on(self.store.get(&path))
+            .block_on(self.store.get_opts(&path, opts))
             .map_err(|e| self.err(key, e))?;
         Ok(ObjectReader {
-            backend: self.clone(),
+            runtime: self.runtime.handle().clone(),
             stream: r.into_stream(),
             buf: Bytes::new(),
             key: key.to_string(),

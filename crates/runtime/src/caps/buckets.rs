@@ -1,6 +1,7 @@
 //! Buckets: an app's S3 bucket captured as a folder item and put back, with the plugin's own
 //! credentials, through the same retrying wrapper as the repository's store.
 
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ impl Caps {
                 .modified
                 .and_then(|t| t.timestamp_nanos_opt())
                 .unwrap_or(0);
-            let r = store.get_reader(&o.key)?;
+            let r = store.open_read(&o.key, 0)?;
             Ok((o.key, mtime, r))
         });
         let (count, _) = self
@@ -51,8 +52,14 @@ impl Caps {
                 match (n.kind, n.subtree) {
                     (NodeKind::Dir, Some(sub)) => stack.push((sub, format!("{key}/"))),
                     (NodeKind::File, _) => {
-                        let mut content = self.chunks_reader(n.content)?;
-                        store.put_reader(&key, &mut content).map_err(|e| {
+                        // Opened anew for each attempt the retrying store makes.
+                        let mut open = || -> std::io::Result<Box<dyn Read + Send>> {
+                            let r = self
+                                .chunks_reader(n.content.clone())
+                                .map_err(std::io::Error::other)?;
+                            Ok(Box::new(r))
+                        };
+                        store.put_from(&key, &mut open).map_err(|e| {
                             bucket_error(&target, &format!("restoring {key} into"), e)
                         })?;
                         count += 1;
@@ -79,7 +86,7 @@ fn bucket_error(b: &Bucket, what: &str, e: BackendError) -> String {
 }
 
 /// A plugin's bucket, opened with the credentials the plugin gave (never the repository's).
-fn open_bucket(b: &Bucket) -> R<Arc<coffer_store::StoreBackend>> {
+fn open_bucket(b: &Bucket) -> R<Arc<dyn Backend>> {
     coffer_store::s3::open_bucket(
         &b.endpoint,
         &b.region,
