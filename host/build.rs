@@ -14,7 +14,11 @@ const BUILTIN: &[(&str, &str)] = &[
     ("zhiyun", "coffer_plugin_zhiyun"),
 ];
 /// Plugins built for the tests only.
-const TEST_ONLY: &[&str] = &["coffer_plugin_hostile", "coffer_plugin_probe"];
+const TEST_ONLY: &[&str] = &[
+    "coffer_plugin_hostile",
+    "coffer_plugin_probe",
+    "coffer_plugin_legacy",
+];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -28,6 +32,7 @@ fn main() {
         "zhiyun",
         "hostile",
         "probe",
+        "legacy-0.1.0",
     ] {
         println!("cargo:rerun-if-changed={}", plugins.join(p).display());
     }
