@@ -92,13 +92,6 @@ pub enum Error {
     #[error(transparent)]
     Plugin(#[from] PluginError),
 
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-
     #[error("{0}")]
     Invalid(String),
 }
@@ -110,11 +103,9 @@ impl From<BackendError> for Error {
 }
 
 impl Error {
+    /// A file or folder that could not be read or written (one kind for every layer).
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Repo(coffer_repo::Error::io(path, source))
     }
 
     pub fn exit_code(&self) -> ExitCode {

@@ -258,11 +258,7 @@ impl Repository {
     /// Removes a key. Refuses to remove the key in use and the last full key.
     pub fn remove_key(&self, prefix: &str) -> Result<KeyId> {
         let keys = self.list_keys()?;
-        let matches: Vec<_> = keys
-            .iter()
-            .filter(|k| k.id.to_hex().starts_with(prefix))
-            .collect();
-        let key = match matches.as_slice() {
+        let key = match by_prefix(keys.iter(), prefix, |k| k.id.to_hex()).as_slice() {
             [k] => *k,
             [] => {
                 return Err(Error::Invalid(format!(
@@ -678,17 +674,26 @@ impl Repository {
                 .find_map(|(id, s)| s.ok().map(|s| (id, s)))
                 .ok_or_else(|| Error::NoSuchSnapshot(spec.into()));
         }
-        let ids: Vec<_> = self
-            .list_snapshot_ids()?
-            .into_iter()
-            .filter(|id| id.to_hex().starts_with(spec))
-            .collect();
-        match ids.as_slice() {
+        match by_prefix(self.list_snapshot_ids()?.into_iter(), spec, |id| {
+            id.to_hex()
+        })
+        .as_slice()
+        {
             [id] => Ok((*id, self.load_snapshot(id)?)),
             [] => Err(Error::NoSuchSnapshot(spec.into())),
             _ => Err(Error::AmbiguousSnapshot(spec.into())),
         }
     }
+}
+
+/// The items whose id (in hex) starts with `prefix`: one is a match, none or several are for
+/// the caller to name.
+fn by_prefix<T>(
+    items: impl Iterator<Item = T>,
+    prefix: &str,
+    hex: impl Fn(&T) -> String,
+) -> Vec<T> {
+    items.filter(|i| hex(i).starts_with(prefix)).collect()
 }
 
 /// Reads trees (and single chunks) through a cache of decrypted packs.
