@@ -324,7 +324,7 @@ fn serve(
                 let mut s = state.lock().unwrap();
                 let n = s.turns.entry(k).or_default();
                 *n += 1;
-                (*n - 1) % p.every == 0
+                (*n - 1).is_multiple_of(p.every)
             } else {
                 rng.gen_bool(p.rate.clamp(0.0, 1.0))
             };

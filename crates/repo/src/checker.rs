@@ -64,7 +64,7 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     let stored: HashMap<String, u64> = repo
         .list_packs()?
         .into_iter()
-        .map(|(id, size, _)| (pack::key(&id), size))
+        .map(|p| (pack::key(&p.id), p.size))
         .collect();
     let mut indexed = HashSet::new();
     let mut bad_packs: HashMap<PackId, String> = HashMap::new();

@@ -30,7 +30,7 @@ pub mod tree;
 
 pub use coffer_store::parallel_map;
 pub use error::{Error, Result};
-pub use repository::{ChunkReader, InitOptions, KeyInfo, Repository};
+pub use repository::{ChunkReader, InitOptions, KeyInfo, Repository, StoredPack};
 
 /// This machine's host name, as snapshots and key files record it.
 pub fn hostname() -> String {

@@ -141,7 +141,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
     let stored: HashMap<PackId, (u64, Option<chrono::DateTime<chrono::Utc>>)> = repo
         .list_packs()?
         .into_iter()
-        .map(|(id, size, modified)| (id, (size, modified)))
+        .map(|p| (p.id, (p.size, p.modified)))
         .collect();
     let mut contents: HashMap<PackId, (u64, Vec<PackEntry>)> = HashMap::new();
     for (_, f) in &files {

@@ -50,6 +50,15 @@ pub struct KeyInfo {
     pub file: KeyFile,
 }
 
+/// A pack as the store lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredPack {
+    pub id: PackId,
+    pub size: u64,
+    /// When the store wrote it, on the store's clock.
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// An open repository: the one owner of the object layout in its store. Engines reach packs,
 /// index objects, snapshots, marks and keys only through it.
 pub struct Repository {
@@ -520,15 +529,19 @@ impl Repository {
 
     // ----- packs and chunks -----
 
-    /// Every pack in the store: id, size and the store's time of writing it.
-    pub fn list_packs(&self) -> Result<Vec<(PackId, u64, Option<chrono::DateTime<chrono::Utc>>)>> {
+    /// Every pack in the store.
+    pub fn list_packs(&self) -> Result<Vec<StoredPack>> {
         Ok(self
             .backend
             .list("data/")?
             .into_iter()
             .filter_map(|o| {
                 let id: PackId = o.key.rsplit('/').next()?.parse().ok()?;
-                Some((id, o.size, o.modified))
+                Some(StoredPack {
+                    id,
+                    size: o.size,
+                    modified: o.modified,
+                })
             })
             .collect())
     }
