@@ -8,13 +8,15 @@
 //! snapshots it affects.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId, SnapshotId};
-use crate::index;
-use crate::tree::NodeKind;
+use crate::index::{self, Index};
+use crate::tree::Node;
+use crate::walk::{walk, Visitor};
 use crate::{pack, parallel_map, snapshot, ChunkReader, Repository};
 
 /// How much pack data to read.
@@ -229,6 +231,72 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     Ok(report)
 }
 
+/// Records which chunks a snapshot uses (snapshot `n` of the list), and every tree it cannot
+/// read and chunk no index holds as a problem.
+struct SnapshotUse<'a> {
+    index: &'a Index,
+    snapshot: &'a SnapshotId,
+    n: u32,
+    users: &'a mut HashMap<ChunkId, Vec<u32>>,
+    report: &'a mut CheckReport,
+    damaged_index: &'a [String],
+    missing: usize,
+    seen: HashSet<ChunkId>,
+}
+
+impl SnapshotUse<'_> {
+    fn use_chunk(&mut self, c: ChunkId) {
+        let v = self.users.entry(c).or_default();
+        if v.last() != Some(&self.n) {
+            v.push(self.n);
+        }
+    }
+}
+
+impl Visitor for SnapshotUse<'_> {
+    type Error = Error;
+
+    fn tree(&mut self, id: &ChunkId, _: &Path) -> bool {
+        self.use_chunk(*id);
+        self.seen.insert(*id)
+    }
+
+    fn unreadable(&mut self, id: &ChunkId, path: &Path, e: Error) -> Result<()> {
+        self.report.problems.push(Problem {
+            object: format!("tree {} (/{})", id.short(), path.display()),
+            message: e.to_string(),
+            snapshots: vec![self.snapshot.short()],
+        });
+        Ok(())
+    }
+
+    fn node(&mut self, _: &ChunkId, dir: &Path, node: &Node) -> Result<bool> {
+        let path = dir.join(&node.name);
+        for c in &node.content {
+            self.use_chunk(*c);
+            if !self.index.contains(c) {
+                self.missing += 1;
+                if self.missing <= 5 {
+                    self.report.problems.push(Problem {
+                        object: format!("chunk {}", c.short()),
+                        message: format!(
+                            "/{} needs a chunk that is not in any index{}",
+                            path.display(),
+                            if self.damaged_index.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" (damaged: {})", self.damaged_index.join(", "))
+                            }
+                        ),
+                        snapshots: vec![self.snapshot.short()],
+                    });
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
 fn walk_snapshot(
     reader: &ChunkReader,
     id: &SnapshotId,
@@ -238,58 +306,18 @@ fn walk_snapshot(
     report: &mut CheckReport,
     damaged_index: &[String],
 ) {
-    let use_chunk = |c: ChunkId, users: &mut HashMap<ChunkId, Vec<u32>>| {
-        let v = users.entry(c).or_default();
-        if v.last() != Some(&n) {
-            v.push(n);
-        }
+    let mut v = SnapshotUse {
+        index: reader.index(),
+        snapshot: id,
+        n,
+        users,
+        report,
+        damaged_index,
+        missing: 0,
+        seen: HashSet::new(),
     };
-    let mut missing = 0usize;
-    let mut stack = vec![(*root, String::new())];
-    let mut seen = HashSet::new();
-    while let Some((tree_id, path)) = stack.pop() {
-        use_chunk(tree_id, users);
-        if !seen.insert(tree_id) {
-            continue;
-        }
-        let tree = match reader.tree(&tree_id) {
-            Ok(t) => t,
-            Err(e) => {
-                report.problems.push(Problem {
-                    object: format!("tree {} (/{path})", tree_id.short()),
-                    message: e.to_string(),
-                    snapshots: vec![id.short()],
-                });
-                continue;
-            }
-        };
-        for node in tree.nodes {
-            let p = format!("{path}/{}", node.name);
-            for c in &node.content {
-                use_chunk(*c, users);
-                if !reader.index().contains(c) {
-                    missing += 1;
-                    if missing <= 5 {
-                        report.problems.push(Problem {
-                            object: format!("chunk {}", c.short()),
-                            message: format!(
-                                "{p} needs a chunk that is not in any index{}",
-                                if damaged_index.is_empty() {
-                                    String::new()
-                                } else {
-                                    format!(" (damaged: {})", damaged_index.join(", "))
-                                }
-                            ),
-                            snapshots: vec![id.short()],
-                        });
-                    }
-                }
-            }
-            if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
-                stack.push((sub, p.trim_start_matches('/').to_string()));
-            }
-        }
-    }
+    let _ = walk(reader, *root, Path::new(""), &mut v);
+    let missing = v.missing;
     if missing > 5 {
         report.problems.push(Problem {
             object: "chunks".into(),

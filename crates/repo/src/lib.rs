@@ -27,6 +27,7 @@ pub mod restorer;
 pub mod retention;
 pub mod snapshot;
 pub mod tree;
+pub mod walk;
 
 pub use coffer_store::parallel_map;
 pub use error::{Error, Result};

@@ -20,6 +20,7 @@
 //! or a pack is in no index and is marked again by the next prune.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +32,8 @@ use crate::id::{ChunkId, IndexId, PackId};
 use crate::index::{self, Index, IndexFile, IndexPack};
 use crate::marks::{Mark, MarkState, StoredMark};
 use crate::pack::{self, PackEntry, PackWriter};
-use crate::tree::NodeKind;
+use crate::tree::Node;
+use crate::walk::{walk, Visitor};
 use crate::{ChunkReader, Repository};
 use coffer_store::BackendError;
 
@@ -366,26 +368,44 @@ fn needed_chunks(
         if let Some(p) = &snap.plugin {
             needed.extend(p.content.iter().copied());
         }
-        let mut stack = vec![snap.tree];
-        while let Some(t) = stack.pop() {
-            if !needed.insert(t) {
-                continue;
-            }
-            let tree = reader.tree(&t).map_err(|e| {
-                Error::Invalid(format!(
-                    "a tree of snapshot {} cannot be read ({e}): prune stops rather than guess; run `coffer check`",
-                    id.short()
-                ))
-            })?;
-            for node in tree.nodes {
-                needed.extend(node.content.iter().copied());
-                if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
-                    stack.push(sub);
-                }
-            }
-        }
+        walk(
+            &reader,
+            snap.tree,
+            Path::new(""),
+            &mut Needed {
+                needed: &mut needed,
+                snapshot: id,
+            },
+        )?;
     }
     Ok(needed)
+}
+
+/// Collects what one snapshot needs; a tree already collected (shared with another folder or
+/// snapshot) is not read again.
+struct Needed<'a> {
+    needed: &'a mut HashSet<ChunkId>,
+    snapshot: crate::id::SnapshotId,
+}
+
+impl Visitor for Needed<'_> {
+    type Error = Error;
+
+    fn tree(&mut self, id: &ChunkId, _: &Path) -> bool {
+        self.needed.insert(*id)
+    }
+
+    fn unreadable(&mut self, _: &ChunkId, _: &Path, e: Error) -> Result<()> {
+        Err(Error::Invalid(format!(
+            "a tree of snapshot {} cannot be read ({e}): prune stops rather than guess; run `coffer check`",
+            self.snapshot.short()
+        )))
+    }
+
+    fn node(&mut self, _: &ChunkId, _: &Path, node: &Node) -> Result<bool> {
+        self.needed.extend(node.content.iter().copied());
+        Ok(true)
+    }
 }
 
 /// Copies the chunks whose home is one of `packs` into new packs (frames as stored, each

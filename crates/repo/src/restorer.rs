@@ -28,6 +28,7 @@ use crate::index::Index;
 use crate::pack::{self, PackEntry};
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
+use crate::walk::{walk, Visitor};
 use crate::{parallel_map, ChunkReader, Repository};
 
 #[derive(Debug, Clone, Default)]
@@ -59,6 +60,52 @@ struct Item {
     node: Node,
 }
 
+/// What a restore will write, gathered by one walk of the snapshot's tree.
+struct Plan<W> {
+    wanted: W,
+    allow_outside_symlinks: bool,
+    items: Vec<Item>,
+    unsafe_links: Vec<String>,
+    /// Every path planned, to refuse a name that appears twice in one folder.
+    seen: HashSet<PathBuf>,
+}
+
+impl<W: Fn(&Path) -> bool> Visitor for Plan<W> {
+    type Error = Error;
+
+    fn node(&mut self, tree: &ChunkId, dir: &Path, node: &Node) -> Result<bool> {
+        let name = node
+            .os_name()
+            .ok_or_else(|| Error::corrupt(format!("tree {}", tree.short()), "bad name encoding"))?;
+        check_name(&name, dir)?;
+        let rel = dir.join(&name);
+        if !self.seen.insert(rel.clone()) {
+            return Err(Error::Unsafe(format!(
+                "{} appears twice in one folder of the snapshot",
+                rel.display()
+            )));
+        }
+        if !(self.wanted)(&rel) {
+            return Ok(false);
+        }
+        if node.kind == NodeKind::Symlink && !self.allow_outside_symlinks {
+            let target = node.os_target().unwrap_or_default();
+            if escapes(dir, Path::new(&target)) {
+                self.unsafe_links.push(format!(
+                    "{} -> {}",
+                    rel.display(),
+                    Path::new(&target).display()
+                ));
+            }
+        }
+        self.items.push(Item {
+            rel,
+            node: node.clone(),
+        });
+        Ok(true)
+    }
+}
+
 /// Walks the snapshot's tree and checks it; fails before anything is written.
 fn plan(reader: &ChunkReader, root: &ChunkId, opts: &RestoreOptions) -> Result<Vec<Item>> {
     let include: Vec<PathBuf> = opts
@@ -76,43 +123,19 @@ fn plan(reader: &ChunkReader, root: &ChunkId, opts: &RestoreOptions) -> Result<V
                 .iter()
                 .any(|inc| rel.starts_with(inc) || inc.starts_with(rel))
     };
-    let mut items = vec![];
-    let mut stack = vec![(PathBuf::new(), *root)];
-    let mut unsafe_links = vec![];
-    while let Some((dir, tree_id)) = stack.pop() {
-        let tree = reader.tree(&tree_id)?;
-        let mut seen = HashSet::new();
-        for node in tree.nodes {
-            let name = node.os_name().ok_or_else(|| {
-                Error::corrupt(format!("tree {}", tree_id.short()), "bad name encoding")
-            })?;
-            check_name(&name, &dir)?;
-            if !seen.insert(name.clone()) {
-                return Err(Error::Unsafe(format!(
-                    "{} appears twice in one folder of the snapshot",
-                    dir.join(&name).display()
-                )));
-            }
-            let rel = dir.join(&name);
-            if !wanted(&rel) {
-                continue;
-            }
-            if node.kind == NodeKind::Symlink && !opts.allow_outside_symlinks {
-                let target = node.os_target().unwrap_or_default();
-                if escapes(&dir, Path::new(&target)) {
-                    unsafe_links.push(format!(
-                        "{} -> {}",
-                        rel.display(),
-                        Path::new(&target).display()
-                    ));
-                }
-            }
-            if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
-                stack.push((rel.clone(), sub));
-            }
-            items.push(Item { rel, node });
-        }
-    }
+    let mut plan = Plan {
+        wanted,
+        allow_outside_symlinks: opts.allow_outside_symlinks,
+        items: vec![],
+        unsafe_links: vec![],
+        seen: HashSet::new(),
+    };
+    walk(reader, *root, Path::new(""), &mut plan)?;
+    let Plan {
+        mut items,
+        unsafe_links,
+        ..
+    } = plan;
     if !unsafe_links.is_empty() {
         return Err(Error::Unsafe(format!(
             "{} symlink(s) point outside the target ({}{}); pass --allow-outside-symlinks to restore them as they were",

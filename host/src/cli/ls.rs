@@ -1,10 +1,12 @@
 //! `coffer ls SNAPSHOT [PATH]`: list the entries of a snapshot.
 
-use std::path::{Component, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::Result;
 use coffer::ExitCode;
-use coffer_repo::tree::NodeKind;
+use coffer_repo::id::ChunkId;
+use coffer_repo::tree::Node;
+use coffer_repo::walk::{walk, Visitor};
 use coffer_repo::ChunkReader;
 
 use super::Global;
@@ -31,25 +33,12 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             .collect()
     });
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut stack = vec![(PathBuf::new(), snap.tree)];
-    let mut rows = vec![];
-    while let Some((dir, id)) = stack.pop() {
-        let tree = reader.tree(&id)?;
-        for node in tree.nodes.into_iter().rev() {
-            let rel = dir.join(node.os_name().unwrap_or_default());
-            let inside = filter.as_ref().is_none_or(|f| rel.starts_with(f));
-            let above = filter.as_ref().is_some_and(|f| f.starts_with(&rel));
-            if !inside && !above {
-                continue;
-            }
-            if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
-                stack.push((rel.clone(), sub));
-            }
-            if inside {
-                rows.push((rel, node));
-            }
-        }
-    }
+    let mut listing = Listing {
+        filter,
+        rows: vec![],
+    };
+    walk(&reader, snap.tree, Path::new(""), &mut listing)?;
+    let mut rows = listing.rows;
     rows.sort_by(|x, y| x.0.cmp(&y.0));
     use std::io::Write;
     if g.json {
@@ -83,4 +72,24 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::Ok)
+}
+
+/// The nodes at or below the filter path, with their paths.
+struct Listing {
+    filter: Option<PathBuf>,
+    rows: Vec<(PathBuf, Node)>,
+}
+
+impl Visitor for Listing {
+    type Error = coffer_repo::Error;
+
+    fn node(&mut self, _: &ChunkId, dir: &Path, node: &Node) -> coffer_repo::Result<bool> {
+        let rel = dir.join(node.os_name().unwrap_or_default());
+        let inside = self.filter.as_ref().is_none_or(|f| rel.starts_with(f));
+        let above = self.filter.as_ref().is_some_and(|f| f.starts_with(&rel));
+        if inside {
+            self.rows.push((rel, node.clone()));
+        }
+        Ok(inside || above)
+    }
 }

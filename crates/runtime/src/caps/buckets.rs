@@ -5,7 +5,9 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-use coffer_repo::tree::NodeKind;
+use coffer_repo::id::ChunkId;
+use coffer_repo::tree::{Node, NodeKind};
+use coffer_repo::walk::{walk, Visitor};
 use coffer_repo::ChunkReader;
 use coffer_store::{Backend, BackendError};
 
@@ -43,32 +45,55 @@ impl Caps {
         let store = open_bucket(&target)?;
         let src = self.source()?;
         let reader = ChunkReader::new(&src.repo, &src.index);
-        let mut count = 0;
-        let mut stack = vec![(root, String::new())];
-        while let Some((tree, prefix)) = stack.pop() {
-            let tree = reader.tree(&tree).map_err(|e| e.to_string())?;
-            for n in tree.nodes {
-                let key = format!("{prefix}{}", n.name);
-                match (n.kind, n.subtree) {
-                    (NodeKind::Dir, Some(sub)) => stack.push((sub, format!("{key}/"))),
-                    (NodeKind::File, _) => {
-                        // Opened anew for each attempt the retrying store makes.
-                        let mut open = || -> std::io::Result<Box<dyn Read + Send>> {
-                            let r = self
-                                .chunks_reader(n.content.clone())
-                                .map_err(std::io::Error::other)?;
-                            Ok(Box::new(r))
-                        };
-                        store.put_from(&key, &mut open).map_err(|e| {
-                            bucket_error(&target, &format!("restoring {key} into"), e)
-                        })?;
-                        count += 1;
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let mut objects = Objects {
+            caps: self,
+            store: store.as_ref(),
+            target: &target,
+            count: 0,
+        };
+        walk(&reader, root, Path::new(""), &mut objects).map_err(|e| e.to_string())?;
+        let count = objects.count;
         Ok(count)
+    }
+}
+
+/// Puts every file of a folder item into a bucket, its path below the folder as its key.
+struct Objects<'a> {
+    caps: &'a Caps,
+    store: &'a dyn Backend,
+    target: &'a Bucket,
+    count: u64,
+}
+
+impl Visitor for Objects<'_> {
+    type Error = coffer_repo::Error;
+
+    fn node(&mut self, _: &ChunkId, dir: &Path, n: &Node) -> coffer_repo::Result<bool> {
+        if n.kind != NodeKind::File {
+            return Ok(true);
+        }
+        let key = if dir.as_os_str().is_empty() {
+            n.name.clone()
+        } else {
+            format!("{}/{}", dir.display(), n.name)
+        };
+        // Opened anew for each attempt the retrying store makes.
+        let mut open = || -> std::io::Result<Box<dyn Read + Send>> {
+            let r = self
+                .caps
+                .chunks_reader(n.content.clone())
+                .map_err(std::io::Error::other)?;
+            Ok(Box::new(r))
+        };
+        self.store.put_from(&key, &mut open).map_err(|e| {
+            coffer_repo::Error::Invalid(bucket_error(
+                self.target,
+                &format!("restoring {key} into"),
+                e,
+            ))
+        })?;
+        self.count += 1;
+        Ok(true)
     }
 }
 
