@@ -36,6 +36,10 @@ pub enum BackendError {
     /// The store refused the credentials or the permission: retrying cannot help.
     #[error("the store refused access to {key}: {message} (check the credentials, e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and the bucket's grants)")]
     Denied { key: String, message: String },
+    /// Reading the content to be stored failed (the source, not the store): sending it again
+    /// cannot help.
+    #[error("reading what was to be stored as {key} failed: {message}")]
+    Source { key: String, message: String },
     /// A 4xx answer other than a timeout or throttling: the request itself is wrong.
     #[error("the store rejected the request for {key}: {message}")]
     Rejected { key: String, message: String },
@@ -117,7 +121,7 @@ pub trait Backend: Send + Sync {
         let mut buf = Vec::new();
         reader
             .read_to_end(&mut buf)
-            .map_err(|e| BackendError::Store {
+            .map_err(|e| BackendError::Source {
                 key: key.to_string(),
                 message: e.to_string(),
             })?;
@@ -132,7 +136,7 @@ pub trait Backend: Send + Sync {
         key: &str,
         open: &mut dyn FnMut() -> std::io::Result<Box<dyn std::io::Read + Send>>,
     ) -> Result<u64, BackendError> {
-        let mut r = open().map_err(|e| BackendError::Store {
+        let mut r = open().map_err(|e| BackendError::Source {
             key: key.to_string(),
             message: e.to_string(),
         })?;

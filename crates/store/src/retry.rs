@@ -312,4 +312,26 @@ mod tests {
         assert!(matches!(r.get("nope"), Err(BackendError::NotFound { .. })));
         assert_eq!(r.retried(), 0);
     }
+
+    /// A source that fails to read is not the store's fault: no retry, and the error says so.
+    #[test]
+    fn a_failing_source_is_not_retried() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("chunk 1234abcd is damaged"))
+            }
+        }
+        let r = Retrying::new(Arc::new(StoreBackend::memory()), RetryPolicy::default());
+        let mut opened = 0;
+        let mut open = || -> std::io::Result<Box<dyn Read + Send>> {
+            opened += 1;
+            Ok(Box::new(Broken))
+        };
+        let e = r.put_from("data/00/x", &mut open).unwrap_err();
+        assert!(matches!(e, BackendError::Source { .. }), "{e}");
+        assert!(e.to_string().contains("damaged"), "{e}");
+        assert_eq!((opened, r.retried()), (1, 0));
+        assert!(!r.exists("data/00/x").unwrap());
+    }
 }

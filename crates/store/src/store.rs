@@ -321,7 +321,7 @@ impl StoreBackend {
         key: &str,
         reader: &mut dyn std::io::Read,
     ) -> Result<u64, BackendError> {
-        let io_err = |e: std::io::Error| BackendError::Store {
+        let io_err = |e: std::io::Error| BackendError::Source {
             key: key.to_string(),
             message: e.to_string(),
         };
@@ -344,41 +344,47 @@ impl StoreBackend {
         }
         let path = StorePath::from(key);
         let part_size = self.part_size;
-        self.runtime
-            .block_on(async {
-                let mut upload = self.store.put_multipart(&path).await?;
-                let mut total = 0u64;
-                let mut pending = first;
-                loop {
-                    // Parts of exactly part_size, the last one shorter: `fill` reads up to its
-                    // limit or to the end.
-                    if pending.len() < part_size {
-                        let more = fill(reader, part_size - pending.len()).map_err(|e| {
-                            object_store::Error::Generic {
-                                store: "coffer",
-                                source: e.to_string().into(),
-                            }
-                        })?;
-                        pending.extend_from_slice(&more);
+        // A failing source ends the upload (aborted, so no half object lingers) with its own
+        // error: reading it again would not help.
+        let mut source_failed = None;
+        let sent = self.runtime.block_on(async {
+            let mut upload = self.store.put_multipart(&path).await?;
+            let mut total = 0u64;
+            let mut pending = first;
+            loop {
+                // Parts of exactly part_size, the last one shorter: `fill` reads up to its
+                // limit or to the end.
+                if pending.len() < part_size {
+                    match fill(reader, part_size - pending.len()) {
+                        Ok(more) => pending.extend_from_slice(&more),
+                        Err(e) => {
+                            let _ = upload.abort().await;
+                            source_failed = Some(e);
+                            return Ok(total);
+                        }
                     }
-                    if pending.is_empty() {
-                        break;
-                    }
-                    let rest = if pending.len() > part_size {
-                        pending.split_off(part_size)
-                    } else {
-                        Vec::new()
-                    };
-                    total += pending.len() as u64;
-                    if let Err(e) = upload.put_part(PutPayload::from(pending)).await {
-                        let _ = upload.abort().await;
-                        return Err(e);
-                    }
-                    pending = rest;
                 }
-                upload.complete().await.map(|_| total)
-            })
-            .map_err(|e| self.err(key, e))
+                if pending.is_empty() {
+                    break;
+                }
+                let rest = if pending.len() > part_size {
+                    pending.split_off(part_size)
+                } else {
+                    Vec::new()
+                };
+                total += pending.len() as u64;
+                if let Err(e) = upload.put_part(PutPayload::from(pending)).await {
+                    let _ = upload.abort().await;
+                    return Err(e);
+                }
+                pending = rest;
+            }
+            upload.complete().await.map(|_| total)
+        });
+        if let Some(e) = source_failed {
+            return Err(e);
+        }
+        sent.map_err(|e| self.err(key, e))
     }
 
     /// One object in parts: for packs larger than a single PUT should carry. A failed part
