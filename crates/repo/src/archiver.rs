@@ -346,15 +346,15 @@ impl Session {
         }
     }
 
-    /// The pipeline's own failure (the store refused an upload, say) in place of the
+    /// `r`, with the pipeline's own failure (the store refused an upload, say) in place of the
     /// `Interrupted` that failure made the walker see: the user is told the real cause.
-    fn cause(&mut self, e: Error) -> Error {
-        if !matches!(e, Error::Interrupted) {
-            return e;
-        }
-        match self.stop_threads() {
-            Err(real) => real,
-            Ok(()) => e,
+    fn checked<T>(&mut self, r: Result<T>) -> Result<T> {
+        match r {
+            Err(Error::Interrupted) => match self.stop_threads() {
+                Err(real) => Err(real),
+                Ok(()) => Err(Error::Interrupted),
+            },
+            r => r,
         }
     }
 
@@ -411,24 +411,20 @@ impl Session {
     pub fn add_path(&mut self, item: &Path, path: &Path) -> Result<u64> {
         let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
         let before = self.walker.summary.total_bytes;
-        let node = match self
+        let saved = self
             .walker
-            .save_node(path, path.file_name().unwrap_or_default(), meta)
-        {
-            Ok(n) => n,
-            Err(e) => return Err(self.cause(e)),
-        }
-        .ok_or_else(|| Error::Invalid(format!("{} could not be read", path.display())))?;
+            .save_node(path, path.file_name().unwrap_or_default(), meta);
+        let node = self
+            .checked(saved)?
+            .ok_or_else(|| Error::Invalid(format!("{} could not be read", path.display())))?;
         self.place(item, node)?;
         Ok(self.walker.summary.total_bytes - before)
     }
 
     /// Captures everything `reader` yields as the file `item` (a dump, a download).
     pub fn add_reader(&mut self, item: &Path, reader: impl Read) -> Result<u64> {
-        let (content, size) = match self.walker.chunk_stream(item, reader) {
-            Ok(r) => r,
-            Err(e) => return Err(self.cause(e)),
-        };
+        let chunked = self.walker.chunk_stream(item, reader);
+        let (content, size) = self.checked(chunked)?;
         let mut node = own_node(
             NodeKind::File,
             0o600,
@@ -464,10 +460,8 @@ impl Session {
                     "object '{key}' cannot be restored as a file (its path has an empty, '.' or '..' part)"
                 )));
             }
-            let (content, size) = match self.walker.chunk_stream(Path::new(&key), reader) {
-                Ok(r) => r,
-                Err(e) => return Err(self.cause(e)),
-            };
+            let chunked = self.walker.chunk_stream(Path::new(&key), reader);
+            let (content, size) = self.checked(chunked)?;
             let mut node = own_node(NodeKind::File, 0o644, mtime_ns);
             node.content = content;
             node.size = size;
@@ -483,10 +477,8 @@ impl Session {
             0o755,
             self.time.timestamp_nanos_opt().unwrap_or(0),
         );
-        dir.subtree = Some(match self.walker.save_items(root, self.time) {
-            Ok(id) => id,
-            Err(e) => return Err(self.cause(e)),
-        });
+        let saved = self.walker.save_items(root, self.time);
+        dir.subtree = Some(self.checked(saved)?);
         self.walker.summary.total_bytes += bytes;
         self.walker.summary.files_new += count;
         self.place(item, dir)?;
@@ -495,10 +487,8 @@ impl Session {
 
     /// Stores bytes that are not an item (the plugin's wasm); returns their chunks.
     pub fn store_blob(&mut self, data: &[u8]) -> Result<Vec<ChunkId>> {
-        match self.walker.chunk_stream(Path::new("(blob)"), data) {
-            Ok((chunks, _)) => Ok(chunks),
-            Err(e) => Err(self.cause(e)),
-        }
+        let chunked = self.walker.chunk_stream(Path::new("(blob)"), data);
+        Ok(self.checked(chunked)?.0)
     }
 
     /// Stores one chunk as it is (no re-chunking), if the repository lacks it; returns its id.
@@ -509,9 +499,8 @@ impl Session {
             if tag == Tag::Data {
                 self.walker.summary.bytes_read += data.len() as u64;
             }
-            if let Err(e) = self.walker.send(id, tag, data) {
-                return Err(self.cause(e));
-            }
+            let sent = self.walker.send(id, tag, data);
+            self.checked(sent)?;
         }
         Ok(id)
     }
