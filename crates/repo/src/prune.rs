@@ -402,8 +402,8 @@ impl Visitor for Needed<'_> {
         )))
     }
 
-    fn node(&mut self, _: &ChunkId, _: &Path, node: &Node) -> Result<bool> {
-        self.needed.extend(node.content.iter().copied());
+    fn node(&mut self, _: &ChunkId, _: &Path, node: Node) -> Result<bool> {
+        self.needed.extend(node.content);
         Ok(true)
     }
 }
@@ -419,7 +419,9 @@ fn repack(
     let target = repo.config().pack_size as u64;
     let mut writers: BTreeMap<bool, PackWriter> = BTreeMap::new();
     let mut copied = 0;
-    let mut sealed = vec![];
+    // Each pack goes up as soon as it is full (at most one per kind in memory); one index object
+    // names them all at the end.
+    let mut index_file = IndexFile::default();
     for p in packs {
         let plain = repo.read_pack(p)?;
         for e in &contents[p].1 {
@@ -436,16 +438,19 @@ fn repack(
             w.add(e.id, e.tag, frame, e.raw_length as usize);
             copied += e.length as u64;
             if w.size() >= target {
-                sealed.push(writers.remove(&is_tree).expect("just used").finish());
+                let w = writers.remove(&is_tree).expect("just used");
+                index_file.packs.push(repo.upload_pack(w.finish())?);
             }
         }
     }
     for (_, w) in std::mem::take(&mut writers) {
         if !w.is_empty() {
-            sealed.push(w.finish());
+            index_file.packs.push(repo.upload_pack(w.finish())?);
         }
     }
-    repo.save_packs(sealed)?;
+    if !index_file.packs.is_empty() {
+        repo.save_index(&index_file)?;
+    }
     Ok(copied)
 }
 

@@ -558,31 +558,19 @@ impl Repository {
         })
     }
 
-    /// Uploads sealed packs and then records them in one index object: the whole of "store these
-    /// packs" for writers that are not the backup pipeline (which batches its index objects).
-    pub fn save_packs(&self, packs: Vec<pack::SealedPack>) -> Result<()> {
-        if packs.is_empty() {
-            return Ok(());
-        }
-        let mut file = IndexFile::default();
-        for p in packs {
-            file.packs.push(self.upload_pack(p)?);
-        }
-        self.save_index(&file)?;
-        Ok(())
-    }
-
     /// Deletes packs (a prune's sweep); deleting a gone one succeeds.
     pub fn delete_packs(&self, ids: &[PackId]) -> Result<()> {
-        parallel_map(ids, |p| self.backend.delete(&pack::key(p)))
-            .into_iter()
-            .collect::<std::result::Result<Vec<()>, BackendError>>()?;
-        Ok(())
+        self.delete_objects(ids.iter().map(pack::key).collect())
     }
 
     /// Deletes index objects (after their entries were written again, compacted).
     pub fn delete_index_files(&self, ids: &[IndexId]) -> Result<()> {
-        parallel_map(ids, |id| self.backend.delete(&index::key(id)))
+        self.delete_objects(ids.iter().map(index::key).collect())
+    }
+
+    /// Deletes objects several at a time; the first failure is the answer.
+    fn delete_objects(&self, keys: Vec<String>) -> Result<()> {
+        parallel_map(&keys, |k| self.backend.delete(k))
             .into_iter()
             .collect::<std::result::Result<Vec<()>, BackendError>>()?;
         Ok(())
@@ -631,7 +619,8 @@ impl Repository {
             }
         }
         if !w.is_empty() {
-            self.save_packs(vec![w.finish()])?;
+            let entry = self.upload_pack(w.finish())?;
+            self.save_index(&IndexFile { packs: vec![entry] })?;
         }
         Ok(ids)
     }
