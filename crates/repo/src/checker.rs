@@ -270,7 +270,7 @@ impl Visitor for SnapshotUse<'_> {
         Ok(())
     }
 
-    fn node(&mut self, _: &ChunkId, dir: &Path, node: &Node) -> Result<bool> {
+    fn node(&mut self, _: &ChunkId, dir: &Path, node: Node) -> Result<bool> {
         let path = dir.join(&node.name);
         for c in &node.content {
             self.use_chunk(*c);

@@ -66,20 +66,25 @@ struct Plan<W> {
     allow_outside_symlinks: bool,
     items: Vec<Item>,
     unsafe_links: Vec<String>,
-    /// Every path planned, to refuse a name that appears twice in one folder.
-    seen: HashSet<PathBuf>,
+    /// The names of the folder being read, to refuse one that appears twice in it.
+    seen: HashSet<OsString>,
 }
 
 impl<W: Fn(&Path) -> bool> Visitor for Plan<W> {
     type Error = Error;
 
-    fn node(&mut self, tree: &ChunkId, dir: &Path, node: &Node) -> Result<bool> {
+    fn tree(&mut self, _: &ChunkId, _: &Path) -> bool {
+        self.seen.clear();
+        true
+    }
+
+    fn node(&mut self, tree: &ChunkId, dir: &Path, node: Node) -> Result<bool> {
         let name = node
             .os_name()
             .ok_or_else(|| Error::corrupt(format!("tree {}", tree.short()), "bad name encoding"))?;
         check_name(&name, dir)?;
         let rel = dir.join(&name);
-        if !self.seen.insert(rel.clone()) {
+        if !self.seen.insert(name) {
             return Err(Error::Unsafe(format!(
                 "{} appears twice in one folder of the snapshot",
                 rel.display()
@@ -98,10 +103,7 @@ impl<W: Fn(&Path) -> bool> Visitor for Plan<W> {
                 ));
             }
         }
-        self.items.push(Item {
-            rel,
-            node: node.clone(),
-        });
+        self.items.push(Item { rel, node });
         Ok(true)
     }
 }

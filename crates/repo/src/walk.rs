@@ -25,9 +25,10 @@ pub trait Visitor {
         Err(e.into())
     }
 
-    /// A node of tree `tree`, the folder at `dir`; `true` descends into it when it is a folder
-    /// (at `dir` joined with its name).
-    fn node(&mut self, tree: &ChunkId, dir: &Path, node: &Node) -> Result<bool, Self::Error>;
+    /// A node of tree `tree`, the folder at `dir`, handed over to keep; `true` descends into it
+    /// when it is a folder (at `dir` joined with its name). The nodes of one tree come one after
+    /// another, right after [`Visitor::tree`] said yes to it.
+    fn node(&mut self, tree: &ChunkId, dir: &Path, node: Node) -> Result<bool, Self::Error>;
 }
 
 /// Walks the tree `root` (the folder at `base`) with `v`.
@@ -50,10 +51,13 @@ pub fn walk<V: Visitor>(
             }
         };
         let mut below: Vec<(ChunkId, PathBuf)> = vec![];
-        for node in &tree.nodes {
-            let descend = v.node(&id, &dir, node)?;
-            if let (true, NodeKind::Dir, Some(sub)) = (descend, node.kind, node.subtree) {
-                below.push((sub, dir.join(node.os_name().unwrap_or_default())));
+        for node in tree.nodes {
+            let sub = node.subtree.filter(|_| node.kind == NodeKind::Dir);
+            let name = sub.and_then(|_| node.os_name());
+            if v.node(&id, &dir, node)? {
+                if let Some(sub) = sub {
+                    below.push((sub, dir.join(name.unwrap_or_default())));
+                }
             }
         }
         stack.extend(below.into_iter().rev());

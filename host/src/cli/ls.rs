@@ -83,12 +83,12 @@ struct Listing {
 impl Visitor for Listing {
     type Error = coffer_repo::Error;
 
-    fn node(&mut self, _: &ChunkId, dir: &Path, node: &Node) -> coffer_repo::Result<bool> {
+    fn node(&mut self, _: &ChunkId, dir: &Path, node: Node) -> coffer_repo::Result<bool> {
         let rel = dir.join(node.os_name().unwrap_or_default());
         let inside = self.filter.as_ref().is_none_or(|f| rel.starts_with(f));
         let above = self.filter.as_ref().is_some_and(|f| f.starts_with(&rel));
         if inside {
-            self.rows.push((rel, node.clone()));
+            self.rows.push((rel, node));
         }
         Ok(inside || above)
     }

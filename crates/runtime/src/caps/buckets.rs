@@ -68,7 +68,7 @@ struct Objects<'a> {
 impl Visitor for Objects<'_> {
     type Error = coffer_repo::Error;
 
-    fn node(&mut self, _: &ChunkId, dir: &Path, n: &Node) -> coffer_repo::Result<bool> {
+    fn node(&mut self, _: &ChunkId, dir: &Path, n: Node) -> coffer_repo::Result<bool> {
         if n.kind != NodeKind::File {
             return Ok(true);
         }
