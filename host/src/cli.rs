@@ -1,6 +1,21 @@
 //! The command line: global options, opening the repository, output and progress.
 //! One file per command under `cli/`.
 
+/// `println!` that never panics: see [`out_line`].
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::cli::out_line(format_args!($($t)*))
+    };
+}
+
+/// `eprintln!` that never panics: a closed or full stderr loses the message, nothing more.
+macro_rules! eout {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 mod backup;
 mod check;
 mod copy;
@@ -12,6 +27,7 @@ mod key;
 mod ls;
 mod plugin;
 mod prune;
+mod repair;
 mod restore;
 mod snapshots;
 mod stats;
@@ -95,6 +111,9 @@ pub enum Command {
     Check(check::Args),
     /// Repository size, deduplication and compression figures
     Stats(stats::Args),
+    /// Repair the repository: `repair index` rebuilds the index from the packs
+    #[command(subcommand)]
+    Repair(repair::Command),
     /// Manage the keys that open the repository
     #[command(subcommand)]
     Key(key::Command),
@@ -107,6 +126,11 @@ pub enum Command {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let g = &args.global;
+    // An invalid coffer.toml stops every command that could read it, before anything is done:
+    // skipping it would send `init` or `backup PATH` to the default repository.
+    if !matches!(args.command, Command::Demo(_)) {
+        g.config()?;
+    }
     match &args.command {
         Command::Init(a) => init::run(g, a),
         Command::Backup(a) => backup::run(g, a),
@@ -119,6 +143,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Prune(a) => prune::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Stats(a) => stats::run(g, a),
+        Command::Repair(c) => repair::run(g, c),
         Command::Key(c) => key::run(g, c),
         Command::Plugin(c) => plugin::run(g, c),
         Command::Demo(a) => demo::run(g, a),
@@ -143,10 +168,12 @@ impl Global {
         Ok(CONFIG.get_or_init(|| c).as_ref())
     }
 
+    /// `[repository]` of coffer.toml (empty without one). [`run`] has read and checked the file
+    /// before any command runs, so an invalid one never gets here.
     pub fn repo_config(&self) -> coffer::config::RepositoryConfig {
-        self.config()
-            .ok()
-            .flatten()
+        CONFIG
+            .get()
+            .and_then(Option::as_ref)
             .map(|c| c.repository.clone())
             .unwrap_or_default()
     }
@@ -226,8 +253,13 @@ impl Global {
         Ok(repo)
     }
 
+    /// How a new key is protected: recipients when given, else a passphrase. For `init` that is
+    /// the repository passphrase (file, environment or prompt); for `key add` it comes only from
+    /// `--new-password-file` or a prompt naming the key being made, never from the variables
+    /// that opened the repository, which would silently give the new key the same passphrase.
     pub fn new_protector(
         &self,
+        key: NewKey,
         recipients: &[String],
         recipients_file: &Option<PathBuf>,
         new_password_file: &Option<PathBuf>,
@@ -239,15 +271,39 @@ impl Global {
         if !lines.is_empty() {
             return Ok(Protector::Recipients(keyfile::parse_recipients(lines)?));
         }
-        let passphrase = match new_password_file {
-            Some(f) => read_password_file(f)?,
-            None => self.passphrase(true)?,
+        let passphrase = match (new_password_file, key) {
+            (Some(f), _) => read_password_file(f)?,
+            (None, NewKey::Repository) => self.passphrase(true)?,
+            (None, NewKey::Added { write_only }) => {
+                let what = if write_only { "write-only" } else { "full" };
+                anyhow::ensure!(
+                    std::io::stdin().is_terminal() || std::io::stderr().is_terminal(),
+                    "no passphrase for the new {what} key: give it with --new-password-file (COFFER_PASSWORD opens the repository; it is not the new key's)"
+                );
+                let p = rpassword::prompt_password(format!("passphrase for the new {what} key: "))
+                    .context("reading the passphrase")?;
+                let again =
+                    rpassword::prompt_password(format!("the new {what} key's passphrase again: "))
+                        .context("reading the passphrase")?;
+                anyhow::ensure!(p == again, "the passphrases differ");
+                anyhow::ensure!(!p.is_empty(), "an empty passphrase protects nothing");
+                SecretString::from(p)
+            }
         };
         Ok(Protector::Passphrase {
             passphrase,
             log_n: self.kdf_log_n,
         })
     }
+}
+
+/// The key [`Global::new_protector`] protects.
+#[derive(Clone, Copy)]
+pub enum NewKey {
+    /// The first key, made by `init`.
+    Repository,
+    /// One more key, made by `key add`.
+    Added { write_only: bool },
 }
 
 fn read_password_file(f: &Path) -> Result<SecretString> {
@@ -260,7 +316,34 @@ fn read_password_file(f: &Path) -> Result<SecretString> {
 
 /// Prints a value as JSON on stdout.
 pub fn print_json<T: serde::Serialize>(v: &T) {
-    println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+    out!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+}
+
+/// Writes one line on stdout. A reader that went away (`coffer snapshots | head -1`) ends coffer
+/// quietly; any other failure to write (a full disk) is one error line. Never a panic.
+pub fn out_line(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(line).and_then(|_| o.write_all(b"\n")) {
+        output_failed(e)
+    }
+}
+
+/// Ends coffer after stdout failed: quietly when the reader closed the pipe, else with the cause.
+pub fn output_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0)
+    }
+    eout!("coffer: error: writing the output: {e}");
+    std::process::exit(ExitCode::Failure as i32)
+}
+
+/// Flushes stdout at the end; see [`output_failed`].
+pub fn flush_output() {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().flush() {
+        output_failed(e)
+    }
 }
 
 /// Progress on stderr while long work runs: a live bar on a terminal, a plain line every ten
@@ -294,7 +377,7 @@ impl Progress {
                         b.set_message(status());
                         b.tick();
                     }
-                    None if ticks % 100 == 0 => eprintln!("{label}: {}", status()),
+                    None if ticks % 100 == 0 => eout!("{label}: {}", status()),
                     None => {}
                 }
             }
@@ -336,9 +419,9 @@ impl coffer::ops::Events for CliEvents {
         use coffer_runtime::LogLevel;
         match level {
             LogLevel::Debug => tracing::debug!("{source}: {msg}"),
-            LogLevel::Info => eprintln!("{source}: {msg}"),
-            LogLevel::Warn => eprintln!("{source}: warning: {msg}"),
-            LogLevel::Error => eprintln!("{source}: error: {msg}"),
+            LogLevel::Info => eout!("{source}: {msg}"),
+            LogLevel::Warn => eout!("{source}: warning: {msg}"),
+            LogLevel::Error => eout!("{source}: error: {msg}"),
         }
     }
 

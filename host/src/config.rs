@@ -70,6 +70,11 @@ pub struct AppConfig {
     pub plugin: String,
     /// BLAKE3 (hex) the `.wasm` must have; required for a plugin given by path.
     pub blake3: Option<String>,
+    /// BLAKE3s (hex) of further plugin builds an app restore may run when a snapshot stores one
+    /// (an older build of the plugin that made old snapshots). Built-ins and `blake3` are
+    /// always trusted.
+    #[serde(default)]
+    pub trusted_plugins: Vec<String>,
     pub dir: PathBuf,
     #[serde(default)]
     pub settings: BTreeMap<String, toml::Value>,

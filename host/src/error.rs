@@ -43,7 +43,7 @@ impl ExitCode {
     pub fn of_backend(e: &BackendError) -> ExitCode {
         match e {
             BackendError::NotFound { .. } => ExitCode::Integrity,
-            BackendError::Missing { .. } => ExitCode::NoRepository,
+            BackendError::Missing { .. } | BackendError::NoBucket { .. } => ExitCode::NoRepository,
             _ => ExitCode::Failure,
         }
     }

@@ -31,16 +31,20 @@ fn main() {
             let code = exit_code(&err);
             // The whole chain, once, on one line: "what failed: why".
             let msg = format!("{err:#}");
-            eprintln!("coffer: error: {msg}");
+            {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "coffer: error: {msg}");
+            }
             if json {
-                println!(
+                cli::out_line(format_args!(
                     "{}",
                     serde_json::json!({ "error": msg, "exit_code": code as i32 })
-                );
+                ));
             }
             code
         }
     };
+    cli::flush_output();
     std::process::exit(code as i32);
 }
 

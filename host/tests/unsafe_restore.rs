@@ -76,13 +76,16 @@ fn entries_that_escape_the_target_are_refused() {
     let mut link = Node::new(NodeKind::Symlink);
     link.name = "escape".into();
     link.set_target(outside.as_os_str());
-    cases.push((
-        "absolute-symlink",
-        vec![link.clone(), file("ok", content, 5)],
-    ));
+    // Symlinks leaving the target are data: restored as they were, never followed.
     let mut rel_link = link.clone();
     rel_link.set_target(std::ffi::OsStr::new("../../outside"));
-    cases.push(("relative-symlink", vec![rel_link]));
+    let links = vec![
+        (
+            "absolute-symlink",
+            vec![link.clone(), file("ok", content, 5)],
+        ),
+        ("relative-symlink", vec![rel_link]),
+    ];
     // A symlink and a folder of the same name: writing into the folder would follow the link.
     let mut dir = Node::new(NodeKind::Dir);
     dir.name = "escape".into();
@@ -121,23 +124,27 @@ fn entries_that_escape_the_target_are_refused() {
             "{label}: a refused plan wrote into the target"
         );
     }
-    // The one legitimate use: an operator who wants the outside symlinks back as they were.
-    let mut link = Node::new(NodeKind::Symlink);
-    link.name = "etc-link".into();
-    link.set_target(std::ffi::OsStr::new("/etc"));
-    let snap = crafted(&repo, vec![link]);
-    let target = env.path("target-allowed");
-    env.ok(&[
-        "restore",
-        &snap,
-        "--target",
-        target.to_str().unwrap(),
-        "--allow-outside-symlinks",
-    ]);
-    assert_eq!(
-        std::fs::read_link(target.join("top/etc-link")).unwrap(),
-        std::path::Path::new("/etc")
-    );
+    for (label, nodes) in links {
+        let snap = crafted(&repo, nodes);
+        let target = env.path(&format!("target-{label}"));
+        env.ok(&["restore", &snap, "--target", target.to_str().unwrap()]);
+        assert!(target.join("top/escape").is_symlink(), "{label}");
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "{label}: wrote outside the target"
+        );
+        // The opt-in leaves them out.
+        let skipped = env.path(&format!("skipped-{label}"));
+        env.ok(&[
+            "restore",
+            &snap,
+            "--target",
+            skipped.to_str().unwrap(),
+            "--skip-outside-symlinks",
+        ]);
+        assert!(!skipped.join("top/escape").is_symlink(), "{label}");
+    }
 }
 
 #[test]

@@ -118,11 +118,24 @@ pub fn backup(
             "nothing to back up: give at least one path".into(),
         ));
     }
+    // A source that cannot be read is a warning, as a file inside one is: the others are still
+    // backed up (the command then exits "incomplete"). Only when none can be read is it an error.
     let mut sources = vec![];
+    let mut skipped = vec![];
+    let mut first_error = None;
     for p in &opts.paths {
         let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
-        std::fs::symlink_metadata(&abs).map_err(|e| Error::io(&abs, e))?;
-        sources.push(abs);
+        match std::fs::symlink_metadata(&abs) {
+            Ok(_) => sources.push(abs),
+            Err(e) => {
+                let e = Error::io(&abs, e);
+                skipped.push(format!("skipped: {e}"));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let (true, Some(e)) = (sources.is_empty(), first_error) {
+        return Err(e);
     }
     let cache_path = opts.cache_dir.as_ref().map(|d| {
         FilesCache::path(
@@ -145,6 +158,7 @@ pub fn backup(
         }
         session.add_path(Path::new(&name), abs)?;
     }
+    session.walker.warnings.extend(skipped);
     session.finish(SnapshotInfo {
         paths: sources
             .iter()
@@ -718,6 +732,7 @@ impl Walker {
     }
 
     fn save_tree(&mut self, tree: Tree) -> Result<ChunkId> {
+        self.summary.entries += tree.nodes.len() as u64;
         let bytes = tree.to_bytes();
         let id = ChunkId(self.repo.secrets().id(Tag::Tree, &bytes));
         if self.is_new(&id) {

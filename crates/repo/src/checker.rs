@@ -175,11 +175,19 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
             .map(|i| snap_names[i as usize].clone())
             .collect()
     };
-    let chunks_of = |p: PackId| {
+    // The chunks a pack holds, by the index: where it is their place or one of their copies.
+    let chunks_of = |p: PackId| -> Vec<ChunkId> {
         index
             .chunks()
-            .filter(move |(_, pk, _)| *pk == p)
+            .filter(|(_, pk, _)| *pk == p)
             .map(|(c, _, _)| c)
+            .chain(
+                index
+                    .alternate_places()
+                    .filter(|(_, pk)| *pk == p)
+                    .map(|(c, _)| c),
+            )
+            .collect()
     };
 
     // Data.
@@ -220,8 +228,20 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     }
     let mut bad: Vec<_> = bad_packs.into_iter().collect();
     bad.sort_by_key(|(id, _)| *id);
-    for (id, msg) in bad {
-        let snapshots = affected(&mut chunks_of(id));
+    let bad_set: HashSet<PackId> = bad.iter().map(|(id, _)| *id).collect();
+    for (id, mut msg) in bad {
+        // A chunk with a copy in a sound pack is not lost: restore reads that copy.
+        let held = chunks_of(id);
+        let lost = held.iter().copied().filter(|c| {
+            index.get(c).is_none_or(|(p, _)| bad_set.contains(&p))
+                && index.alternates(c).iter().all(|(p, _)| bad_set.contains(p))
+        });
+        let snapshots = affected(&mut lost.into_iter());
+        if snapshots.is_empty() && !affected(&mut held.into_iter()).is_empty() {
+            msg.push_str(
+                "; every chunk of it that snapshots use has a sound copy in another pack, which restore reads (`coffer prune` drops the damaged copy)",
+            );
+        }
         report.problems.push(Problem {
             object: pack::key(&id),
             message: msg,
@@ -316,7 +336,14 @@ fn walk_snapshot(
         missing: 0,
         seen: HashSet::new(),
     };
-    let _ = walk(reader, *root, Path::new(""), &mut v);
+    // A walk that stops (a tree nested past any file system's depth) is a damaged snapshot.
+    if let Err(e) = walk(reader, *root, Path::new(""), &mut v) {
+        v.report.problems.push(Problem {
+            object: format!("tree {}", root.short()),
+            message: e.to_string(),
+            snapshots: vec![id.short()],
+        });
+    }
     let missing = v.missing;
     if missing > 5 {
         report.problems.push(Problem {

@@ -17,6 +17,7 @@ use crate::error::Result;
 use crate::id::{ChunkId, SnapshotId};
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
+use crate::walk::Limits;
 use crate::{ChunkReader, Repository};
 
 #[derive(Debug, Default, Serialize)]
@@ -82,32 +83,73 @@ pub fn copy(
 }
 
 /// Copies one tree and everything under it; returns its id in the destination.
+///
+/// Iterative, children before parents (a tree's new id depends on its children's): a crafted
+/// tree thousands of levels deep cannot overflow the stack, nor nest deeper than any file
+/// system allows, and a subtree named many times (a "DAG bomb") is copied once.
 fn copy_tree(
     reader: &ChunkReader,
     session: &mut Session,
-    id: &ChunkId,
+    root: &ChunkId,
     done: &mut HashMap<ChunkId, ChunkId>,
 ) -> Result<ChunkId> {
-    if let Some(new) = done.get(id) {
+    struct Frame {
+        id: ChunkId,
+        tree: Tree,
+        /// The next node to copy.
+        next: usize,
+    }
+    if let Some(new) = done.get(root) {
         return Ok(*new);
     }
-    let mut tree: Tree = reader.tree(id)?;
-    for node in &mut tree.nodes {
-        for c in &mut node.content {
-            *c = match done.get(c) {
-                Some(new) => *new,
+    let depth = Limits::default().depth;
+    let mut stack = vec![Frame {
+        id: *root,
+        tree: reader.tree(root)?,
+        next: 0,
+    }];
+    loop {
+        let top = stack.last_mut().expect("the root is popped last");
+        if top.next < top.tree.nodes.len() {
+            let node = &mut top.tree.nodes[top.next];
+            top.next += 1;
+            for c in &mut node.content {
+                *c = match done.get(c) {
+                    Some(new) => *new,
+                    None => {
+                        let new = session.add_chunk(Tag::Data, reader.chunk(c)?)?;
+                        done.insert(*c, new);
+                        new
+                    }
+                };
+            }
+            let Some(sub) = node.subtree else { continue };
+            match done.get(&sub) {
+                Some(new) => node.subtree = Some(*new),
                 None => {
-                    let new = session.add_chunk(Tag::Data, reader.chunk(c)?)?;
-                    done.insert(*c, new);
-                    new
+                    if stack.len() > depth {
+                        return Err(Limits::exceeded(
+                            root,
+                            format!("folders nest more than {depth} deep"),
+                        ));
+                    }
+                    let tree = reader.tree(&sub)?;
+                    stack.push(Frame {
+                        id: sub,
+                        tree,
+                        next: 0,
+                    });
                 }
-            };
-        }
-        if let Some(sub) = node.subtree {
-            node.subtree = Some(copy_tree(reader, session, &sub, done)?);
+            }
+        } else {
+            let f = stack.pop().expect("not empty");
+            let new = session.add_chunk(Tag::Tree, f.tree.to_bytes())?;
+            done.insert(f.id, new);
+            match stack.last_mut() {
+                // The parent's node that named this tree is the one before its `next`.
+                Some(parent) => parent.tree.nodes[parent.next - 1].subtree = Some(new),
+                None => return Ok(new),
+            }
         }
     }
-    let new = session.add_chunk(Tag::Tree, tree.to_bytes())?;
-    done.insert(*id, new);
-    Ok(new)
 }

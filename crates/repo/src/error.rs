@@ -54,11 +54,12 @@ pub enum Error {
     #[error("refusing to restore: {0}")]
     Unsafe(String),
 
-    #[error("{path}: {source}")]
+    /// The cause is part of the message and deliberately not a `source()`: the CLI prints the
+    /// chain, and would print it twice.
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error("{0}")]
@@ -77,7 +78,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 

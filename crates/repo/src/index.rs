@@ -3,8 +3,9 @@
 //! Index objects (`index/<id>`) are zstd-compressed JSON, age-encrypted to the index recipient,
 //! and named by the keyed BLAKE3 of their plaintext JSON. A backup writes one every few packs, so a
 //! backup killed midway leaves its finished packs indexed and the next backup reuses them.
-//! Indexes may overlap (two hosts uploading the same chunk): the first location found wins, and
-//! every listed location is valid.
+//! Indexes may overlap (two hosts uploading the same chunk): the first location found is the
+//! chunk's place, the others are kept as alternates, to read from when that place turns out to be
+//! damaged.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +52,8 @@ pub struct Index {
     packs: Vec<(PackId, u64)>,
     pack_pos: HashMap<PackId, u32>,
     chunks: HashMap<ChunkId, Location>,
+    /// Further places of chunks stored more than once (concurrent backups of the same data).
+    alternates: HashMap<ChunkId, Vec<Location>>,
     doomed: HashSet<PackId>,
     /// Per pack: whether [`Index::reuse`] answered yes for one of its chunks.
     relied: Vec<AtomicBool>,
@@ -114,8 +117,18 @@ impl Index {
                     v.insert(here);
                 }
                 std::collections::hash_map::Entry::Occupied(mut o) => {
-                    if live && self.doomed.contains(&self.packs[o.get().pack as usize].0) {
-                        o.insert(here);
+                    if o.get().pack == pos {
+                        continue;
+                    }
+                    let other =
+                        if live && self.doomed.contains(&self.packs[o.get().pack as usize].0) {
+                            o.insert(here)
+                        } else {
+                            here
+                        };
+                    let alts = self.alternates.entry(e.id).or_default();
+                    if !alts.iter().any(|a| a.pack == other.pack) {
+                        alts.push(other);
                     }
                 }
             }
@@ -130,6 +143,25 @@ impl Index {
         self.chunks
             .get(id)
             .map(|l| (self.packs[l.pack as usize].0, l.entry))
+    }
+
+    /// The other places of a chunk stored more than once (after [`Index::get`]'s).
+    pub fn alternates(&self, id: &ChunkId) -> Vec<(PackId, PackEntry)> {
+        self.alternates
+            .get(id)
+            .map(|v| {
+                v.iter()
+                    .map(|l| (self.packs[l.pack as usize].0, l.entry))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every place of every chunk stored more than once, beside the one [`Index::chunks`] gives.
+    pub fn alternate_places(&self) -> impl Iterator<Item = (ChunkId, PackId)> + '_ {
+        self.alternates
+            .iter()
+            .flat_map(move |(id, v)| v.iter().map(move |l| (*id, self.packs[l.pack as usize].0)))
     }
 
     pub fn packs(&self) -> impl Iterator<Item = (PackId, u64)> + '_ {

@@ -22,6 +22,7 @@ pub mod keyfile;
 pub mod marks;
 pub mod pack;
 pub mod prune;
+pub mod repair;
 mod repository;
 pub mod restorer;
 pub mod retention;

@@ -77,6 +77,9 @@ pub struct PruneSummary {
     pub bytes_repacked: u64,
     /// Packs skipped because they are younger than the grace period (perhaps a running backup's).
     pub packs_too_young: usize,
+    /// When the first of those is old enough to be judged (on the store's clock).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub too_young_until: Option<chrono::DateTime<chrono::Utc>>,
     pub index_objects_before: usize,
     pub index_objects_after: usize,
     pub swept_marks_retired: usize,
@@ -129,7 +132,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
     let (files, index_errors) = repo.load_index_files()?;
     if let Some((id, e)) = index_errors.first() {
         return Err(Error::Invalid(format!(
-            "index {} is damaged ({e}): prune cannot tell what its packs hold; run `coffer check` first",
+            "index {} is damaged ({e}): prune cannot tell what its packs hold; run `coffer repair index`, then prune again",
             index::key(id)
         )));
     }
@@ -138,6 +141,14 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
         full.add_file(f);
     }
     let needed = needed_chunks(repo, snapshots, &full, &mut sum)?;
+    // A needed chunk no index lists lies in a pack prune would take for a killed backup's
+    // leftover and delete: stop instead (the packs' own tables of contents can rebuild it).
+    let unindexed = needed.iter().filter(|c| !full.contains(c)).count();
+    if unindexed > 0 {
+        return Err(Error::Invalid(format!(
+            "{unindexed} chunk(s) that snapshots need are in no index object (one was lost or damaged): prune deletes nothing until `coffer repair index` has rebuilt the index from the packs"
+        )));
+    }
 
     // Where each chunk is stored, and what each pack holds.
     let stored: HashMap<PackId, (u64, Option<chrono::DateTime<chrono::Utc>>)> = repo
@@ -168,6 +179,8 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
     // ----- phase 2: sweep marks whose grace period has passed -----
     let mut delete: HashSet<PackId> = HashSet::new();
     let mut swept: Vec<&StoredMark> = vec![];
+    // Packs checked against their ids in this run: true when intact.
+    let mut verified: HashMap<PackId, bool> = HashMap::new();
     // Whole-second clocks on some stores: one second more before anything is deleted.
     for m in marks.iter().filter(|m| m.mark.state == MarkState::Pending) {
         let left = (m.deadline() + chrono::Duration::seconds(1) - now).num_seconds();
@@ -180,13 +193,26 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
             if !stored.contains_key(p) || delete.contains(p) {
                 continue;
             }
-            // Deletable if every needed chunk in it survives in another pack.
-            let keep = contents.get(p).is_some_and(|(_, entries)| {
-                entries.iter().any(|e| {
-                    needed.contains(&e.id)
-                        && !holders[&e.id].iter().any(|h| h != p && !delete.contains(h))
-                })
-            });
+            // Deletable if every needed chunk in it survives in another pack, verified intact
+            // (its bytes hash to its name) before this copy goes: never keep a rotten copy and
+            // delete the good one.
+            let mut keep = false;
+            for e in contents.get(p).map(|(_, es)| &es[..]).unwrap_or(&[]) {
+                if !needed.contains(&e.id) {
+                    continue;
+                }
+                let mut survives = false;
+                for h in &holders[&e.id] {
+                    if h != p && !delete.contains(h) && intact(repo, &mut verified, h)? {
+                        survives = true;
+                        break;
+                    }
+                }
+                if !survives {
+                    keep = true;
+                    break;
+                }
+            }
             if keep {
                 sum.packs_recovered += 1;
             } else {
@@ -206,9 +232,11 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
     // Each needed chunk counts as used in one pack: a live one that is not being deleted.
     let mut home: HashMap<ChunkId, PackId> = HashMap::new();
     for (c, hs) in &holders {
+        // A pack found damaged above is nobody's home: its chunks' other copies are kept, and
+        // it is marked in turn as unused.
         let best = hs
             .iter()
-            .filter(|h| !delete.contains(h))
+            .filter(|h| !delete.contains(h) && verified.get(h) != Some(&false))
             .min_by_key(|h| (in_marks.contains(h), **h));
         if let Some(h) = best {
             home.insert(*c, *h);
@@ -244,6 +272,10 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
         if used == 0 || unused_share >= opts.repack_unused {
             if !old_enough(p) {
                 sum.packs_too_young += 1;
+                let ready = stored[p].1.map(|t| t + grace);
+                if let Some(r) = ready {
+                    sum.too_young_until = Some(sum.too_young_until.map_or(r, |u| u.min(r)));
+                }
                 continue;
             }
             if used == 0 {
@@ -340,6 +372,22 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
         ))?;
     }
     Ok(sum)
+}
+
+/// Whether a pack's stored bytes still hash to its name (no key needed); remembered per run.
+fn intact(repo: &Repository, verified: &mut HashMap<PackId, bool>, p: &PackId) -> Result<bool> {
+    if let Some(ok) = verified.get(p) {
+        return Ok(*ok);
+    }
+    let ok = repo.pack_intact(p)?;
+    if !ok {
+        tracing::warn!(
+            "{} is damaged: the other copies of its chunks are kept",
+            crate::pack::key(p)
+        );
+    }
+    verified.insert(*p, ok);
+    Ok(ok)
 }
 
 /// Every chunk a snapshot needs: trees, file contents and stored plugins. A snapshot that cannot

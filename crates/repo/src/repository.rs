@@ -115,46 +115,43 @@ impl Repository {
     /// [`Error::WrongKey`] when no key file opens.
     pub fn open(backend: Arc<dyn Backend>, unlocker: &Unlocker) -> Result<Self> {
         let config = Self::read_config(backend.as_ref())?;
-        let keys = backend.list("keys/")?;
-        let mut tried = 0;
+        let keys = Self::read_key_files(backend.as_ref(), &config)?;
         let mut kinds_seen = (false, false);
-        for k in &keys {
-            let bytes = backend.get(&k.key)?;
-            let file: KeyFile = match serde_json::from_slice(&bytes) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::warn!("skipping unreadable key file {}: {e}", k.key);
-                    continue;
+        let mut damaged: Vec<String> = vec![];
+        // Full keys first: should one passphrase open a full and a write-only key (made before
+        // `key add` refused that), its owner gets the full one.
+        let mut fitting: Vec<&(String, KeyId, KeyFile)> = keys
+            .iter()
+            .filter(|(_, _, file)| {
+                match file.kind {
+                    keyfile::KeyKind::Passphrase => kinds_seen.0 = true,
+                    keyfile::KeyKind::Recipients => kinds_seen.1 = true,
                 }
-            };
-            if file.repository != config.id {
-                tracing::warn!(
-                    "skipping key file {}: it belongs to another repository",
-                    k.key
-                );
-                continue;
-            }
-            match file.kind {
-                keyfile::KeyKind::Passphrase => kinds_seen.0 = true,
-                keyfile::KeyKind::Recipients => kinds_seen.1 = true,
-            }
-            let fits = matches!(
-                (&file.kind, unlocker),
-                (keyfile::KeyKind::Passphrase, Unlocker::Passphrase(_))
-                    | (keyfile::KeyKind::Recipients, Unlocker::Identities(_))
-            );
-            if !fits {
-                continue;
-            }
-            tried += 1;
-            if let Some(secrets) = file.open(unlocker, &k.key)? {
-                let key_id = KeyId(*blake3::hash(&bytes).as_bytes());
-                return Ok(Repository {
-                    backend,
-                    config,
-                    secrets,
-                    key_id,
-                });
+                matches!(
+                    (&file.kind, unlocker),
+                    (keyfile::KeyKind::Passphrase, Unlocker::Passphrase(_))
+                        | (keyfile::KeyKind::Recipients, Unlocker::Identities(_))
+                )
+            })
+            .collect();
+        fitting.sort_by(|(a, _, fa), (b, _, fb)| (fa.write_only, a).cmp(&(fb.write_only, b)));
+        let tried = fitting.len();
+        for (name, key_id, file) in fitting {
+            // One damaged key file must not lock out the others: try each, warn of the bad ones.
+            match file.open(unlocker, name) {
+                Ok(Some(secrets)) => {
+                    return Ok(Repository {
+                        backend,
+                        config,
+                        secrets,
+                        key_id: *key_id,
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!("key file {name} is damaged, skipped: {e}");
+                    damaged.push(name.clone());
+                }
             }
         }
         if tried == 0 {
@@ -170,7 +167,47 @@ impl Repository {
                 _ => Error::WrongKey { tried },
             });
         }
+        if !damaged.is_empty() && damaged.len() == tried {
+            return Err(Error::corrupt(
+                damaged.join(", "),
+                "every key file that could open with this passphrase or identity is damaged",
+            ));
+        }
         Err(Error::WrongKey { tried })
+    }
+
+    /// Every key file of this repository that parses, with its object name and id. Unreadable
+    /// ones, and ones of another repository, are skipped with a warning: one damaged key file
+    /// must not stop the others from opening.
+    fn read_key_files(
+        backend: &dyn Backend,
+        config: &Config,
+    ) -> Result<Vec<(String, KeyId, KeyFile)>> {
+        let mut out = vec![];
+        for k in backend.list("keys/")? {
+            let bytes = match backend.get(&k.key) {
+                Ok(b) => b,
+                // Removed since the listing.
+                Err(BackendError::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let file: KeyFile = match serde_json::from_slice(&bytes) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!("key file {} is damaged, skipped: {e}", k.key);
+                    continue;
+                }
+            };
+            if file.repository != config.id {
+                tracing::warn!(
+                    "skipping key file {}: it belongs to another repository",
+                    k.key
+                );
+                continue;
+            }
+            out.push((k.key, KeyId(*blake3::hash(&bytes).as_bytes()), file));
+        }
+        Ok(out)
     }
 
     pub fn read_config(backend: &dyn Backend) -> Result<Config> {
@@ -233,7 +270,25 @@ impl Repository {
     // ----- keys -----
 
     /// Writes a new key file holding this repository's secrets (or their write-only subset).
+    ///
+    /// Refuses a passphrase that already opens a key of this repository: one passphrase must
+    /// open one key, or its owner could meet the write-only key where they expected the full one.
     pub fn add_key(&self, protector: &Protector, write_only: bool) -> Result<KeyId> {
+        if let Protector::Passphrase { passphrase, .. } = protector {
+            let unlocker = Unlocker::Passphrase(passphrase.clone());
+            for (name, id, file) in Self::read_key_files(self.backend.as_ref(), &self.config)? {
+                if file.kind != keyfile::KeyKind::Passphrase {
+                    continue;
+                }
+                if let Ok(Some(_)) = file.open(&unlocker, &name) {
+                    return Err(Error::Invalid(format!(
+                        "this passphrase already opens {} key {}: choose another, so that each passphrase opens exactly one key",
+                        if file.write_only { "write-only" } else { "full" },
+                        id.short()
+                    )));
+                }
+            }
+        }
         let secrets = if write_only {
             self.secrets.write_only()
         } else {
@@ -247,19 +302,14 @@ impl Repository {
     }
 
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
-        let mut out = vec![];
-        for k in self.backend.list("keys/")? {
-            let bytes = self.backend.get(&k.key)?;
-            let Ok(file) = serde_json::from_slice::<KeyFile>(&bytes) else {
-                continue;
-            };
-            let id = KeyId(*blake3::hash(&bytes).as_bytes());
-            out.push(KeyInfo {
+        let mut out: Vec<KeyInfo> = Self::read_key_files(self.backend.as_ref(), &self.config)?
+            .into_iter()
+            .map(|(_, id, file)| KeyInfo {
                 id,
                 current: id == self.key_id,
                 file,
-            });
-        }
+            })
+            .collect();
         out.sort_by_key(|k| k.file.created);
         Ok(out)
     }
@@ -581,6 +631,17 @@ impl Repository {
         Ok(self.backend.delete(key)?)
     }
 
+    /// Whether a pack is stored and its bytes hash to its id (no key needed). A store failure is
+    /// an error, not a verdict.
+    pub fn pack_intact(&self, id: &PackId) -> Result<bool> {
+        let mut stored = vec![];
+        match self.backend.get_into(&pack::key(id), &mut stored) {
+            Ok(()) => Ok(blake3::hash(&stored).as_bytes() == &id.0),
+            Err(BackendError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Downloads a pack, checks it against its id and decrypts it.
     pub fn read_pack(&self, id: &PackId) -> Result<Vec<u8>> {
         let mut out = Vec::new();
@@ -722,26 +783,50 @@ impl<'a> ChunkReader<'a> {
         }
     }
 
+    /// A chunk, verified. When its place fails (a damaged or missing pack), each other place
+    /// the index knows is tried before the first error is returned.
     pub fn chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
         let (pack_id, entry) = self
             .index
             .get(id)
             .ok_or_else(|| Error::MissingChunk { chunk: id.to_hex() })?;
-        let cached = self.cache.lock().unwrap().get(&pack_id).cloned();
+        match self.chunk_at(&pack_id, &entry) {
+            Ok(c) => Ok(c),
+            Err(e) => self.chunk_elsewhere(id, e),
+        }
+    }
+
+    /// The chunk from one of its alternate places, after its own place failed with `first`.
+    pub fn chunk_elsewhere(&self, id: &ChunkId, first: Error) -> Result<Vec<u8>> {
+        for (pack_id, entry) in self.index.alternates(id) {
+            if let Ok(c) = self.chunk_at(&pack_id, &entry) {
+                tracing::warn!(
+                    "chunk {} read from its copy in {} ({first})",
+                    id.short(),
+                    pack::key(&pack_id)
+                );
+                return Ok(c);
+            }
+        }
+        Err(first)
+    }
+
+    fn chunk_at(&self, pack_id: &PackId, entry: &pack::PackEntry) -> Result<Vec<u8>> {
+        let cached = self.cache.lock().unwrap().get(pack_id).cloned();
         let plain = match cached {
             Some(p) => p,
             None => {
-                let p = Arc::new(self.repo.read_pack(&pack_id)?);
+                let p = Arc::new(self.repo.read_pack(pack_id)?);
                 let mut cache = self.cache.lock().unwrap();
                 // Tree packs are small and read again and again; data packs are big, keep few.
                 if cache.len() >= self.capacity {
                     cache.clear();
                 }
-                cache.insert(pack_id, p.clone());
+                cache.insert(*pack_id, p.clone());
                 p
             }
         };
-        pack::extract(&plain, &entry, &self.repo.secrets, &pack_id)
+        pack::extract(&plain, entry, &self.repo.secrets, pack_id)
     }
 
     pub fn index(&self) -> &Index {

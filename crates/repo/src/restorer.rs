@@ -28,7 +28,7 @@ use crate::index::Index;
 use crate::pack::{self, PackEntry};
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
-use crate::walk::{walk, Visitor};
+use crate::walk::{walk_bounded, Limits, Visitor};
 use crate::{parallel_map, ChunkReader, Repository};
 
 #[derive(Debug, Clone, Default)]
@@ -36,8 +36,23 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Restore only these paths (relative to the snapshot root) and what lies under them.
     pub include: Vec<PathBuf>,
-    /// Restore symlinks whose target leaves the restore target (absolute or `..` past the root).
-    pub allow_outside_symlinks: bool,
+    /// What to do with symlinks whose target leaves the restore target.
+    pub outside_links: OutsideLinks,
+}
+
+/// Symlinks pointing outside the restore target (absolute, `..` past the root, or through
+/// another link of the snapshot). Symlinks are data: by default they are restored as they were.
+/// Safety does not come from refusing them but from never following one while restoring: every
+/// link is created after every file and folder, into a folder the restore made itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OutsideLinks {
+    /// Restore them as they were (restic, borg and tar do the same).
+    #[default]
+    Restore,
+    /// Leave them out, counted in the summary.
+    Skip,
+    /// Refuse the whole restore before writing anything (a plugin's item restore).
+    Refuse,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -45,6 +60,11 @@ pub struct RestoreSummary {
     pub files: u64,
     pub dirs: u64,
     pub links: u64,
+    /// Partial files an earlier, killed restore left in these folders, removed.
+    pub temp_files_removed: u64,
+    /// Symlinks left out because they point outside the target (`OutsideLinks::Skip`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links_skipped: Vec<String>,
     pub others: u64,
     pub bytes: u64,
     pub errors: Vec<String>,
@@ -63,9 +83,10 @@ struct Item {
 /// What a restore will write, gathered by one walk of the snapshot's tree.
 struct Plan<W> {
     wanted: W,
-    allow_outside_symlinks: bool,
     items: Vec<Item>,
-    unsafe_links: Vec<String>,
+    /// Folders whose listing (tree) could not be read: restore goes on with everything else
+    /// and names these.
+    unreadable: Vec<String>,
     /// The names of the folder being read, to refuse one that appears twice in it.
     seen: HashSet<OsString>,
 }
@@ -76,6 +97,15 @@ impl<W: Fn(&Path) -> bool> Visitor for Plan<W> {
     fn tree(&mut self, _: &ChunkId, _: &Path) -> bool {
         self.seen.clear();
         true
+    }
+
+    fn unreadable(&mut self, id: &ChunkId, path: &Path, e: Error) -> Result<()> {
+        self.unreadable.push(format!(
+            "/{}: nothing in this folder restored, its listing (tree {}) cannot be read: {e}",
+            path.display(),
+            id.short()
+        ));
+        Ok(())
     }
 
     fn node(&mut self, tree: &ChunkId, dir: &Path, node: Node) -> Result<bool> {
@@ -93,23 +123,19 @@ impl<W: Fn(&Path) -> bool> Visitor for Plan<W> {
         if !(self.wanted)(&rel) {
             return Ok(false);
         }
-        if node.kind == NodeKind::Symlink && !self.allow_outside_symlinks {
-            let target = node.os_target().unwrap_or_default();
-            if escapes(dir, Path::new(&target)) {
-                self.unsafe_links.push(format!(
-                    "{} -> {}",
-                    rel.display(),
-                    Path::new(&target).display()
-                ));
-            }
-        }
         self.items.push(Item { rel, node });
         Ok(true)
     }
 }
 
 /// Walks the snapshot's tree and checks it; fails before anything is written.
-fn plan(reader: &ChunkReader, root: &ChunkId, opts: &RestoreOptions) -> Result<Vec<Item>> {
+/// Also returns the symlinks left out ([`OutsideLinks::Skip`]) and the folders that could not
+/// be read.
+fn plan(
+    reader: &ChunkReader,
+    snapshot: &Snapshot,
+    opts: &RestoreOptions,
+) -> Result<(Vec<Item>, Vec<String>, Vec<String>)> {
     let include: Vec<PathBuf> = opts
         .include
         .iter()
@@ -127,28 +153,81 @@ fn plan(reader: &ChunkReader, root: &ChunkId, opts: &RestoreOptions) -> Result<V
     };
     let mut plan = Plan {
         wanted,
-        allow_outside_symlinks: opts.allow_outside_symlinks,
         items: vec![],
-        unsafe_links: vec![],
+        unreadable: vec![],
         seen: HashSet::new(),
     };
-    walk(reader, *root, Path::new(""), &mut plan)?;
-    let Plan {
-        mut items,
-        unsafe_links,
-        ..
-    } = plan;
-    if !unsafe_links.is_empty() {
-        return Err(Error::Unsafe(format!(
-            "{} symlink(s) point outside the target ({}{}); pass --allow-outside-symlinks to restore them as they were",
-            unsafe_links.len(),
-            unsafe_links[..unsafe_links.len().min(3)].join(", "),
-            if unsafe_links.len() > 3 { ", ..." } else { "" }
+    walk_bounded(
+        reader,
+        snapshot.tree,
+        Path::new(""),
+        Limits::of(snapshot),
+        &mut plan,
+    )?;
+    let mut items = plan.items;
+    let unreadable = plan.unreadable;
+    // Each --include must name something: the folders above it alone do not count.
+    let unmatched: Vec<String> = include
+        .iter()
+        .filter(|inc| !items.iter().any(|i| i.rel.starts_with(inc)))
+        .map(|inc| inc.display().to_string())
+        .collect();
+    if !unmatched.is_empty() && unreadable.is_empty() {
+        return Err(Error::Invalid(format!(
+            "nothing in the snapshot matches --include {}: see `coffer ls SNAPSHOT` for its paths",
+            unmatched.join(", ")
         )));
+    }
+    let mut skipped = vec![];
+    if opts.outside_links != OutsideLinks::Restore {
+        let links: HashSet<PathBuf> = items
+            .iter()
+            .filter(|i| i.node.kind == NodeKind::Symlink)
+            .map(|i| i.rel.clone())
+            .collect();
+        let outside: Vec<String> = items
+            .iter()
+            .filter(|i| i.node.kind == NodeKind::Symlink)
+            .filter(|i| {
+                let target = i.node.os_target().unwrap_or_default();
+                escapes(
+                    i.rel.parent().unwrap_or(Path::new("")),
+                    Path::new(&target),
+                    &links,
+                )
+            })
+            .map(|i| {
+                format!(
+                    "{} -> {}",
+                    i.rel.display(),
+                    Path::new(&i.node.os_target().unwrap_or_default()).display()
+                )
+            })
+            .collect();
+        if !outside.is_empty() && opts.outside_links == OutsideLinks::Refuse {
+            return Err(Error::Unsafe(format!(
+                "{} symlink(s) point outside the target ({}{})",
+                outside.len(),
+                outside[..outside.len().min(3)].join(", "),
+                if outside.len() > 3 { ", ..." } else { "" }
+            )));
+        }
+        let out: HashSet<&str> = outside.iter().map(|l| l.as_str()).collect();
+        items.retain(|i| {
+            i.node.kind != NodeKind::Symlink || {
+                let shown = format!(
+                    "{} -> {}",
+                    i.rel.display(),
+                    Path::new(&i.node.os_target().unwrap_or_default()).display()
+                );
+                !out.contains(shown.as_str())
+            }
+        });
+        skipped = outside;
     }
     // Parents before children.
     items.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(items)
+    Ok((items, skipped, unreadable))
 }
 
 fn check_name(name: &OsStr, dir: &Path) -> Result<()> {
@@ -163,23 +242,72 @@ fn check_name(name: &OsStr, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether a symlink in `dir` (relative to the target) pointing at `target` leaves the target.
-fn escapes(dir: &Path, target: &Path) -> bool {
+/// Whether a symlink in `dir` (relative to the target) pointing at `target` leaves the target,
+/// given the paths of every symlink being restored: a path that goes on through another link
+/// (`d/e -> ..` where `d` is itself a link) is taken as leaving, since where it ends depends on
+/// that link. Lexical otherwise: no file system is consulted.
+fn escapes(dir: &Path, target: &Path, links: &HashSet<PathBuf>) -> bool {
     if target.is_absolute() {
         return true;
     }
-    let mut depth = dir.components().count() as i64;
+    let mut at: Vec<std::ffi::OsString> = dir
+        .components()
+        .map(|c| c.as_os_str().to_os_string())
+        .collect();
+    // Every place the path passes through or ends at (below the folder the link lies in) must
+    // not be another link of the snapshot.
+    let through_link = |at: &[std::ffi::OsString]| {
+        !at.is_empty() && links.contains(&at.iter().collect::<PathBuf>())
+    };
     for c in target.components() {
         match c {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
+            Component::ParentDir => {
+                if through_link(&at) || at.pop().is_none() {
+                    return true;
+                }
+            }
+            Component::Normal(n) => {
+                at.push(n.to_os_string());
+                if through_link(&at) {
+                    return true;
+                }
+            }
             _ => {}
-        }
-        if depth < 0 {
-            return true;
         }
     }
     false
+}
+
+/// Files being restored are written under this name (with the restoring process's id and the
+/// file's number) and renamed into place when complete.
+const TEMP_PREFIX: &str = ".coffer-restore-";
+
+/// Removes the partial files a killed restore left in `dir` (those of a process no longer
+/// running: a restore running beside this one keeps its own); returns how many.
+fn remove_stale_temp_files(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+            continue;
+        };
+        let pid = rest.split('-').next().unwrap_or("");
+        let alive = !pid.is_empty() && Path::new("/proc").join(pid).exists();
+        let is_file = e.file_type().is_ok_and(|t| t.is_file());
+        if is_file && !alive && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::warn!(
+            "removed {removed} partial file(s) an interrupted restore left in {}",
+            dir.display()
+        );
+    }
+    removed
 }
 
 /// Creates `path` as a folder, or accepts an existing real folder there; never follows a symlink.
@@ -264,7 +392,11 @@ impl WriteCtx<'_> {
             .write(true)
             .create_new(true)
             .open(&job.tmp)?;
-        f.set_len(self.items[job.idx].node.size)?;
+        if let Err(e) = f.set_len(self.items[job.idx].node.size) {
+            // Not left behind: nothing else knows it exists.
+            let _ = std::fs::remove_file(&job.tmp);
+            return Err(e);
+        }
         *created = true;
         Ok(f)
     }
@@ -343,21 +475,21 @@ pub fn restore(
     let start = std::time::Instant::now();
     repo.secrets().data_identity("restore")?;
     let reader = ChunkReader::new(repo, index);
-    let items = plan(&reader, &snapshot.tree, opts)?;
-    if !opts.include.is_empty() && items.is_empty() {
-        return Err(Error::Invalid(
-            "nothing in the snapshot matches --include".into(),
-        ));
-    }
+    let (items, links_skipped, unreadable) = plan(&reader, snapshot, opts)?;
     let target = &opts.target;
     std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
     let as_root = nix::unistd::geteuid().is_root();
-    let mut summary = RestoreSummary::default();
-    let errors = Mutex::new(vec![]);
+    let mut summary = RestoreSummary {
+        links_skipped,
+        ..RestoreSummary::default()
+    };
+    let errors = Mutex::new(unreadable);
 
-    // 1. folders
+    // 1. folders, and what a killed restore left in them
+    summary.temp_files_removed += remove_stale_temp_files(target);
     for it in items.iter().filter(|i| i.node.kind == NodeKind::Dir) {
         ensure_dir(&target.join(&it.rel))?;
+        summary.temp_files_removed += remove_stale_temp_files(&target.join(&it.rel));
     }
     // 2. plan the files; each is created under a temporary name by whichever thread writes its
     //    first chunk, and finished by the one that writes its last.
@@ -378,7 +510,7 @@ pub fn restore(
         let path = target.join(&it.rel);
         let parent = path.parent().expect("under target");
         ensure_dir_chain(target, parent)?;
-        let tmp = parent.join(format!(".coffer-restore-{}-{idx}", std::process::id()));
+        let tmp = parent.join(format!("{TEMP_PREFIX}{}-{idx}", std::process::id()));
         jobs.push(FileJob {
             idx,
             tmp,
@@ -435,21 +567,33 @@ pub fn restore(
         // page faults than decryption did.
         static BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     }
+    // A chunk whose pack fails is read from another copy where the index knows one (a few
+    // packs cached: these are big).
+    let elsewhere = ChunkReader::with_capacity(repo, index, 2);
+    let rescue =
+        |c: &ChunkId, places: &[(usize, u64)], e: Error| match elsewhere.chunk_elsewhere(c, e) {
+            Ok(data) => {
+                let zero = data.iter().all(|b| *b == 0);
+                for (j, off) in places {
+                    ctx.place(*j, (!zero).then_some(&data[..]), *off, &restored);
+                }
+                bytes_done.fetch_add(data.len() as u64 * places.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => places
+                .iter()
+                .for_each(|(j, _)| ctx.fail(*j, &e.to_string(), &restored)),
+        };
     parallel_map(&packs, |(pack_id, chunks)| {
         BUFS.with_borrow_mut(|(plain, data)| {
             if let Err(e) = repo.read_pack_into(pack_id, plain) {
-                for (_, places) in chunks.values() {
-                    places
-                        .iter()
-                        .for_each(|(j, _)| ctx.fail(*j, &e.to_string(), &restored));
+                for (c, (_, places)) in chunks {
+                    rescue(c, places, Error::Invalid(e.to_string()));
                 }
                 return;
             }
-            for (entry, places) in chunks.values() {
+            for (c, (entry, places)) in chunks {
                 if let Err(e) = pack::extract_into(plain, entry, repo.secrets(), pack_id, data) {
-                    places
-                        .iter()
-                        .for_each(|(j, _)| ctx.fail(*j, &e.to_string(), &restored));
+                    rescue(c, places, e);
                     continue;
                 }
                 let zero = data.iter().all(|b| *b == 0);
@@ -587,11 +731,23 @@ mod tests {
 
     #[test]
     fn symlink_escape_rules() {
-        assert!(escapes(Path::new(""), Path::new("/etc/passwd")));
-        assert!(escapes(Path::new(""), Path::new("../x")));
-        assert!(escapes(Path::new("a"), Path::new("../../x")));
-        assert!(!escapes(Path::new("a"), Path::new("../b")));
-        assert!(!escapes(Path::new("a/b"), Path::new("c/../../d")));
+        let none = HashSet::new();
+        assert!(escapes(Path::new(""), Path::new("/etc/passwd"), &none));
+        assert!(escapes(Path::new(""), Path::new("../x"), &none));
+        assert!(escapes(Path::new("a"), Path::new("../../x"), &none));
+        assert!(!escapes(Path::new("a"), Path::new("../b"), &none));
+        assert!(!escapes(Path::new("a/b"), Path::new("c/../../d"), &none));
+    }
+
+    #[test]
+    fn a_link_through_another_link_counts_as_leaving() {
+        // d -> ../.. leaves; x -> d/e/.. reads lexically as "d", but goes through d.
+        let links: HashSet<PathBuf> = [PathBuf::from("d"), PathBuf::from("x")].into();
+        assert!(escapes(Path::new(""), Path::new("d/e/.."), &links));
+        assert!(escapes(Path::new(""), Path::new("d/.."), &links));
+        assert!(escapes(Path::new("q"), Path::new("../d"), &links));
+        assert!(!escapes(Path::new("q"), Path::new("e"), &links));
+        assert!(!escapes(Path::new(""), Path::new("f/g"), &links));
     }
 
     #[test]

@@ -66,6 +66,11 @@ pub struct Summary {
     pub bytes_added: u64,
     pub duration_secs: f64,
     pub errors: u64,
+    /// Nodes in the snapshot's trees, a folder named twice counted twice (what a restore
+    /// creates); walks over every path stop past it ([`crate::walk::Limits`]). 0: not counted
+    /// (older snapshots).
+    #[serde(default)]
+    pub entries: u64,
 }
 
 pub fn key(id: &SnapshotId) -> String {

@@ -146,7 +146,11 @@ impl Caps {
         loop {
             if let Ok(real) = probe.canonicalize() {
                 if !real.starts_with(&self.dir) {
-                    return Err(outside());
+                    return Err(format!(
+                        "{} (through a symlink, to {})",
+                        outside(),
+                        real.display()
+                    ));
                 }
                 break;
             }

@@ -31,6 +31,8 @@ pub enum BackendError {
     Store { key: String, message: String },
     #[error("no coffer repository at {location}: run `coffer init` to create one, or point --repo / COFFER_REPOSITORY at an existing one")]
     Missing { location: String },
+    #[error("the bucket of {location} does not exist (or these credentials cannot see it): create it first, then run the command again")]
+    NoBucket { location: String },
     #[error("cannot open storage at {location}: {message}")]
     Open { location: String, message: String },
     /// The store refused the credentials or the permission: retrying cannot help.

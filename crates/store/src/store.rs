@@ -83,6 +83,12 @@ impl StoreBackend {
     }
 
     fn err(&self, key: &str, e: object_store::Error) -> BackendError {
+        // S3 says 404 for a missing bucket too: not a missing object, and no repository at all.
+        if e.to_string().contains("NoSuchBucket") {
+            return BackendError::NoBucket {
+                location: self.location.clone(),
+            };
+        }
         match e {
             object_store::Error::NotFound { .. } => BackendError::NotFound {
                 key: key.to_string(),

@@ -66,7 +66,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     drop(progress);
     let r = result?;
     for w in &r.warnings {
-        eprintln!("coffer: warning: {w}");
+        eout!("coffer: warning: {w}");
     }
     let s = &r.summary;
     if g.json {
@@ -84,7 +84,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             "warnings": r.warnings,
         }));
     } else {
-        println!(
+        out!(
             "snapshot {} saved: {} files ({} new, {} changed, {} unchanged), {} dirs",
             r.snapshot.short(),
             s.files_new + s.files_changed + s.files_unchanged,
@@ -93,7 +93,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             s.files_unchanged,
             s.dirs
         );
-        println!(
+        out!(
             "read {} of {}, added {} to the repository in {:.1}s",
             human(s.bytes_read),
             human(s.total_bytes),
@@ -119,7 +119,7 @@ fn run_app(g: &Global, a: &Args, name: &str) -> Result<ExitCode> {
     };
     let (r, plugin) = coffer::ops::app::backup(&repo, config, name, opts, &CliEvents::shared())?;
     for w in &r.warnings {
-        eprintln!("coffer: warning: {w}");
+        eout!("coffer: warning: {w}");
     }
     let snap = repo.load_snapshot(&r.snapshot).ok();
     let s = &r.summary;
@@ -137,7 +137,7 @@ fn run_app(g: &Global, a: &Args, name: &str) -> Result<ExitCode> {
             "warnings": r.warnings,
         }));
     } else {
-        println!(
+        out!(
             "snapshot {} of app {name} saved by plugin {} {}: {}, added {} in {:.1}s",
             r.snapshot.short(),
             plugin.info.name,
@@ -147,7 +147,7 @@ fn run_app(g: &Global, a: &Args, name: &str) -> Result<ExitCode> {
             s.duration_secs
         );
         if let Some(snap) = snap {
-            println!("items: {}", snap.items.join(", "));
+            out!("items: {}", snap.items.join(", "));
         }
     }
     Ok(ExitCode::Ok)

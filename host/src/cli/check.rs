@@ -41,7 +41,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         print_json(&report);
     } else {
         for n in &report.notes {
-            println!("note: {n}");
+            out!("note: {n}");
         }
         for p in &report.problems {
             let snaps = if p.snapshots.is_empty() {
@@ -49,9 +49,9 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             } else {
                 format!(" [affects snapshot(s) {}]", p.snapshots.join(", "))
             };
-            println!("error: {}: {}{snaps}", p.object, p.message);
+            out!("error: {}: {}{snaps}", p.object, p.message);
         }
-        println!(
+        out!(
             "checked {} snapshots, {} packs ({} read), {} chunks: {}",
             report.snapshots,
             report.packs,

@@ -74,9 +74,9 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         print_json(&summary);
     } else {
         for (from, to) in &summary.copied {
-            println!("copied {} -> {}", &from[..8], &to[..8]);
+            out!("copied {} -> {}", &from[..8], &to[..8]);
         }
-        println!(
+        out!(
             "{} copied, {} already there; {} chunks, {} added to {}",
             summary.copied.len(),
             summary.skipped,

@@ -54,7 +54,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         age::secrecy::SecretString::from(std::fs::read_to_string(&pass_file)?.trim().to_string());
     let say = |s: String| {
         if !g.json {
-            println!("{s}");
+            out!("{s}");
         }
     };
     let backend = coffer_store::open(&repo_dir.display().to_string(), true, &Default::default())?;
@@ -146,7 +146,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             "first": first.summary, "second": second.summary, "entries_compared": compared, "ok": true,
         }));
     } else {
-        println!(
+        out!(
             "demo passed: try `COFFER_REPOSITORY={} COFFER_PASSWORD_FILE={} coffer snapshots`",
             repo_dir.display(),
             pass_file.display()

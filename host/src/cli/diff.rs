@@ -20,10 +20,10 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         print_json(&changes);
     } else {
         for c in &changes {
-            println!("{:<2}{}", c.change, c.path);
+            out!("{:<2}{}", c.change, c.path);
         }
         let count = |k| changes.iter().filter(|c| c.change == k).count();
-        println!(
+        out!(
             "{} added, {} removed, {} modified, {} metadata only",
             count("+"),
             count("-"),

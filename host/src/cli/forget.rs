@@ -75,17 +75,17 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         );
     } else {
         for r in report {
-            println!(
+            out!(
                 "{} on {}:",
                 r["group"].as_str().unwrap_or(""),
                 r["host"].as_str().unwrap_or("")
             );
             if r["policy"].is_null() {
-                println!("  no policy for this group: all {} kept", r["keep"]);
+                out!("  no policy for this group: all {} kept", r["keep"]);
                 continue;
             }
             for k in r["keep"].as_array().into_iter().flatten() {
-                println!(
+                out!(
                     "  keep   {} {}  ({})",
                     &k["id"].as_str().unwrap_or("")[..8],
                     k["time"].as_str().unwrap_or(""),
@@ -100,7 +100,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
                 );
             }
             for k in r["remove"].as_array().into_iter().flatten() {
-                println!(
+                out!(
                     "  {} {} {}",
                     if a.dry_run { "would remove" } else { "remove" },
                     &k["id"].as_str().unwrap_or("")[..8],
@@ -109,9 +109,9 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             }
         }
         if a.dry_run {
-            println!("dry run: {} snapshot(s) would be removed", remove.len());
+            out!("dry run: {} snapshot(s) would be removed", remove.len());
         } else {
-            println!("removed {} snapshot(s); the data only they used stays in the repository until prune", remove.len());
+            out!("removed {} snapshot(s); the data only they used stays in the repository until prune", remove.len());
         }
         if let Some(p) = &pruned {
             super::prune::report(g, p);

@@ -48,18 +48,23 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         (1..=512).contains(&a.pack_size),
         "--pack-size must be 1..=512 MiB"
     );
-    let protector = g.new_protector(&a.recipients, &a.recipients_file, &None)?;
+    let protector = g.new_protector(
+        super::NewKey::Repository,
+        &a.recipients,
+        &a.recipients_file,
+        &None,
+    )?;
     let repo = Repository::init(backend, &opts, &protector)?;
     if g.json {
         print_json(&serde_json::json!({
             "repository": location, "id": repo.config().id, "key": repo.key_id().to_hex(),
         }));
     } else {
-        println!(
+        out!(
             "created coffer repository {} at {location}",
             &repo.config().id[..8]
         );
-        println!("keep the passphrase (or identity) safe: without it the data cannot be read back");
+        out!("keep the passphrase (or identity) safe: without it the data cannot be read back");
     }
     Ok(ExitCode::Ok)
 }

@@ -56,12 +56,15 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
                     .collect();
                 print_json(&v);
             } else {
-                println!(
+                out!(
                     "  {:<10} {:<11} {:<11} {:<16} created",
-                    "id", "kind", "access", "host"
+                    "id",
+                    "kind",
+                    "access",
+                    "host"
                 );
                 for k in keys {
-                    println!(
+                    out!(
                         "{} {:<10} {:<11} {:<11} {:<16} {}",
                         if k.current { "*" } else { " " },
                         k.id.short(),
@@ -83,12 +86,19 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
             recipients_file,
             new_password_file,
         } => {
-            let protector = g.new_protector(recipients, recipients_file, new_password_file)?;
+            let protector = g.new_protector(
+                super::NewKey::Added {
+                    write_only: *write_only,
+                },
+                recipients,
+                recipients_file,
+                new_password_file,
+            )?;
             let id = repo.add_key(&protector, *write_only)?;
             if g.json {
                 print_json(&serde_json::json!({ "id": id.to_hex(), "write_only": write_only }));
             } else {
-                println!(
+                out!(
                     "added {} key {}",
                     if *write_only { "write-only" } else { "full" },
                     id.short()
@@ -100,7 +110,7 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
             if g.json {
                 print_json(&serde_json::json!({ "removed": removed.to_hex() }));
             } else {
-                println!("removed key {}", removed.short());
+                out!("removed key {}", removed.short());
             }
         }
         Command::ExportIdentity { which } => {
@@ -111,8 +121,8 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
             } else {
                 repo.secrets().index_identity.to_string()
             };
-            eprintln!("coffer: warning: this is a secret key of the repository; store it as you would the passphrase");
-            println!("{}", secret.expose_secret());
+            eout!("coffer: warning: this is a secret key of the repository; store it as you would the passphrase");
+            out!("{}", secret.expose_secret());
         }
     }
     Ok(ExitCode::Ok)

@@ -6,10 +6,10 @@ use anyhow::Result;
 use coffer::ExitCode;
 use coffer_repo::id::ChunkId;
 use coffer_repo::tree::Node;
-use coffer_repo::walk::{walk, Visitor};
+use coffer_repo::walk::{walk_bounded, Limits, Visitor};
 use coffer_repo::ChunkReader;
 
-use super::Global;
+use super::{output_failed, Global};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -36,9 +36,19 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     let mut listing = Listing {
         filter,
         rows: vec![],
+        unreadable: vec![],
     };
-    walk(&reader, snap.tree, Path::new(""), &mut listing)?;
+    walk_bounded(
+        &reader,
+        snap.tree,
+        Path::new(""),
+        Limits::of(&snap),
+        &mut listing,
+    )?;
     let mut rows = listing.rows;
+    for u in &listing.unreadable {
+        eout!("coffer: error: {u}");
+    }
     rows.sort_by(|x, y| x.0.cmp(&y.0));
     use std::io::Write;
     if g.json {
@@ -48,7 +58,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             if let Some(o) = v.as_object_mut() {
                 o.remove("content");
             }
-            writeln!(out, "{v}")?;
+            writeln!(out, "{v}").unwrap_or_else(|e| output_failed(e));
         }
     } else {
         for (rel, node) in rows {
@@ -65,23 +75,45 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
                     t.format("%Y-%m-%d %H:%M:%S"),
                     rel.display(),
                     node.target.map(|t| format!(" -> {t}")).unwrap_or_default()
-                )?;
+                )
+                .unwrap_or_else(|e| output_failed(e));
             } else {
-                writeln!(out, "{}", rel.display())?;
+                writeln!(out, "{}", rel.display()).unwrap_or_else(|e| output_failed(e));
             }
         }
     }
-    Ok(ExitCode::Ok)
+    out.flush().unwrap_or_else(|e| output_failed(e));
+    Ok(if listing.unreadable.is_empty() {
+        ExitCode::Ok
+    } else {
+        ExitCode::Integrity
+    })
 }
 
 /// The nodes at or below the filter path, with their paths.
 struct Listing {
     filter: Option<PathBuf>,
     rows: Vec<(PathBuf, Node)>,
+    /// Folders whose listing could not be read: the rest is listed, these are named.
+    unreadable: Vec<String>,
 }
 
 impl Visitor for Listing {
     type Error = coffer_repo::Error;
+
+    fn unreadable(
+        &mut self,
+        id: &ChunkId,
+        path: &Path,
+        e: coffer_repo::Error,
+    ) -> coffer_repo::Result<()> {
+        self.unreadable.push(format!(
+            "/{}: its listing (tree {}) cannot be read: {e}",
+            path.display(),
+            id.short()
+        ));
+        Ok(())
+    }
 
     fn node(&mut self, _: &ChunkId, dir: &Path, node: Node) -> coffer_repo::Result<bool> {
         let rel = dir.join(node.os_name().unwrap_or_default());

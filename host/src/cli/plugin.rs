@@ -46,13 +46,13 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
             } else {
                 for r in rows {
                     match r["app"].as_str() {
-                        None => println!(
+                        None => out!(
                             "{:<12} {:<8} built-in  {}",
                             r["name"].as_str().unwrap_or(""),
                             r["version"].as_str().unwrap_or(""),
                             r["description"].as_str().unwrap_or("")
                         ),
-                        Some(app) => println!(
+                        Some(app) => out!(
                             "app {app:<8} uses {} ({})",
                             r["name"].as_str().unwrap_or(""),
                             r["source"].as_str().unwrap_or("")
@@ -88,17 +88,17 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
                 print_json(&v);
             } else {
                 let i = &p.info;
-                println!("{} {} — {}", i.name, i.version, i.description);
-                println!("  blake3   {}", p.blake3);
-                println!(
+                out!("{} {} — {}", i.name, i.version, i.description);
+                out!("  blake3   {}", p.blake3);
+                out!(
                     "  size     {} bytes, built against coffer:plugin@{}",
                     p.wasm.len(),
                     i.wit
                 );
-                println!("  items    {}", i.items.join(", "));
-                println!("  settings");
+                out!("  items    {}", i.items.join(", "));
+                out!("  settings");
                 for s in &i.settings {
-                    println!(
+                    out!(
                         "    {:<16} {}{}",
                         s.name,
                         s.description,
@@ -109,20 +109,20 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
                         }
                     );
                 }
-                println!("  capabilities requested (grant them under [apps.NAME.grants])");
+                out!("  capabilities requested (grant them under [apps.NAME.grants])");
                 if i.capabilities.is_empty() {
-                    println!("    none beyond its app folder");
+                    out!("    none beyond its app folder");
                 }
                 for (k, v) in &i.capabilities {
-                    println!("    {:<6} {v}", k);
+                    out!("    {:<6} {v}", k);
                 }
-                println!("  always: read its app folder (capture), write it through restore-item (restore)");
+                out!("  always: read its app folder (capture), write it through restore-item (restore)");
                 if let Some(m) = &missing {
                     if m.is_empty() {
-                        println!("  app {which}: every requested capability is granted");
+                        out!("  app {which}: every requested capability is granted");
                     }
                     for (kind, value) in m {
-                        println!("  app {which}: NOT GRANTED {kind} {value:?}: add it under [apps.{which}.grants] {kind}");
+                        out!("  app {which}: NOT GRANTED {kind} {value:?}: add it under [apps.{which}.grants] {kind}");
                     }
                 }
             }

@@ -57,7 +57,7 @@ pub fn report(g: &Global, s: &PruneSummary) {
         return;
     }
     let would = if s.dry_run { "would be " } else { "" };
-    println!(
+    out!(
         "{} snapshot(s) read; {} mark(s) past their grace period: {} pack(s) ({}) {would}deleted, {} kept because a snapshot needs them",
         s.snapshots,
         s.marks_swept,
@@ -65,7 +65,7 @@ pub fn report(g: &Global, s: &PruneSummary) {
         human(s.bytes_deleted),
         s.packs_recovered
     );
-    println!(
+    out!(
         "{} pack(s) ({}) {would}marked for deletion after the grace period, {} of them repacked first ({} still needed copied out); {} too young to judge",
         s.packs_marked,
         human(s.bytes_marked),
@@ -73,11 +73,19 @@ pub fn report(g: &Global, s: &PruneSummary) {
         human(s.bytes_repacked),
         s.packs_too_young
     );
-    for (key, left) in &s.marks_waiting {
-        println!("  {key}: {left} s of grace left");
+    if let Some(t) = s.too_young_until {
+        out!(
+            "  the first of the {} pack(s) too young to judge can be marked from {} (run prune again then, or pass a shorter --grace)",
+            s.packs_too_young,
+            t.format("%Y-%m-%d %H:%M:%S UTC")
+        );
     }
-    println!(
+    for (key, left) in &s.marks_waiting {
+        out!("  {key}: {left} s of grace left");
+    }
+    out!(
         "index objects: {} -> {}",
-        s.index_objects_before, s.index_objects_after
+        s.index_objects_before,
+        s.index_objects_after
     );
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use coffer::ExitCode;
-use coffer_repo::restorer::{self, RestoreOptions};
+use coffer_repo::restorer::{self, OutsideLinks, RestoreOptions};
 
 use super::{human, print_json, Global, Progress};
 
@@ -31,8 +31,16 @@ pub struct Args {
     /// Restore only this path of the snapshot (repeatable)
     #[arg(long)]
     pub include: Vec<PathBuf>,
-    /// Restore symlinks that point outside the target as they were
+    /// App restore: run the plugin stored in the snapshot even if it has this BLAKE3 and is not a
+    /// built-in plugin or the app's pin (repeatable)
+    #[arg(long = "trust-plugin", value_name = "BLAKE3")]
+    pub trust_plugin: Vec<String>,
+    /// Leave out symlinks that point outside the target (by default every symlink is restored
+    /// as it was; none is ever followed while restoring)
     #[arg(long)]
+    pub skip_outside_symlinks: bool,
+    /// Accepted for scripts written before symlinks were restored by default; no effect
+    #[arg(long, hide = true)]
     pub allow_outside_symlinks: bool,
 }
 
@@ -49,17 +57,21 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         return run_app(g, a, Arc::new(repo), id, snap);
     };
     anyhow::ensure!(
-        a.only.is_empty() && a.dir.is_none() && a.set.is_empty(),
-        "--only, --dir and --set are for app restores (without --target)"
+        a.only.is_empty() && a.dir.is_none() && a.set.is_empty() && a.trust_plugin.is_empty(),
+        "--only, --dir, --set and --trust-plugin are for app restores (without --target)"
     );
     let (index, index_errors) = repo.load_index()?;
     for (i, e) in &index_errors {
-        eprintln!("coffer: warning: index {} unreadable: {e}", i.short());
+        eout!("coffer: warning: index {} unreadable: {e}", i.short());
     }
     let opts = RestoreOptions {
         target: target.clone(),
         include: a.include.clone(),
-        allow_outside_symlinks: a.allow_outside_symlinks,
+        outside_links: if a.skip_outside_symlinks {
+            OutsideLinks::Skip
+        } else {
+            OutsideLinks::Restore
+        },
     };
     let done = Arc::new(AtomicU64::new(0));
     let d = done.clone();
@@ -70,14 +82,14 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     drop(progress);
     let s = r?;
     for e in &s.errors {
-        eprintln!("coffer: error: {e}");
+        eout!("coffer: error: {e}");
     }
     if g.json {
         let mut v = serde_json::to_value(&s)?;
         v["snapshot"] = id.to_hex().into();
         print_json(&v);
     } else {
-        println!(
+        out!(
             "restored snapshot {} to {}: {} files ({}), {} dirs, {} symlinks in {:.1}s",
             id.short(),
             target.display(),
@@ -88,7 +100,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             s.duration_secs
         );
         if !s.errors.is_empty() {
-            println!(
+            out!(
                 "{} entries could not be restored (see above); run `coffer check --read-data`",
                 s.errors.len()
             );
@@ -113,6 +125,9 @@ fn run_app(
         .config()?
         .ok_or_else(|| anyhow::anyhow!("snapshot {} is of app {app}: restoring it needs its [apps.{app}] in coffer.toml (or use --target DIR for plain files)", id.short()))?
         .clone();
+    if let Some(c) = config.apps.get_mut(&app) {
+        c.trusted_plugins.extend(a.trust_plugin.iter().cloned());
+    }
     if let Some(settings) = config.apps.get_mut(&app).map(|a| &mut a.settings) {
         for kv in &a.set {
             let (k, v) = kv
@@ -138,7 +153,7 @@ fn run_app(
         v["healthy"] = report.healthy().into();
         print_json(&v);
     } else {
-        println!(
+        out!(
             "restored snapshot {} of app {} into {}{} with plugin {}",
             id.short(),
             report.app,
@@ -152,7 +167,7 @@ fn run_app(
         );
         for (kind, checks) in [("verify", &report.verify), ("health", &report.health)] {
             for c in checks {
-                println!(
+                out!(
                     "  {kind:<6} {} {}: {}",
                     if c.ok { "ok  " } else { "FAIL" },
                     c.name,

@@ -36,7 +36,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             }
             Err(e) => {
                 damaged += 1;
-                eprintln!("coffer: warning: {e}");
+                eout!("coffer: warning: {e}");
             }
         }
     }
@@ -51,12 +51,15 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             .collect();
         print_json(&v);
     } else {
-        println!(
+        out!(
             "{:<10} {:<20} {:<16} {:>10}  paths / app",
-            "id", "time", "host", "size"
+            "id",
+            "time",
+            "host",
+            "size"
         );
         for (id, s) in &rows {
-            println!(
+            out!(
                 "{:<10} {:<20} {:<16} {:>10}  {}",
                 id.short(),
                 s.time.format("%Y-%m-%d %H:%M:%S"),
@@ -73,10 +76,10 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
                 }
             );
             if let (Some(m), true) = (&s.metadata, s.app.is_some()) {
-                println!("{:<10} metadata {}", "", m);
+                out!("{:<10} metadata {}", "", m);
             }
         }
-        println!("{} snapshot(s)", rows.len());
+        out!("{} snapshot(s)", rows.len());
     }
     Ok(if damaged > 0 {
         ExitCode::Integrity

@@ -15,24 +15,24 @@ pub fn run(g: &Global, _a: &Args) -> Result<ExitCode> {
         print_json(&st);
     } else {
         if let Some(n) = st.snapshots {
-            println!(
+            out!(
                 "snapshots:        {n} ({} in all)",
                 human(st.snapshot_total_bytes)
             );
         }
-        println!(
+        out!(
             "packs:            {} ({} stored)",
             st.packs,
             human(st.stored_bytes)
         );
-        println!(
+        out!(
             "unique chunks:    {} ({} before compression)",
             st.chunks,
             human(st.unique_raw_bytes)
         );
-        println!("compression:      {:.2}x", st.compression_ratio);
+        out!("compression:      {:.2}x", st.compression_ratio);
         if st.snapshots.is_some() {
-            println!("deduplication:    {:.2}x", st.dedup_ratio);
+            out!("deduplication:    {:.2}x", st.dedup_ratio);
         }
     }
     Ok(ExitCode::Ok)

@@ -192,6 +192,19 @@ pub fn restore(
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let (index, _) = repo.load_index()?;
     let index = Arc::new(index);
+    if let Some(rec) = &snap.plugin {
+        if !crate::plugins::trusted(&rec.blake3, app.blake3.as_deref(), &app.trusted_plugins) {
+            return Err(coffer_repo::Error::Unsafe(format!(
+                "snapshot {} stores plugin {} {} (BLAKE3 {}), which is neither a built-in plugin of this coffer nor the app's pin: it runs with the app's grants only if you trust it; if you know where the snapshot came from, pass --trust-plugin {} (or list it under trusted_plugins in [apps.{name}])",
+                id.short(),
+                rec.name,
+                rec.version,
+                rec.blake3,
+                rec.blake3
+            ))
+            .into());
+        }
+    }
     let plugin = stored_plugin(repo, &index, &snap, cache_dir)?;
     let settings = settings(&plugin, app)?;
     let limits = app.limits();

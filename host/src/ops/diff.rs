@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use coffer_repo::id::ChunkId;
 use coffer_repo::tree::{Node, NodeKind};
+use coffer_repo::walk::Limits;
 use coffer_repo::{ChunkReader, Repository};
 use serde::Serialize;
 
@@ -32,15 +33,47 @@ pub fn diff(repo: &Repository, a: &str, b: &str) -> Result<Vec<Change>> {
         Compare(Option<ChunkId>, Option<ChunkId>, PathBuf),
         Whole(Node, PathBuf, &'static str),
     }
+    // Bounded like every walk over paths: a crafted tree of folders naming one subtree twice
+    // at each level stands for billions of paths. Each side's entries are counted against what
+    // its snapshot recorded.
+    let limits = [Limits::of(&sa), Limits::of(&sb)];
+    let mut seen = [0u64; 2];
+    let mut count = |side: usize, n: usize, root: &ChunkId| -> Result<()> {
+        seen[side] += n as u64;
+        if seen[side] > limits[side].entries {
+            return Err(Limits::exceeded(
+                root,
+                format!(
+                    "its folders hold more than the {} entries the snapshot recorded",
+                    limits[side].entries
+                ),
+            )
+            .into());
+        }
+        Ok(())
+    };
+    let roots = [sa.tree, sb.tree];
+    let side = |sign: &str| usize::from(sign == "+");
     let mut stack = vec![Work::Compare(Some(sa.tree), Some(sb.tree), PathBuf::new())];
     while let Some(work) = stack.pop() {
+        if let Work::Compare(_, _, p) | Work::Whole(_, p, _) = &work {
+            if p.components().count() > limits[0].depth {
+                return Err(Limits::exceeded(
+                    &sb.tree,
+                    format!("folders nest more than {} deep", limits[0].depth),
+                )
+                .into());
+            }
+        }
         let mut next = vec![];
         match work {
             Work::Emit(sign, path) => out.push(change(sign, &path)),
             Work::Whole(node, path, sign) => {
                 out.push(change(sign, &path));
                 if node.kind == NodeKind::Dir {
-                    for (name, n) in nodes(&reader, node.subtree)? {
+                    let below = nodes(&reader, node.subtree)?;
+                    count(side(sign), below.len(), &roots[side(sign)])?;
+                    for (name, n) in below {
                         next.push(Work::Whole(n, path.join(name), sign));
                     }
                 }
@@ -50,6 +83,8 @@ pub fn diff(repo: &Repository, a: &str, b: &str) -> Result<Vec<Change>> {
                     continue;
                 }
                 let (mut na, mut nb) = (nodes(&reader, a)?, nodes(&reader, b)?);
+                count(0, na.len(), &roots[0])?;
+                count(1, nb.len(), &roots[1])?;
                 let mut names: Vec<OsString> = na.keys().chain(nb.keys()).cloned().collect();
                 names.sort();
                 names.dedup();

@@ -28,6 +28,12 @@ macro_rules! on_each_store {
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_coffer");
+
+/// The binary the tests drive: this build's, or `COFFER_TEST_BIN` (an older build, to show that
+/// a regression test fails without its fix).
+pub fn bin() -> String {
+    std::env::var("COFFER_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct Env {
@@ -127,7 +133,7 @@ impl Env {
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

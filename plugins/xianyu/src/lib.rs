@@ -15,8 +15,10 @@ const DATABASES: [&str; 2] = ["xianyu_data.db", "user_stats.db"];
 #[derive(Default)]
 struct Xianyu;
 
+/// Whether the app has `path`; a symlink counts even when the sandbox cannot follow it (it leads
+/// outside the app folder), so that capturing it fails loudly instead of skipping it.
 fn exists(path: &str) -> bool {
-    std::path::Path::new("/app").join(path).exists()
+    std::fs::symlink_metadata(std::path::Path::new("/app").join(path)).is_ok()
 }
 
 /// `PRAGMA integrity_check` and the row count of every table.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use coffer_repo::archiver::Session;
 use coffer_repo::id::{ChunkId, PackId};
 use coffer_repo::index::Index;
-use coffer_repo::restorer::{self, RestoreOptions};
+use coffer_repo::restorer::{self, OutsideLinks, RestoreOptions};
 use coffer_repo::tree::{Node, NodeKind};
 use coffer_repo::{pack, ChunkReader, Repository};
 
@@ -82,8 +82,17 @@ impl Caps {
         })
     }
 
+    /// Captures a file or folder of the app as `item`. When `path` itself is a symlink, what it
+    /// points at is captured (it must lie inside the app folder: [`Caps::resolve`] refuses
+    /// otherwise, naming the link); links further down are kept as links.
     pub(super) fn capture_path(&mut self, item: String, path: String) -> R<u64> {
-        let full = self.resolve(&path)?;
+        let mut full = self.resolve(&path)?;
+        let meta = std::fs::symlink_metadata(&full).map_err(|e| format!("{path}: {e}"))?;
+        if meta.file_type().is_symlink() {
+            full = full
+                .canonicalize()
+                .map_err(|e| format!("{path} is a symlink that leads nowhere: {e}"))?;
+        }
         self.session()?
             .add_path(Path::new(&item), &full)
             .map_err(|e| e.to_string())
@@ -111,7 +120,7 @@ impl Caps {
         let opts = RestoreOptions {
             target: staging.path().to_path_buf(),
             include: vec![PathBuf::from(&item)],
-            allow_outside_symlinks: false,
+            outside_links: OutsideLinks::Refuse,
         };
         let summary = restorer::restore(
             &src.repo,
