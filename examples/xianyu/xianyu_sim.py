@@ -186,7 +186,11 @@ def stop(a):
             time.sleep(0.05)
     except ProcessLookupError:
         pass
-    os.remove(pidfile(a.dir))
+    # Another stop may have run at the same time (one left behind by a killed restore).
+    try:
+        os.remove(pidfile(a.dir))
+    except FileNotFoundError:
+        pass
     print("stopped")
 
 

@@ -219,3 +219,144 @@ fn live_sqlite_capture_is_consistent_and_restores() {
     let snaps = env.json(&["--config", cfg_s, "snapshots", "--app", "xianyu"]);
     assert_eq!(snaps[0]["plugin"]["name"], "xianyu");
 }
+
+/// Defect 12 of issue 10: `global_config.yml` or `static/uploads/images` that are symlinks were
+/// skipped (leading outside the app folder) or stored as a bare link (inside), with exit 0. A link
+/// that stays inside is followed; one that leaves fails the capture, naming it.
+#[test]
+fn xianyu_capture_follows_links_inside_the_app_and_refuses_links_outside() {
+    let env = Env::new();
+    let app = env.path("xianyu");
+    py(&[
+        "generate",
+        app.to_str().unwrap(),
+        "--messages",
+        "50",
+        "--images",
+        "3",
+    ]);
+    // Inside: the config and the uploads live elsewhere in the app folder, linked in place.
+    std::fs::create_dir_all(app.join("shared")).unwrap();
+    std::fs::rename(app.join("global_config.yml"), app.join("shared/config.yml")).unwrap();
+    std::os::unix::fs::symlink("shared/config.yml", app.join("global_config.yml")).unwrap();
+    let images = app.join("static/uploads/images");
+    std::fs::rename(&images, app.join("shared/images")).unwrap();
+    std::os::unix::fs::symlink("../../shared/images", &images).unwrap();
+    let cfg = config(&env, "coffer.toml", &app, free_port(), false);
+    let cfg_s = cfg.to_str().unwrap();
+    let out = env.json(&["--config", cfg_s, "backup", "xianyu"]);
+    let snap = out["snapshot"].as_str().unwrap().to_string();
+    assert_eq!(
+        out["metadata"]["items"],
+        serde_json::json!(["db", "config", "uploads"]),
+        "{out}"
+    );
+    let listing = env.ok(&["ls", "--long", &snap]);
+    let line = |p: &str| {
+        listing
+            .lines()
+            .find(|l| l.ends_with(p))
+            .unwrap_or_else(|| panic!("{p} not captured:\n{listing}"))
+            .to_string()
+    };
+    assert!(
+        line("config/global_config.yml").starts_with("file"),
+        "{listing}"
+    );
+    assert!(line("uploads").starts_with("dir"), "{listing}");
+    let images_in_snapshot = listing.lines().filter(|l| l.contains("uploads/")).count();
+    assert_eq!(images_in_snapshot, 3, "{listing}");
+
+    // Outside: the capture fails and names the link.
+    let elsewhere = env.path("elsewhere.yml");
+    std::fs::rename(app.join("shared/config.yml"), &elsewhere).unwrap();
+    std::fs::remove_file(app.join("global_config.yml")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, app.join("global_config.yml")).unwrap();
+    let err = env.fails(&["--config", cfg_s, "backup", "xianyu"], 16);
+    assert!(err.contains("global_config.yml"), "{err}");
+    assert!(err.contains("outside the app folder"), "{err}");
+}
+
+/// File contents under `p` (a file or a folder), by path below it.
+fn contents(p: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(q) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&q) else {
+            continue;
+        };
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&q).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        } else {
+            let rel = q.strip_prefix(p).unwrap().display().to_string();
+            out.insert(rel, hash_file(&q));
+        }
+    }
+    out
+}
+
+/// Kill -9 during an app restore, at random moments, again and again: each item of the app
+/// folder is always either as it was or as restored (the swap is one exchange), never missing
+/// or half-written, and a final re-run completes.
+#[test]
+fn kill_9_during_an_app_restore_leaves_each_item_old_or_restored() {
+    let env = Env::new();
+    let app = env.path("xianyu");
+    py(&[
+        "generate",
+        app.to_str().unwrap(),
+        "--messages",
+        "3000",
+        "--images",
+        "20",
+    ]);
+    let port = free_port();
+    py(&["start", app.to_str().unwrap(), "--port", &port.to_string()]);
+    let _server = Server(app.clone());
+    let cfg = config(&env, "coffer.toml", &app, port, true);
+    let cfg_s = cfg.to_str().unwrap();
+    let snap = env.json(&["--config", cfg_s, "backup", "xianyu"])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let items = [
+        "data/xianyu_data.db",
+        "data/user_stats.db",
+        "global_config.yml",
+        "static/uploads/images",
+    ];
+    // What a restore puts in place, from a restore into another folder.
+    let reference = env.path("reference");
+    env.ok(&[
+        "--config",
+        cfg_s,
+        "restore",
+        &snap,
+        "--dir",
+        reference.to_str().unwrap(),
+    ]);
+    let restored: Vec<_> = items.iter().map(|i| contents(&reference.join(i))).collect();
+    // The live app moves on after the backup.
+    std::fs::write(app.join("global_config.yml"), "changed: true\n").unwrap();
+    std::fs::write(app.join("static/uploads/images/new.jpg"), noise(50_000, 5)).unwrap();
+    py(&["write", app.to_str().unwrap(), "--seconds", "1"]);
+    let mut rng = Rng(7);
+    for round in 0..8 {
+        let before: Vec<_> = items.iter().map(|i| contents(&app.join(i))).collect();
+        kill_at_random(&env, &["--config", cfg_s, "restore", &snap], &mut rng, 1500);
+        for (k, item) in items.iter().enumerate() {
+            let now = contents(&app.join(item));
+            assert!(
+                now == before[k] || now == restored[k],
+                "round {round}: {item} is neither as it was nor as restored"
+            );
+        }
+    }
+    let r = env.json(&["--config", cfg_s, "restore", &snap]);
+    assert_eq!(r["verified"], true, "{r}");
+    for (k, item) in items.iter().enumerate() {
+        assert_eq!(contents(&app.join(item)), restored[k], "{item}");
+    }
+}

@@ -55,12 +55,13 @@ impl Stack {
             "postgres",
             &format!("CREATE ROLE zhiyun LOGIN CREATEDB PASSWORD '{APP_PASSWORD}'"),
         );
-        let qdrant = Qdrant::start();
+        let app = env.path("zhiyun");
+        std::fs::create_dir_all(&app).unwrap();
+        // Qdrant's snapshots folder is a folder of the deployment, as a compose file mounts it.
+        let qdrant = Qdrant::start_in(&app.join("qdrant/snapshots"));
         let garage = Garage::shared();
         let bucket = format!("zhiyun{}", rand_suffix());
         garage.create_bucket(&bucket);
-        let app = env.path("zhiyun");
-        std::fs::create_dir_all(&app).unwrap();
         let out = Command::new("bash")
             .arg(example("make-dataset.sh"))
             .envs(app_env(&pg))
@@ -541,6 +542,12 @@ fn disaster_recovery_and_failure_paths() {
         .filter(|r| r.contains("/snapshots/upload"))
         .collect();
     assert_eq!(order.len(), 1, "vectors restored by one upload: {order:?}");
+    // Qdrant keeps an uploaded snapshot as a full copy: the plugin deletes it.
+    assert_eq!(
+        stack.qdrant.snapshots(),
+        Vec::<(String, String)>::new(),
+        "the copy Qdrant keeps of the upload is deleted"
+    );
 
     // Restoring over the now non-empty database is refused, and changes nothing.
     stack.pg.sql(
@@ -593,14 +600,35 @@ fn disaster_recovery_and_failure_paths() {
         .collect();
     assert_eq!(names, ["collection knowledge"], "{r}");
 
-    // Vectors by recover from a location the server reads (the stand-in reads file:// paths),
-    // files alone: each part restores on its own.
+    // Vectors by recover from a location the server reads, files alone: each part restores on
+    // its own. Qdrant reads file:// locations only inside its snapshots folder (403 otherwise).
     ureq::delete(&format!("{}/collections/knowledge", stack.qdrant.url()))
         .call()
         .unwrap();
     stack.open_bucket().delete("uploads/3.jpg").unwrap();
-    let location = format!(
+    let outside = format!(
         "--set=qdrant_recover_location=file://{}/qdrant-restore",
+        stack.app.display()
+    );
+    let err = fails(
+        &env,
+        &cfg,
+        &[
+            "restore",
+            &snap,
+            "--only",
+            "vectors",
+            "--set",
+            "qdrant_recover_dir=qdrant-restore",
+            &outside,
+        ],
+    );
+    assert!(
+        err.contains("403") && err.contains("snapshots folder"),
+        "{err}"
+    );
+    let location = format!(
+        "--set=qdrant_recover_location=file://{}/qdrant/snapshots/coffer-restore",
         stack.app.display()
     );
     let r = ok(
@@ -614,7 +642,7 @@ fn disaster_recovery_and_failure_paths() {
             "--only",
             "files",
             "--set",
-            "qdrant_recover_dir=qdrant-restore",
+            "qdrant_recover_dir=qdrant/snapshots/coffer-restore",
             &location,
         ],
     );
@@ -627,7 +655,10 @@ fn disaster_recovery_and_failure_paths() {
         .iter()
         .any(|r| r.ends_with("/snapshots/recover")));
     assert!(
-        !stack.app.join("qdrant-restore/knowledge.snapshot").exists(),
+        !stack
+            .app
+            .join("qdrant/snapshots/coffer-restore/knowledge.snapshot")
+            .exists(),
         "the recovered snapshot file is removed"
     );
 
@@ -693,5 +724,37 @@ fn disaster_recovery_and_failure_paths() {
     assert!(err.contains("no-such-bucket"), "{err}");
 
     assert_eq!(snapshots(&env), 1, "no failed capture saved a snapshot");
+    env.ok(&["check", "--read-data"]);
+
+    // Qdrant names snapshots by the second: another capture of the same collection within it
+    // replaces the file under the same name. Another client makes such snapshots, with the
+    // points changing in between, all through a backup: the backup either keeps its own
+    // snapshot (checked against the SHA-256 Qdrant gave) or fails saying why.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammer = {
+        let (stop, url) = (stop.clone(), stack.qdrant.url());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                let point = serde_json::json!({ "points": [{ "id": 999_999, "vector": [0.5], "payload": { "n": n } }] });
+                let _ = ureq::put(&format!("{url}/collections/knowledge/points"))
+                    .header("content-type", "application/json")
+                    .send(point.to_string());
+                let _ = ureq::post(&format!("{url}/collections/knowledge/snapshots?wait=true"))
+                    .send_empty();
+                std::thread::sleep(std::time::Duration::from_millis(15));
+            }
+            n
+        })
+    };
+    let out = env.run(&with_config(&cfg, &["--json", "backup", "zhiyun"]));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let made = hammer.join().unwrap();
+    assert!(made > 3, "the other client made {made} snapshots");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        assert!(stderr.contains("same second"), "{stderr}");
+    }
     env.ok(&["check", "--read-data"]);
 }

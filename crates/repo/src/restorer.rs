@@ -261,11 +261,9 @@ fn escapes(dir: &Path, target: &Path, links: &HashSet<PathBuf>) -> bool {
     };
     for c in target.components() {
         match c {
-            Component::ParentDir => {
-                if through_link(&at) || at.pop().is_none() {
-                    return true;
-                }
-            }
+            // Going up out of a link, or above the target, leaves; otherwise the guard has popped.
+            Component::ParentDir if through_link(&at) || at.pop().is_none() => return true,
+            Component::ParentDir => {}
             Component::Normal(n) => {
                 at.push(n.to_os_string());
                 if through_link(&at) {

@@ -107,8 +107,11 @@ impl Qdrant {
         })
     }
 
-    /// Snapshots collection `c` into `item`; the server's snapshot is deleted afterwards even
-    /// when the download fails. Returns the point counts seen just before and just after.
+    /// Snapshots collection `c` into `item`, checked against the SHA-256 Qdrant gives; the
+    /// server's snapshot is deleted afterwards even when the download fails (but only while it
+    /// is still this capture's: Qdrant names snapshots by the second, so a second capture of the
+    /// same collection within it replaces the file under the same name). Returns the point
+    /// counts seen just before and just after.
     pub fn capture(&self, c: &str, item: &str) -> Result<(u64, u64)> {
         let before = self.points(c)?;
         let created = self.call(
@@ -127,6 +130,7 @@ impl Qdrant {
                 ))
             })?
             .to_string();
+        let checksum = created["checksum"].as_str().map(str::to_ascii_lowercase);
         let path = format!(
             "/collections/{}/snapshots/{}",
             path_part(c),
@@ -136,17 +140,74 @@ impl Qdrant {
             .req("GET", &path)
             .timeout(BULK)
             .send_to_item(item)
+            .and_then(|r| r.check(&format!("downloading snapshot {name} of {c}")))
             .and_then(|r| {
-                r.check(&format!("downloading snapshot {name} of {c}"))
-                    .map(|_| ())
+                let got = r
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("x-coffer-sha256"))
+                    .map(|(_, v)| v.to_ascii_lowercase());
+                match (&checksum, got) {
+                    (Some(want), Some(got)) if *want != got => bail!(
+                        "snapshot {name} of {c} does not match the SHA-256 Qdrant gave for it ({want}, downloaded {got}): another capture of {c} within the same second may have replaced it (Qdrant names snapshots by the second); run the backup again"
+                    ),
+                    _ => Ok(()),
+                }
             });
         let after = self.points(c);
-        let deleted = self.delete_snapshot(&path);
+        let deleted = match self.still_ours(c, &name, checksum.as_deref()) {
+            true => self.delete_snapshot(&path),
+            false => {
+                host::warn(format!("Qdrant snapshot {name} of {c} was replaced by another capture in the same second: left for that capture to delete"));
+                Ok(())
+            }
+        };
         match (downloaded, deleted) {
             (Ok(()), Ok(())) => Ok((before, after?)),
             (Ok(()), Err(e)) => bail!("{e}: delete it by hand (DELETE {}{path})", self.url),
             (Err(e), Ok(())) => bail!("Qdrant collection {c}: {e} (the server-side snapshot {name} was deleted)"),
             (Err(e), Err(d)) => bail!("Qdrant collection {c}: {e}; and the server-side snapshot could not be deleted either: {d}: delete it by hand (DELETE {}{path})", self.url),
+        }
+    }
+
+    /// Snapshot names of collection `c` with their checksums; none when it has none (or is
+    /// gone).
+    fn snapshots(&self, c: &str) -> Result<Vec<(String, Option<String>)>> {
+        let r = self.req(
+            "GET",
+            &format!("/collections/{}/snapshots", path_part(c)),
+        );
+        let resp = r.send();
+        if matches!(&resp, Ok(r) if r.status == 404) {
+            return Ok(vec![]);
+        }
+        let list = self.answer(resp, &format!("listing the snapshots of {c}"))?;
+        Ok(list
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| {
+                        Some((
+                            s["name"].as_str()?.to_string(),
+                            s["checksum"].as_str().map(str::to_ascii_lowercase),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Whether snapshot `name` of `c` still has the checksum this capture was given (unknown
+    /// checksums count as ours, as does a listing that fails: deleting is then the safe side
+    /// for the disk, and a clash is caught by the checksum check of the other capture).
+    fn still_ours(&self, c: &str, name: &str, checksum: Option<&str>) -> bool {
+        let Some(want) = checksum else { return true };
+        match self.snapshots(c) {
+            Ok(list) => list
+                .iter()
+                .find(|(n, _)| n == name)
+                .is_none_or(|(_, sum)| sum.as_deref().is_none_or(|s| s == want)),
+            Err(_) => true,
         }
     }
 
@@ -169,8 +230,11 @@ impl Qdrant {
         )
     }
 
-    /// Uploads a snapshot item into collection `c` (created or replaced).
+    /// Uploads a snapshot item into collection `c` (created or replaced). Qdrant keeps an
+    /// uploaded file as a snapshot of the collection (a full copy, surviving even a delete of the
+    /// collection): the ones this upload added are deleted afterwards, whether it worked or not.
     pub fn upload(&self, c: &str, item: &str) -> Result<()> {
+        let before: Vec<String> = self.snapshots(c)?.into_iter().map(|(n, _)| n).collect();
         let sent = self
             .req(
                 "POST",
@@ -181,8 +245,27 @@ impl Qdrant {
             )
             .timeout(BULK)
             .upload_item(item, Some("snapshot"));
-        self.answer(sent, &format!("uploading the snapshot of {c}"))?;
-        Ok(())
+        let result = self.answer(sent, &format!("uploading the snapshot of {c}"));
+        let mut left = vec![];
+        match self.snapshots(c) {
+            Ok(after) => {
+                for (name, _) in after.iter().filter(|(n, _)| !before.contains(n)) {
+                    let path = format!(
+                        "/collections/{}/snapshots/{}",
+                        path_part(c),
+                        path_part(name)
+                    );
+                    if let Err(e) = self.delete_snapshot(&path) {
+                        left.push(format!("{e}"));
+                    }
+                }
+            }
+            Err(e) => left.push(format!("{e}")),
+        }
+        for l in &left {
+            host::warn(format!("the copy Qdrant keeps of the uploaded snapshot of {c} could not be removed: {l}"));
+        }
+        result.map(|_| ())
     }
 
     /// Recovers collection `c` from a snapshot file the server reads at `location`.

@@ -160,8 +160,7 @@ impl Caps {
                 }
                 n += 1;
             };
-            std::fs::rename(&dest, &moved)
-                .map_err(|e| format!("moving {} aside: {e}", dest.display()))?;
+            swap_in(&staged, &dest, &moved)?;
             aside = Some(
                 moved
                     .strip_prefix(&self.dir)
@@ -169,9 +168,10 @@ impl Caps {
                     .display()
                     .to_string(),
             );
+        } else {
+            std::fs::rename(&staged, &dest)
+                .map_err(|e| format!("putting {} in place: {e}", dest.display()))?;
         }
-        std::fs::rename(&staged, &dest)
-            .map_err(|e| format!("putting {} in place: {e}", dest.display()))?;
         Ok(aside)
     }
 
@@ -244,5 +244,31 @@ impl Read for ItemReader {
         out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+/// Puts `staged` in place of `dest` and moves the old `dest` to `aside`. The two are exchanged
+/// in one step (renameat2 RENAME_EXCHANGE), so a restore killed here leaves the app with either
+/// its old copy or the restored one, never neither; killed right after, the old copy waits in
+/// the staging folder (`.coffer-staging-*` beside it). Where the file system cannot exchange,
+/// the old copy is moved aside first.
+fn swap_in(staged: &Path, dest: &Path, aside: &Path) -> R<()> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    match renameat2(
+        AT_FDCWD,
+        staged,
+        AT_FDCWD,
+        dest,
+        RenameFlags::RENAME_EXCHANGE,
+    ) {
+        Ok(()) => std::fs::rename(staged, aside)
+            .map_err(|e| format!("moving the old {} aside: {e}", dest.display())),
+        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOSYS) => {
+            std::fs::rename(dest, aside)
+                .map_err(|e| format!("moving {} aside: {e}", dest.display()))?;
+            std::fs::rename(staged, dest)
+                .map_err(|e| format!("putting {} in place: {e}", dest.display()))
+        }
+        Err(e) => Err(format!("putting {} in place: {e}", dest.display())),
     }
 }

@@ -11,6 +11,24 @@ use crate::bindings::wit_host::{HttpRequest, HttpResponse};
 
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The header [`Caps::http_to_item`] adds to its answer.
+pub const SHA256_HEADER: &str = "x-coffer-sha256";
+
+/// A reader that hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hash: sha2::Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 impl Caps {
     /// A granted request with the body the plugin gave.
     pub(super) fn http_with_body(&self, req: &HttpRequest) -> R<ureq::http::Response<ureq::Body>> {
@@ -25,16 +43,27 @@ impl Caps {
         response(self.http_with_body(&req)?)
     }
 
+    /// Streams a successful answer's body into `item`. The returned headers gain
+    /// `x-coffer-sha256`: the SHA-256 (hex) of the body as stored, for APIs that publish a
+    /// checksum (Qdrant's snapshots) to be checked against without reading the item back.
     pub(super) fn http_to_item(&mut self, req: HttpRequest, item: String) -> R<HttpResponse> {
+        use sha2::Digest;
         let resp = self.http_with_body(&req)?;
         if !resp.status().is_success() {
             return response(resp);
         }
-        let head = head(&resp);
-        let body = resp.into_body().into_reader();
+        let mut head = head(&resp);
+        let mut body = Hashing {
+            inner: resp.into_body().into_reader(),
+            hash: sha2::Sha256::new(),
+        };
         self.session()?
-            .add_reader(Path::new(&item), body)
+            .add_reader(Path::new(&item), &mut body)
             .map_err(|e| format!("downloading {} into {item}: {e}", req.url))?;
+        head.headers.push(wit::KeyValue {
+            key: SHA256_HEADER.into(),
+            value: hex::encode(body.hash.finalize()),
+        });
         Ok(head)
     }
 
