@@ -32,4 +32,29 @@ impl Config {
             compression,
         }
     }
+
+    /// Reads a stored config object and checks every setting is one `init` could have written:
+    /// the object is plaintext and unauthenticated, so a damaged or crafted one must fail here,
+    /// naming itself, rather than deep inside the chunker or a pack writer.
+    pub fn parse(raw: &[u8]) -> crate::Result<Config> {
+        let bad = |m: String| crate::Error::corrupt(CONFIG_KEY, m);
+        let c: Config = serde_json::from_slice(raw).map_err(|e| bad(e.to_string()))?;
+        if c.version != FORMAT_VERSION {
+            return Err(crate::Error::UnsupportedVersion {
+                found: c.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        c.chunker.validate().map_err(bad)?;
+        if !(1 << 16..=1 << 30).contains(&c.pack_size) {
+            return Err(bad(format!("pack size {} is out of range", c.pack_size)));
+        }
+        if !(1..=22).contains(&c.compression) {
+            return Err(bad(format!(
+                "compression level {} is out of range 1..=22",
+                c.compression
+            )));
+        }
+        Ok(c)
+    }
 }

@@ -16,6 +16,8 @@ pub mod config;
 pub mod copy;
 pub mod crypto;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod id;
 pub mod index;
 pub mod keyfile;

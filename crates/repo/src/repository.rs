@@ -12,7 +12,7 @@ use serde::Serialize;
 use coffer_store::{parallel_map, Backend, BackendError};
 
 use crate::chunker::ChunkerParams;
-use crate::config::{Config, CONFIG_KEY, FORMAT_VERSION};
+use crate::config::{Config, CONFIG_KEY};
 use crate::crypto::{self, Secrets, Tag};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, IndexId, KeyId, PackId, SnapshotId};
@@ -220,14 +220,7 @@ impl Repository {
             }
             Err(e) => return Err(e.into()),
         };
-        let config: Config =
-            serde_json::from_slice(&raw).map_err(|e| Error::corrupt(CONFIG_KEY, e.to_string()))?;
-        if config.version != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                found: config.version,
-                supported: FORMAT_VERSION,
-            });
-        }
+        let config = Config::parse(&raw)?;
         Ok(config)
     }
 
