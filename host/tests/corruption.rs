@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use coffer_repo::id::ChunkId;
-use coffer_repo::{ChunkReader, Repository};
 use common::*;
 
 const INTEGRITY: i32 = 13;
@@ -26,26 +25,6 @@ fn flip(env: &Env, key: &str, from_end: usize) {
     let at = b.len().saturating_sub(from_end.max(1));
     b[at] ^= 0x40;
     repo.backend().put(key, b).unwrap();
-}
-
-/// File path (inside the snapshot) -> its chunks.
-fn files_of(repo: &Repository, snap: &str) -> BTreeMap<String, Vec<ChunkId>> {
-    let (index, _) = repo.load_index().unwrap();
-    let reader = ChunkReader::new(repo, &index);
-    let (_, s) = repo.find_snapshot(snap).unwrap();
-    let mut out = BTreeMap::new();
-    let mut stack = vec![(String::new(), s.tree)];
-    while let Some((dir, t)) = stack.pop() {
-        for n in reader.tree(&t).unwrap().nodes {
-            let p = format!("{dir}{}", n.name);
-            if let Some(sub) = n.subtree {
-                stack.push((format!("{p}/"), sub));
-            } else {
-                out.insert(p, n.content.clone());
-            }
-        }
-    }
-    out
 }
 
 fn setup(env: Env) -> (Env, String, String) {

@@ -411,6 +411,7 @@ fn forged_snapshot(repo: &Repository, root: ChunkId, entries: u64) -> String {
         }),
         original: None,
         program_version: "test".into(),
+        signature: None,
     };
     repo.save_snapshot(&snap).unwrap().to_hex()
 }
@@ -820,4 +821,106 @@ fn kill_9_during_a_restore_leaves_no_half_file_and_a_rerun_completes() {
         .filter(|n| n.starts_with(".coffer-restore-"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+// ----- 8. signed snapshots -----
+
+/// Saves `snap` as whoever `passphrase` opens (a write-only key can write snapshots).
+fn save_as(env: &Env, passphrase: &str, snap: &Snapshot) -> String {
+    let b = coffer_store::open(&env.location, false, &env.s3_config()).unwrap();
+    let unlock = coffer_repo::keyfile::Unlocker::Passphrase(age::secrecy::SecretString::from(
+        passphrase.to_string(),
+    ));
+    let repo = Repository::open(b, &unlock).unwrap();
+    repo.save_snapshot(snap).unwrap().to_hex()
+}
+
+#[test]
+fn a_snapshot_forged_with_write_only_secrets_is_never_latest_and_is_not_restored() {
+    let env = Env::new();
+    let src = source(&env);
+    let full = env.backup(&src)["snapshot"].as_str().unwrap().to_string();
+    // A write-only key for host app-01, used there.
+    let wo_pass = env.path("wo-pass");
+    std::fs::write(&wo_pass, "write only passphrase\n").unwrap();
+    env.ok(&[
+        "key",
+        "add",
+        "--write-only",
+        "--host",
+        "app-01",
+        "--new-password-file",
+        wo_pass.to_str().unwrap(),
+    ]);
+    let mut wo = env.sharing();
+    wo.password = "write only passphrase".into();
+    let app01 = env.path("app01");
+    std::fs::create_dir_all(&app01).unwrap();
+    std::fs::write(app01.join("orders.csv"), noise(100_000, 77)).unwrap();
+    let own = wo.backup(&app01)["snapshot"].as_str().unwrap().to_string();
+    // It cannot write for another host.
+    let err = wo.fails(
+        &["backup", "--host", "db-01", app01.to_str().unwrap()],
+        FAILURE,
+    );
+    assert!(err.contains("app-01") && err.contains("db-01"), "{err}");
+
+    // Forgeries with its secrets, dated after everything: claiming another host, and unsigned
+    // (as a key made before signing, or an attacker leaving the signature out, would write).
+    let repo = env.open_repo();
+    let (_, template) = repo.find_snapshot(&full).unwrap();
+    let mut forged = template.clone();
+    forged.hostname = "db-01".into();
+    forged.time = chrono::Utc::now() + chrono::Duration::hours(1);
+    let forged = save_as(&env, "write only passphrase", &forged);
+    let legacy = coffer_repo::keyfile::KeyFile::seal(
+        &repo.config().id,
+        &coffer_repo::crypto::Secrets {
+            signing: None,
+            ..repo.secrets().write_only()
+        },
+        &coffer_repo::keyfile::Protector::Passphrase {
+            passphrase: age::secrecy::SecretString::from("legacy".to_string()),
+            log_n: Some(10),
+        },
+    )
+    .unwrap();
+    let bytes = serde_json::to_vec(&legacy).unwrap();
+    repo.backend()
+        .put(&format!("keys/{}", blake3::hash(&bytes).to_hex()), bytes)
+        .unwrap();
+    let mut unsigned = template.clone();
+    unsigned.time = chrono::Utc::now() + chrono::Duration::hours(2);
+    let unsigned = save_as(&env, "legacy", &unsigned);
+
+    let list = env.json(&["snapshots"]);
+    let writer = |id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()["written_by"]
+            .clone()
+    };
+    assert_eq!(writer(&full)["writer"], "signed", "{list}");
+    assert_eq!(writer(&full)["write_only"], false);
+    assert_eq!(writer(&own)["writer"], "signed");
+    assert_eq!(writer(&own)["host"], "app-01");
+    assert_eq!(writer(&own)["write_only"], true);
+    assert_eq!(writer(&forged)["writer"], "forged", "{list}");
+    assert_eq!(writer(&unsigned)["writer"], "unverified", "{list}");
+    // `latest` is the newest snapshot a trusted key wrote: the write-only key's own.
+    let restored = env.restore("latest", "app01");
+    assert_eq!(
+        hash_file(&restored.join("orders.csv")),
+        hash_file(&app01.join("orders.csv"))
+    );
+    let t = env.path("forged-target");
+    env.fails(&["restore", &forged, "--target", t.to_str().unwrap()], 14);
+    assert!(!t.exists());
+    // An unverified one is restored only when named, with a warning.
+    let t = env.path("unsigned-target");
+    let out = env.run(&["restore", &unsigned, "--target", t.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not verified"));
 }

@@ -50,6 +50,7 @@ fn crafted(repo: &Repository, nodes: Vec<Node>) -> String {
         summary: None,
         original: None,
         program_version: "crafted".into(),
+        signature: None,
     };
     repo.save_snapshot(&snap).unwrap().to_hex()
 }

@@ -72,6 +72,24 @@ impl Drop for Server {
     }
 }
 
+/// A generated xianyu folder with its simulator serving on a free port (stopped on drop).
+fn running_app(env: &Env, messages: u32, images: u32) -> (PathBuf, u16, Server) {
+    let app = env.path("xianyu");
+    let dir = app.to_str().unwrap();
+    py(&[
+        "generate",
+        dir,
+        "--messages",
+        &messages.to_string(),
+        "--images",
+        &images.to_string(),
+    ]);
+    let port = free_port();
+    py(&["start", dir, "--port", &port.to_string()]);
+    let server = Server(app.clone());
+    (app, port, server)
+}
+
 fn query(db: &Path, sql: &str) -> Vec<Vec<String>> {
     coffer_runtime::caps::query(db, sql).unwrap()
 }
@@ -79,18 +97,7 @@ fn query(db: &Path, sql: &str) -> Vec<Vec<String>> {
 #[test]
 fn live_sqlite_capture_is_consistent_and_restores() {
     let env = Env::new();
-    let app = env.path("xianyu");
-    py(&[
-        "generate",
-        app.to_str().unwrap(),
-        "--messages",
-        "5000",
-        "--images",
-        "5",
-    ]);
-    let port = free_port();
-    py(&["start", app.to_str().unwrap(), "--port", &port.to_string()]);
-    let _server = Server(app.clone());
+    let (app, port, _server) = running_app(&env, 5000, 5);
     let cfg = config(&env, "coffer.toml", &app, port, true);
     let cfg_s = cfg.to_str().unwrap();
     let inspect = env.json(&["--config", cfg_s, "plugin", "inspect", "xianyu"]);
@@ -303,18 +310,7 @@ fn contents(p: &Path) -> std::collections::BTreeMap<String, String> {
 #[test]
 fn kill_9_during_an_app_restore_leaves_each_item_old_or_restored() {
     let env = Env::new();
-    let app = env.path("xianyu");
-    py(&[
-        "generate",
-        app.to_str().unwrap(),
-        "--messages",
-        "3000",
-        "--images",
-        "20",
-    ]);
-    let port = free_port();
-    py(&["start", app.to_str().unwrap(), "--port", &port.to_string()]);
-    let _server = Server(app.clone());
+    let (app, port, _server) = running_app(&env, 3000, 20);
     let cfg = config(&env, "coffer.toml", &app, port, true);
     let cfg_s = cfg.to_str().unwrap();
     let snap = env.json(&["--config", cfg_s, "backup", "xianyu"])["snapshot"]

@@ -543,9 +543,19 @@ impl Session {
         summary.errors = self.walker.warnings.len() as u64;
         summary.duration_secs = self.start.elapsed().as_secs_f64();
         summary.bytes_added = self.counters.bytes_added.load(Ordering::Relaxed);
+        // A write-only key writes for the host it was made for, and no other.
+        let hostname = match (self.repo.bound_host(), info.host) {
+            (Some(bound), Some(asked)) if bound != asked => {
+                return Err(Error::Invalid(format!(
+                    "this write-only key writes snapshots for host {bound} only, not {asked}: make a key for {asked} with `coffer key add --write-only --host {asked}`"
+                )))
+            }
+            (Some(bound), _) => bound,
+            (None, asked) => asked.unwrap_or_else(crate::hostname),
+        };
         let snap = Snapshot {
             time: self.time,
-            hostname: info.host.unwrap_or_else(crate::hostname),
+            hostname,
             username: std::env::var("USER").unwrap_or_default(),
             paths: info.paths,
             tags: info.tags,
@@ -557,6 +567,7 @@ impl Session {
             summary: Some(summary.clone()),
             original: None,
             program_version: env!("CARGO_PKG_VERSION").to_string(),
+            signature: None,
         };
         self.check_commit()?;
         let id = self.repo.save_snapshot(&snap)?;

@@ -42,6 +42,10 @@ impl Tag {
     }
 }
 
+fn new_signing_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>())
+}
+
 /// The repository secrets as one unlocked key holds them.
 #[derive(Clone)]
 pub struct Secrets {
@@ -51,6 +55,9 @@ pub struct Secrets {
     pub data_recipient: age::x25519::Recipient,
     /// `None` for a write-only key.
     pub data_identity: Option<age::x25519::Identity>,
+    /// This key's own signing key: every snapshot it writes carries its signature, so a full key
+    /// can tell who wrote a snapshot. `None` for keys made before snapshots were signed.
+    pub signing: Option<ed25519_dalek::SigningKey>,
 }
 
 /// The serialized form inside a key file (before it is age-encrypted).
@@ -62,6 +69,9 @@ pub struct SecretsFile {
     pub data_recipient: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_identity: Option<String>,
+    /// Hex of the ed25519 signing key (absent in key files made before snapshots were signed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
 }
 
 impl Secrets {
@@ -75,13 +85,41 @@ impl Secrets {
             index_identity: age::x25519::Identity::generate(),
             data_recipient: data_identity.to_public(),
             data_identity: Some(data_identity),
+            signing: Some(new_signing_key()),
         }
+    }
+
+    /// These secrets for a new key of their own: the same repository secrets, a fresh signing
+    /// key (each key signs as itself).
+    pub fn for_new_key(&self, write_only: bool) -> Self {
+        Secrets {
+            data_identity: if write_only {
+                None
+            } else {
+                self.data_identity.clone()
+            },
+            signing: Some(new_signing_key()),
+            ..self.clone()
+        }
+    }
+
+    /// The key that authenticates signer records in key files: derived from the data identity,
+    /// so only a full key can vouch for a signer (a write-only key can write key files too).
+    pub fn trust_key(&self) -> Option<[u8; 32]> {
+        self.data_identity.as_ref().map(|i| {
+            blake3::derive_key(
+                "coffer 2026 signer records v1",
+                i.to_string().expose_secret().as_bytes(),
+            )
+        })
     }
 
     pub fn is_write_only(&self) -> bool {
         self.data_identity.is_none()
     }
 
+    /// The write-only subset of these secrets (same signing key; see [`Secrets::for_new_key`]
+    /// for a key of its own).
     pub fn write_only(&self) -> Self {
         Secrets {
             data_identity: None,
@@ -113,6 +151,7 @@ impl Secrets {
                 .data_identity
                 .as_ref()
                 .map(|i| i.to_string().expose_secret().to_string()),
+            signing_key: self.signing.as_ref().map(|k| hex::encode(k.to_bytes())),
         }
     }
 
@@ -129,12 +168,21 @@ impl Secrets {
             ),
             None => None,
         };
+        let signing = match &f.signing_key {
+            Some(h) => {
+                let mut b = [0u8; 32];
+                hex::decode_to_slice(h, &mut b).map_err(|e| format!("signing_key: {e}"))?;
+                Some(ed25519_dalek::SigningKey::from_bytes(&b))
+            }
+            None => None,
+        };
         Ok(Secrets {
             id_key,
             chunker_seed: f.chunker_seed,
             index_identity,
             data_recipient,
             data_identity,
+            signing,
         })
     }
 }

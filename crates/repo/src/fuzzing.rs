@@ -108,7 +108,8 @@ mod tests {
     #[test]
     fn corpora_replay() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
-        let targets: [(&str, fn(&[u8])); 6] = [
+        type Target = (&'static str, fn(&[u8]));
+        let targets: [Target; 6] = [
             ("pack", pack),
             ("index", index),
             ("snapshot", snapshot),

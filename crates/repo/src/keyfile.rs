@@ -32,6 +32,60 @@ pub struct KeyFile {
     pub write_only: bool,
     /// The [`SecretsFile`] JSON, age-encrypted and armored.
     pub secrets: String,
+    /// Who this key signs snapshots as, vouched for by the full key that made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<SignerRecord>,
+}
+
+/// A key's public signing key and the host it writes for, with a MAC only a full key can make
+/// or check ([`crate::crypto::Secrets::trust_key`]): a write-only key can write key files, but
+/// cannot vouch for a signer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignerRecord {
+    /// ed25519 public key, hex.
+    pub public: String,
+    /// The host whose snapshots this key writes; a write-only key may write for no other.
+    pub host: String,
+    pub write_only: bool,
+    /// Keyed BLAKE3 (the trust key) of the fields above, hex.
+    pub mac: String,
+}
+
+impl SignerRecord {
+    fn digest(public: &str, host: &str, write_only: bool, trust: &[u8; 32]) -> blake3::Hash {
+        let mut h = blake3::Hasher::new_keyed(trust);
+        for part in [public.as_bytes(), b"\0", host.as_bytes(), b"\0"] {
+            h.update(part);
+        }
+        h.update(&[write_only as u8]);
+        h.finalize()
+    }
+
+    pub fn new(
+        public: &ed25519_dalek::VerifyingKey,
+        host: &str,
+        write_only: bool,
+        trust: &[u8; 32],
+    ) -> Self {
+        let public = hex::encode(public.to_bytes());
+        let mac = Self::digest(&public, host, write_only, trust)
+            .to_hex()
+            .to_string();
+        SignerRecord {
+            public,
+            host: host.to_string(),
+            write_only,
+            mac,
+        }
+    }
+
+    /// Whether a full key vouched for this record (constant-time comparison).
+    pub fn verify(&self, trust: &[u8; 32]) -> bool {
+        let Ok(mac) = blake3::Hash::from_hex(&self.mac) else {
+            return false;
+        };
+        Self::digest(&self.public, &self.host, self.write_only, trust) == mac
+    }
 }
 
 /// How a key file is (or is to be) protected.
@@ -81,6 +135,7 @@ impl KeyFile {
             kind,
             write_only: secrets.is_write_only(),
             secrets: String::from_utf8(out).expect("armor is ASCII"),
+            signer: None,
         })
     }
 

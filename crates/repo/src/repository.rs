@@ -66,6 +66,8 @@ pub struct Repository {
     config: Config,
     secrets: Secrets,
     key_id: KeyId,
+    /// Signers full keys vouched for, read once (see [`Repository::writer`]).
+    signers: std::sync::OnceLock<Vec<keyfile::SignerRecord>>,
 }
 
 fn key_object(id: &KeyId) -> String {
@@ -100,8 +102,10 @@ impl Repository {
             config,
             secrets,
             key_id: KeyId([0; 32]),
+            signers: Default::default(),
         };
-        repo.key_id = repo.add_key(protector, false)?;
+        // The first key holds exactly the secrets this repository object signs with.
+        repo.key_id = repo.store_key(repo.secrets.clone(), protector, None)?;
         // The config goes last: a store with keys but no config is not yet a repository, so an
         // interrupted init can simply be run again.
         let cfg = serde_json::to_vec_pretty(&repo.config).expect("config serializes");
@@ -145,6 +149,7 @@ impl Repository {
                         config,
                         secrets,
                         key_id: *key_id,
+                        signers: Default::default(),
                     })
                 }
                 Ok(None) => {}
@@ -262,11 +267,18 @@ impl Repository {
 
     // ----- keys -----
 
-    /// Writes a new key file holding this repository's secrets (or their write-only subset).
+    /// Writes a new key file holding this repository's secrets (or their write-only subset),
+    /// with a signing key of its own that this (full) key vouches for. A write-only key may
+    /// write snapshots for `host` only (default: this machine).
     ///
     /// Refuses a passphrase that already opens a key of this repository: one passphrase must
     /// open one key, or its owner could meet the write-only key where they expected the full one.
-    pub fn add_key(&self, protector: &Protector, write_only: bool) -> Result<KeyId> {
+    pub fn add_key(
+        &self,
+        protector: &Protector,
+        write_only: bool,
+        host: Option<&str>,
+    ) -> Result<KeyId> {
         if let Protector::Passphrase { passphrase, .. } = protector {
             let unlocker = Unlocker::Passphrase(passphrase.clone());
             for (name, id, file) in Self::read_key_files(self.backend.as_ref(), &self.config)? {
@@ -282,16 +294,114 @@ impl Repository {
                 }
             }
         }
-        let secrets = if write_only {
-            self.secrets.write_only()
-        } else {
-            self.secrets.clone()
-        };
-        let file = KeyFile::seal(&self.config.id, &secrets, protector)?;
+        self.store_key(self.secrets.for_new_key(write_only), protector, host)
+    }
+
+    /// Seals `secrets` into a key file (with its signer record, when this key can vouch).
+    fn store_key(
+        &self,
+        secrets: Secrets,
+        protector: &Protector,
+        host: Option<&str>,
+    ) -> Result<KeyId> {
+        let mut file = KeyFile::seal(&self.config.id, &secrets, protector)?;
+        if let (Some(sk), Some(trust)) = (&secrets.signing, self.secrets.trust_key()) {
+            let host = host.map(String::from).unwrap_or_else(crate::hostname);
+            file.signer = Some(keyfile::SignerRecord::new(
+                &sk.verifying_key(),
+                &host,
+                secrets.is_write_only(),
+                &trust,
+            ));
+            file.host = host;
+        }
         let bytes = serde_json::to_vec_pretty(&file).expect("key file serializes");
         let id = KeyId(*blake3::hash(&bytes).as_bytes());
         self.backend.put(&key_object(&id), bytes)?;
         Ok(id)
+    }
+
+    /// The signers full keys vouched for (read from the key files once).
+    fn signers(&self) -> &[keyfile::SignerRecord] {
+        self.signers.get_or_init(|| {
+            let Some(trust) = self.secrets.trust_key() else {
+                return vec![];
+            };
+            Self::read_key_files(self.backend.as_ref(), &self.config)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(_, _, f)| f.signer)
+                .filter(|r| r.verify(&trust))
+                .collect()
+        })
+    }
+
+    /// Who wrote `snap`, as far as this (full) key can tell: its signature checked against
+    /// the signers full keys vouched for, and a write-only signer against the host it may
+    /// write for.
+    pub fn writer(&self, snap: &Snapshot) -> snapshot::Writer {
+        use snapshot::Writer;
+        let Some(sig) = &snap.signature else {
+            return Writer::Unverified {
+                reason: "unsigned".into(),
+            };
+        };
+        let Some(signer) = self.signers().iter().find(|r| r.public == sig.key) else {
+            return Writer::Unverified {
+                reason: "signed by a key no full key vouches for (removed, or an impostor)".into(),
+            };
+        };
+        let verified = (|| {
+            let mut pk = [0u8; 32];
+            hex::decode_to_slice(&sig.key, &mut pk).ok()?;
+            let mut sb = [0u8; 64];
+            hex::decode_to_slice(&sig.sig, &mut sb).ok()?;
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&pk).ok()?;
+            key.verify_strict(
+                &snap.signed_bytes(),
+                &ed25519_dalek::Signature::from_bytes(&sb),
+            )
+            .ok()
+        })();
+        if verified.is_none() {
+            return Writer::Forged {
+                reason: "its signature does not verify".into(),
+            };
+        }
+        if signer.write_only && signer.host != snap.hostname {
+            return Writer::Forged {
+                reason: format!(
+                    "the write-only key of host {} wrote it for host {}",
+                    signer.host, snap.hostname
+                ),
+            };
+        }
+        Writer::Signed {
+            key: sig.key[..16].to_string(),
+            host: signer.host.clone(),
+            write_only: signer.write_only,
+        }
+    }
+
+    /// Whether snapshots must be signed to count: once any key signs (a full key vouched for
+    /// one), an unsigned or unvouched snapshot could be a forgery and is never `latest`.
+    pub fn signatures_required(&self) -> bool {
+        !self.signers().is_empty()
+    }
+
+    /// The host this key may write snapshots for, when it is a write-only key bound to one.
+    pub fn bound_host(&self) -> Option<String> {
+        let sk = self.secrets.signing.as_ref()?;
+        if !self.secrets.is_write_only() {
+            return None;
+        }
+        let public = hex::encode(sk.verifying_key().to_bytes());
+        Self::read_key_files(self.backend.as_ref(), &self.config)
+            .ok()?
+            .into_iter()
+            .filter_map(|(_, _, f)| f.signer)
+            .find(|r| r.public == public)
+            .map(|r| r.host)
     }
 
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
@@ -681,8 +791,19 @@ impl Repository {
 
     // ----- snapshots -----
 
+    /// Saves a snapshot, signed by this key (a copy's signature is replaced by this key's).
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
-        let (id, bytes) = self.seal_doc(Tag::Snapshot, snap, &self.secrets.data_recipient);
+        use ed25519_dalek::Signer;
+        let mut snap = snap.clone();
+        snap.signature = None;
+        if let Some(sk) = &self.secrets.signing {
+            let sig = sk.sign(&snap.signed_bytes());
+            snap.signature = Some(snapshot::Signature {
+                key: hex::encode(sk.verifying_key().to_bytes()),
+                sig: hex::encode(sig.to_bytes()),
+            });
+        }
+        let (id, bytes) = self.seal_doc(Tag::Snapshot, &snap, &self.secrets.data_recipient);
         let id = SnapshotId(id);
         self.backend.put(&snapshot::key(&id), bytes)?;
         Ok(id)
@@ -723,11 +844,19 @@ impl Repository {
     pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         self.secrets.data_identity("read snapshots")?;
         if spec == "latest" {
+            // Only a snapshot a trusted key wrote can be `latest`: a write-only key could
+            // otherwise put its own forgery first.
+            let strict = self.signatures_required();
             let all = self.list_snapshots()?;
             return all
                 .into_iter()
                 .rev()
-                .find_map(|(id, s)| s.ok().map(|s| (id, s)))
+                .filter_map(|(id, s)| s.ok().map(|s| (id, s)))
+                .find(|(_, s)| match self.writer(s) {
+                    snapshot::Writer::Signed { .. } => true,
+                    snapshot::Writer::Unverified { .. } => !strict,
+                    snapshot::Writer::Forged { .. } => false,
+                })
                 .ok_or_else(|| Error::NoSuchSnapshot(spec.into()));
         }
         match by_prefix(self.list_snapshot_ids()?.into_iter(), spec, |id| {

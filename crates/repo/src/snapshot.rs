@@ -37,6 +37,44 @@ pub struct Snapshot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<String>,
     pub program_version: String,
+    /// The writing key's ed25519 signature over this document without this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
+}
+
+/// Who signed a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    /// The signing key's public key, hex.
+    pub key: String,
+    /// Hex.
+    pub sig: String,
+}
+
+/// Who wrote a snapshot, as a full key can tell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "writer", rename_all = "lowercase")]
+pub enum Writer {
+    /// Signed by a key a full key vouched for.
+    Signed {
+        key: String,
+        host: String,
+        write_only: bool,
+    },
+    /// No signature (written before snapshots were signed, or by a key made before), or a
+    /// signature by a key no full key vouched for (one removed since, or an impostor).
+    Unverified { reason: String },
+    /// A signature that does not verify, or a write-only key writing for another host.
+    Forged { reason: String },
+}
+
+impl Snapshot {
+    /// The bytes a signature covers: the JSON of the snapshot without its signature.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut s = self.clone();
+        s.signature = None;
+        serde_json::to_vec(&s).expect("snapshot serializes")
+    }
 }
 
 /// The plugin of an app snapshot, and where its wasm is stored (data chunks, like a file), so

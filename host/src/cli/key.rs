@@ -26,6 +26,10 @@ pub enum Command {
         /// Read the new key's passphrase from this file (otherwise a prompt)
         #[arg(long)]
         new_password_file: Option<PathBuf>,
+        /// The host whose backups the new key signs; a write-only key writes for no other
+        /// [default: this machine's name]
+        #[arg(long)]
+        host: Option<String>,
     },
     /// Remove a key (not the one in use, not the last full one)
     Remove {
@@ -85,6 +89,7 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
             recipients,
             recipients_file,
             new_password_file,
+            host,
         } => {
             let protector = g.new_protector(
                 super::NewKey::Added {
@@ -94,7 +99,7 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
                 recipients_file,
                 new_password_file,
             )?;
-            let id = repo.add_key(&protector, *write_only)?;
+            let id = repo.add_key(&protector, *write_only, host.as_deref())?;
             if g.json {
                 print_json(&serde_json::json!({ "id": id.to_hex(), "write_only": write_only }));
             } else {

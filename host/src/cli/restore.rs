@@ -48,6 +48,24 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     let repo = g.open()?;
     repo.secrets().data_identity("restore")?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    // A forged snapshot (bad signature, or a write-only key writing for another host) is not
+    // restored; one merely unverified is, by id, with a warning.
+    match repo.writer(&snap) {
+        coffer_repo::snapshot::Writer::Forged { reason } => {
+            return Err(coffer_repo::Error::Unsafe(format!(
+                "snapshot {} is forged ({reason}); see `coffer snapshots`",
+                id.short()
+            ))
+            .into())
+        }
+        coffer_repo::snapshot::Writer::Unverified { reason } if repo.signatures_required() => {
+            eout!(
+                "coffer: warning: snapshot {} is not verified ({reason}); restoring it because it was named by id",
+                id.short()
+            )
+        }
+        _ => {}
+    }
     let Some(target) = a.target.clone() else {
         anyhow::ensure!(
             snap.app.is_some(),

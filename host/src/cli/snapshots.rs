@@ -3,6 +3,8 @@
 use anyhow::Result;
 use coffer::ExitCode;
 
+use coffer_repo::snapshot::Writer;
+
 use super::{human, print_json, Global};
 
 #[derive(clap::Args)]
@@ -46,24 +48,38 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             .map(|(id, s)| {
                 let mut v = serde_json::to_value(s).expect("snapshot serializes");
                 v["id"] = id.to_hex().into();
+                v["written_by"] = serde_json::to_value(repo.writer(s)).expect("serializes");
                 v
             })
             .collect();
         print_json(&v);
     } else {
         out!(
-            "{:<10} {:<20} {:<16} {:>10}  paths / app",
+            "{:<10} {:<20} {:<16} {:<20} {:>10}  paths / app",
             "id",
             "time",
             "host",
+            "written by",
             "size"
         );
         for (id, s) in &rows {
+            let writer = match repo.writer(s) {
+                Writer::Signed {
+                    key, write_only, ..
+                } => format!(
+                    "{} key {}",
+                    if write_only { "write-only" } else { "full" },
+                    &key[..8]
+                ),
+                Writer::Unverified { .. } => "unverified".into(),
+                Writer::Forged { .. } => "FORGED".into(),
+            };
             out!(
-                "{:<10} {:<20} {:<16} {:>10}  {}",
+                "{:<10} {:<20} {:<16} {:<20} {:>10}  {}",
                 id.short(),
                 s.time.format("%Y-%m-%d %H:%M:%S"),
                 s.hostname,
+                writer,
                 human(s.summary.as_ref().map_or(0, |x| x.total_bytes)),
                 match (&s.app, &s.plugin) {
                     (Some(app), Some(p)) => format!(
@@ -80,6 +96,18 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             }
         }
         out!("{} snapshot(s)", rows.len());
+        for (id, s) in &rows {
+            match repo.writer(s) {
+                Writer::Forged { reason } => {
+                    eout!("coffer: warning: snapshot {} is forged: {reason}; restore refuses it", id.short())
+                }
+                Writer::Unverified { reason } if repo.signatures_required() => eout!(
+                    "coffer: warning: snapshot {} is not verified ({reason}): it is never `latest`; restore it only by id if you know where it came from",
+                    id.short()
+                ),
+                _ => {}
+            }
+        }
     }
     Ok(if damaged > 0 {
         ExitCode::Integrity

@@ -464,3 +464,27 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
 pub fn settle() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
 }
+
+/// File path (inside the snapshot) -> its chunks, read through the library.
+pub fn files_of(
+    repo: &coffer_repo::Repository,
+    snap: &str,
+) -> BTreeMap<String, Vec<coffer_repo::id::ChunkId>> {
+    let (index, _) = repo.load_index().unwrap();
+    let reader = coffer_repo::ChunkReader::new(repo, &index);
+    let (_, s) = repo.find_snapshot(snap).unwrap();
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(String::new(), s.tree)];
+    while let Some((dir, t)) = stack.pop() {
+        for n in reader.tree(&t).unwrap().nodes {
+            let p = format!("{dir}{}", n.name);
+            match n.subtree {
+                Some(sub) => stack.push((format!("{p}/"), sub)),
+                None => {
+                    out.insert(p, n.content.clone());
+                }
+            }
+        }
+    }
+    out
+}
