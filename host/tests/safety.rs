@@ -923,4 +923,26 @@ fn a_snapshot_forged_with_write_only_secrets_is_never_latest_and_is_not_restored
     let out = env.run(&["restore", &unsigned, "--target", t.to_str().unwrap()]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not verified"));
+    // Copy signs each copy anew: it leaves both behind rather than launder them.
+    let offsite = Env::new();
+    let mut c = env.cmd(&["--json", "copy", "--to", &offsite.location]);
+    c.env("COFFER_TO_PASSWORD", &offsite.password);
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let copied: Vec<&str> = v["copied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_str().unwrap())
+        .collect();
+    assert_eq!(copied.len(), 2, "{v}");
+    assert!(
+        copied.contains(&full.as_str()) && copied.contains(&own.as_str()),
+        "{v}"
+    );
 }

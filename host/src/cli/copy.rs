@@ -69,6 +69,21 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             chosen.push(src.find_snapshot(spec)?);
         }
     }
+    // The destination's key signs each copy: copying a forged snapshot, or (once the source's
+    // keys sign) an unverified one, would launder it. Those stay behind, named.
+    let strict = src.signatures_required();
+    chosen.retain(|(id, s)| match src.writer(s) {
+        coffer_repo::snapshot::Writer::Signed { .. } => true,
+        coffer_repo::snapshot::Writer::Unverified { .. } if !strict => true,
+        coffer_repo::snapshot::Writer::Unverified { reason }
+        | coffer_repo::snapshot::Writer::Forged { reason } => {
+            eout!(
+                "coffer: warning: snapshot {} not copied: {reason} (see `coffer snapshots`)",
+                id.short()
+            );
+            false
+        }
+    });
     let summary = coffer_repo::copy::copy(&src, &dst, &chosen)?;
     if g.json {
         print_json(&summary);
