@@ -112,20 +112,12 @@ struct Pristine {
     snaps: [String; 2],
     /// Per snapshot: file path (below the restore target) -> its chunks.
     chunks: [BTreeMap<String, Vec<ChunkId>>; 2],
-    second_password: PathBuf,
 }
 
 fn pristine() -> Pristine {
     let env = Env::uninit();
     env.ok(&["init", "--pack-size", "1"]);
-    let second_password = env.path("second-pass");
-    std::fs::write(&second_password, "a second passphrase\n").unwrap();
-    env.ok(&[
-        "key",
-        "add",
-        "--new-password-file",
-        second_password.to_str().unwrap(),
-    ]);
+    env.add_key("a second passphrase", &[]);
     let src_a = env.path("a");
     std::fs::create_dir_all(src_a.join("sub")).unwrap();
     for i in 0..5 {
@@ -145,7 +137,6 @@ fn pristine() -> Pristine {
         src_b,
         snaps: [a, b],
         chunks,
-        second_password,
     }
 }
 
@@ -312,7 +303,6 @@ fn every_object_damaged_every_way_is_named_and_costs_only_what_it_holds() {
             assert_eq!(files(&target).len(), all_restore[0], "{}", c.label);
         }
     }
-    let _ = &p.second_password;
 
     // ----- data packs and tree packs -----
     for (kind, list) in [("data pack", &data_packs), ("tree pack", &tree_packs)] {

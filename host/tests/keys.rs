@@ -23,18 +23,7 @@ fn write_only_key_backs_up_with_dedup_but_reads_nothing(env: Env) {
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("data.bin"), noise(6_000_000, 1)).unwrap();
     env.backup(&src);
-    let wo_pass = env.path("wo-pass");
-    std::fs::write(&wo_pass, "write only passphrase\n").unwrap();
-    env.ok(&[
-        "key",
-        "add",
-        "--write-only",
-        "--new-password-file",
-        wo_pass.to_str().unwrap(),
-    ]);
-
-    let mut wo = env.sharing();
-    wo.password = "write only passphrase".into();
+    let wo = env.add_key("write only passphrase", &["--write-only"]);
     // Same data from another host: fully deduplicated against what the full key stored.
     std::fs::write(src.join("more.bin"), noise(2_000_000, 2)).unwrap();
     settle();

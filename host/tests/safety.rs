@@ -841,19 +841,10 @@ fn a_snapshot_forged_with_write_only_secrets_is_never_latest_and_is_not_restored
     let src = source(&env);
     let full = env.backup(&src)["snapshot"].as_str().unwrap().to_string();
     // A write-only key for host app-01, used there.
-    let wo_pass = env.path("wo-pass");
-    std::fs::write(&wo_pass, "write only passphrase\n").unwrap();
-    env.ok(&[
-        "key",
-        "add",
-        "--write-only",
-        "--host",
-        "app-01",
-        "--new-password-file",
-        wo_pass.to_str().unwrap(),
-    ]);
-    let mut wo = env.sharing();
-    wo.password = "write only passphrase".into();
+    let wo = env.add_key(
+        "write only passphrase",
+        &["--write-only", "--host", "app-01"],
+    );
     let app01 = env.path("app01");
     std::fs::create_dir_all(&app01).unwrap();
     std::fs::write(app01.join("orders.csv"), noise(100_000, 77)).unwrap();

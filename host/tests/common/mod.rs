@@ -96,6 +96,19 @@ impl Env {
         }
     }
 
+    /// Adds a key opened by `passphrase` (`extra`: `--write-only`, `--host H`) and returns a
+    /// second host on this repository that uses it.
+    pub fn add_key(&self, passphrase: &str, extra: &[&str]) -> Env {
+        let file = self.path(&format!("pass-{}", rand_suffix()));
+        std::fs::write(&file, format!("{passphrase}\n")).unwrap();
+        let mut args = vec!["key", "add", "--new-password-file", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.ok(&args);
+        let mut other = self.sharing();
+        other.password = passphrase.into();
+        other
+    }
+
     /// Points the commands at another S3 endpoint (a fault proxy, another cluster node).
     pub fn set_endpoint(&mut self, endpoint: &str) {
         self.set_env("AWS_ENDPOINT_URL", endpoint);
