@@ -412,6 +412,7 @@ fn forged_snapshot(repo: &Repository, root: ChunkId, entries: u64) -> String {
         original: None,
         program_version: "test".into(),
         signature: None,
+        extra: Default::default(),
     };
     repo.save_snapshot(&snap).unwrap().to_hex()
 }

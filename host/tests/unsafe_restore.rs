@@ -51,6 +51,7 @@ fn crafted(repo: &Repository, nodes: Vec<Node>) -> String {
         original: None,
         program_version: "crafted".into(),
         signature: None,
+        extra: Default::default(),
     };
     repo.save_snapshot(&snap).unwrap().to_hex()
 }

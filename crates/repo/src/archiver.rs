@@ -568,6 +568,7 @@ impl Session {
             original: None,
             program_version: env!("CARGO_PKG_VERSION").to_string(),
             signature: None,
+            extra: Default::default(),
         };
         self.check_commit()?;
         let id = self.repo.save_snapshot(&snap)?;

@@ -40,6 +40,10 @@ pub struct Snapshot {
     /// The writing key's ed25519 signature over this document without this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<Signature>,
+    /// Fields this version does not know (written by a newer one): kept, so that they are
+    /// signed and checked too, and survive a copy.
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Who signed a snapshot.
@@ -69,11 +73,14 @@ pub enum Writer {
 }
 
 impl Snapshot {
-    /// The bytes a signature covers: the JSON of the snapshot without its signature.
+    /// The bytes a signature covers: the snapshot without its signature as canonical JSON
+    /// (object keys sorted at every level), so that a version knowing more or fewer fields, or
+    /// ordering them otherwise, signs and checks the same bytes.
     pub fn signed_bytes(&self) -> Vec<u8> {
         let mut s = self.clone();
         s.signature = None;
-        serde_json::to_vec(&s).expect("snapshot serializes")
+        let v = serde_json::to_value(&s).expect("snapshot serializes");
+        serde_json::to_vec(&canonical(v)).expect("JSON serializes")
     }
 }
 
@@ -113,4 +120,48 @@ pub struct Summary {
 
 pub fn key(id: &SnapshotId) -> String {
     format!("snapshots/{}", id.to_hex())
+}
+
+/// `v` with every object's keys in sorted order (whatever serde_json's map type keeps).
+fn canonical(v: serde_json::Value) -> Canonical {
+    match v {
+        serde_json::Value::Object(m) => {
+            Canonical::Object(m.into_iter().map(|(k, v)| (k, canonical(v))).collect())
+        }
+        serde_json::Value::Array(a) => Canonical::Array(a.into_iter().map(canonical).collect()),
+        other => Canonical::Leaf(other),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Canonical {
+    Object(std::collections::BTreeMap<String, Canonical>),
+    Array(Vec<Canonical>),
+    Leaf(serde_json::Value),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot from a newer coffer, with a field this one does not know, keeps its signature
+    /// valid here: unknown fields are kept and signed bytes do not depend on field order.
+    #[test]
+    fn signatures_cover_fields_this_version_does_not_know() {
+        let doc = serde_json::json!({
+            "time": "2026-11-24T03:00:00Z", "hostname": "h", "paths": ["/x"],
+            "tree": ChunkId([1; 32]), "program_version": "9.0.0",
+            "zzz_new": { "b": 1, "a": [2, { "y": 1, "x": 2 }] }, "aaa_new": true
+        });
+        let newer: Snapshot = serde_json::from_value(doc).unwrap();
+        assert_eq!(newer.extra.len(), 2);
+        let a = newer.signed_bytes();
+        // Round trip through this version's struct: the same bytes.
+        let again: Snapshot = serde_json::from_slice(&serde_json::to_vec(&newer).unwrap()).unwrap();
+        assert_eq!(again.signed_bytes(), a);
+        let text = String::from_utf8(a).unwrap();
+        assert!(text.find("\"aaa_new\"").unwrap() < text.find("\"hostname\"").unwrap());
+        assert!(text.contains(r#"{"x":2,"y":1}"#), "{text}");
+    }
 }
