@@ -53,6 +53,7 @@ pub fn snapshot(data: &[u8]) {
     if let Ok(s) = serde_json::from_slice::<Snapshot>(data) {
         let _ = Limits::of(&s);
         let _ = serde_json::to_vec(&s);
+        let _ = s.signed_bytes();
     }
 }
 
