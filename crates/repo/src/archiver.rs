@@ -746,6 +746,13 @@ impl Walker {
     fn save_tree(&mut self, tree: Tree) -> Result<ChunkId> {
         self.summary.entries += tree.nodes.len() as u64;
         let bytes = tree.to_bytes();
+        if bytes.len() > crate::pack::MAX_TREE_CHUNK {
+            return Err(Error::Invalid(format!(
+                "a folder of {} entries lists to more than {} MiB, more than a restore reads in one piece: split it",
+                tree.nodes.len(),
+                crate::pack::MAX_TREE_CHUNK >> 20
+            )));
+        }
         let id = ChunkId(self.repo.secrets().id(Tag::Tree, &bytes));
         if self.is_new(&id) {
             self.send(id, Tag::Tree, bytes)?;

@@ -26,6 +26,11 @@ const TRAILER_MAGIC: u32 = 0x184D_2A5F;
 const TRAILER_LEN: usize = 12;
 /// Largest block zstd allows.
 const MAX_BLOCK: usize = 128 * 1024;
+/// Largest data chunk: the chunker's largest cut (fastcdc's `MAXIMUM_MAX`).
+pub const MAX_DATA_CHUNK: usize = 16 << 20;
+/// Largest tree chunk (one folder's listing: some three million entries). A reader trusts no
+/// `raw_length` beyond these: it sizes the buffer a chunk decodes into.
+pub const MAX_TREE_CHUNK: usize = 1 << 30;
 
 /// Where one chunk lies in a pack's plaintext.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,6 +325,21 @@ pub fn extract_into(
     out: &mut Vec<u8>,
 ) -> Result<()> {
     let name = key(pack);
+    let limit = if entry.tag == Tag::Tree {
+        MAX_TREE_CHUNK
+    } else {
+        MAX_DATA_CHUNK
+    };
+    if entry.raw_length as usize > limit {
+        return Err(Error::corrupt(
+            &name,
+            format!(
+                "chunk {} claims {} bytes, more than any chunk coffer writes",
+                entry.id.short(),
+                entry.raw_length
+            ),
+        ));
+    }
     let start = entry.offset as usize;
     let end = start + entry.length as usize;
     let frame = plain.get(start..end).ok_or_else(|| {
@@ -348,6 +368,29 @@ pub fn extract_into(
 mod tests {
     use super::*;
     use crate::crypto::Secrets;
+
+    /// A table of contents may claim any raw length; the reader sizes its buffer by it, so a
+    /// claim past what coffer writes is refused before anything is allocated.
+    #[test]
+    fn a_chunk_claiming_more_than_coffer_writes_is_refused() {
+        let secrets = Secrets::generate();
+        let data = b"hello".to_vec();
+        let frame = encode_chunk(&data, 3);
+        let mut e = PackEntry {
+            id: ChunkId(secrets.id(Tag::Data, &data)),
+            tag: Tag::Data,
+            offset: 0,
+            length: frame.len() as u32,
+            raw_length: u32::MAX,
+        };
+        let err = extract(&frame, &e, &secrets, &PackId([0; 32])).unwrap_err();
+        assert!(err.to_string().contains("claims"), "{err}");
+        e.raw_length = data.len() as u32;
+        assert_eq!(
+            extract(&frame, &e, &secrets, &PackId([0; 32])).unwrap(),
+            data
+        );
+    }
 
     #[test]
     fn raw_frames_decode_with_zstd() {

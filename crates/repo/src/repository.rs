@@ -70,6 +70,10 @@ pub struct Repository {
     signers: std::sync::OnceLock<Vec<keyfile::SignerRecord>>,
 }
 
+/// Largest index object or snapshot a reader decompresses (prune writes index objects of at most
+/// 2000 packs: about 100 MiB at the very most).
+const MAX_DOCUMENT: usize = 512 << 20;
+
 fn key_object(id: &KeyId) -> String {
     format!("keys/{}", id.to_hex())
 }
@@ -470,8 +474,21 @@ impl Repository {
         name: &str,
     ) -> Result<T> {
         let compressed = crypto::decrypt(identity, stored, name)?;
-        let json = zstd::stream::decode_all(&compressed[..])
+        // Bounded: a write-only key can write index objects, and a small zstd frame can claim
+        // gigabytes.
+        let mut json = vec![];
+        zstd::stream::Decoder::new(&compressed[..])
+            .and_then(|d| {
+                use std::io::Read;
+                d.take(MAX_DOCUMENT as u64 + 1).read_to_end(&mut json)
+            })
             .map_err(|e| Error::corrupt(name, format!("does not decompress: {e}")))?;
+        if json.len() > MAX_DOCUMENT {
+            return Err(Error::corrupt(
+                name,
+                "decompresses to more than 512 MiB: no index object or snapshot coffer writes is that large",
+            ));
+        }
         if &self.secrets.id(tag, &json) != id {
             return Err(Error::corrupt(name, "content does not match its id"));
         }
