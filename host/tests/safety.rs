@@ -936,5 +936,22 @@ fn a_snapshot_forged_with_write_only_secrets_is_never_latest_and_is_not_restored
     assert!(
         copied.contains(&full.as_str()) && copied.contains(&own.as_str()),
         "{v}"
-    );
+    ); // Retiring the write-only key leaves what it signed signed.
+    let keys = env.json(&["key", "list"]);
+    for k in keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["write_only"] == true)
+    {
+        env.ok(&["key", "remove", k["id"].as_str().unwrap()]);
+    }
+    let list = env.json(&["snapshots"]);
+    let own_now = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == own.as_str())
+        .unwrap();
+    assert_eq!(own_now["written_by"]["writer"], "signed", "{list}");
 }

@@ -331,12 +331,25 @@ impl Repository {
             let Some(trust) = self.secrets.trust_key() else {
                 return vec![];
             };
-            Self::read_key_files(self.backend.as_ref(), &self.config)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|(_, _, f)| f.signer)
-                .filter(|r| r.verify(&trust))
-                .collect()
+            let mut records: Vec<keyfile::SignerRecord> =
+                Self::read_key_files(self.backend.as_ref(), &self.config)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(_, _, f)| f.signer)
+                    .collect();
+            // Records of removed keys.
+            for o in self.backend.list("signers/").unwrap_or_default() {
+                if let Some(r) = self
+                    .backend
+                    .get(&o.key)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                {
+                    records.push(r);
+                }
+            }
+            records.retain(|r| r.verify(&trust));
+            records
         })
     }
 
@@ -446,6 +459,12 @@ impl Repository {
             return Err(Error::Invalid(
                 "refusing to remove the last full key: the data would be lost".into(),
             ));
+        }
+        // The signer record outlives the key: snapshots it signed stay signed (a retired key is
+        // not a forger). It carries its full key's MAC, so keeping it trusts nothing new.
+        if let Some(r) = &key.file.signer {
+            let json = serde_json::to_vec_pretty(r).expect("signer record serializes");
+            self.backend.put(&format!("signers/{}", r.public), json)?;
         }
         self.backend.delete(&key_object(&key.id))?;
         Ok(key.id)
@@ -814,7 +833,12 @@ impl Repository {
         let mut snap = snap.clone();
         snap.signature = None;
         if let Some(sk) = &self.secrets.signing {
-            let sig = sk.sign(&snap.signed_bytes());
+            // Sign what a reader will see: the snapshot as parsed back from its JSON (a float
+            // such as `duration_secs` must not differ by a rounding between writer and reader).
+            let as_read: Snapshot =
+                serde_json::from_slice(&serde_json::to_vec(&snap).expect("snapshot serializes"))
+                    .expect("a snapshot parses back");
+            let sig = sk.sign(&as_read.signed_bytes());
             snap.signature = Some(snapshot::Signature {
                 key: hex::encode(sk.verifying_key().to_bytes()),
                 sig: hex::encode(sig.to_bytes()),

@@ -161,6 +161,16 @@ mod tests {
         let again: Snapshot = serde_json::from_slice(&serde_json::to_vec(&newer).unwrap()).unwrap();
         assert_eq!(again.signed_bytes(), a);
         let text = String::from_utf8(a).unwrap();
+        // Floats survive the round trip exactly (serde_json's float_roundtrip).
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let x = f64::from_bits(state >> 2) % 1e6;
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{x}");
+        }
         assert!(text.find("\"aaa_new\"").unwrap() < text.find("\"hostname\"").unwrap());
         assert!(text.contains(r#"{"x":2,"y":1}"#), "{text}");
     }
