@@ -910,6 +910,14 @@ fn a_snapshot_forged_with_write_only_secrets_is_never_latest_and_is_not_restored
     let t = env.path("forged-target");
     env.fails(&["restore", &forged, "--target", t.to_str().unwrap()], 14);
     assert!(!t.exists());
+    // Unless the operator, knowing better, says so.
+    env.ok(&[
+        "restore",
+        &forged,
+        "--target",
+        t.to_str().unwrap(),
+        "--ignore-signature",
+    ]);
     // An unverified one is restored only when named, with a warning.
     let t = env.path("unsigned-target");
     let out = env.run(&["restore", &unsigned, "--target", t.to_str().unwrap()]);

@@ -35,6 +35,10 @@ pub struct Args {
     /// built-in plugin or the app's pin (repeatable)
     #[arg(long = "trust-plugin", value_name = "BLAKE3")]
     pub trust_plugin: Vec<String>,
+    /// Restore a snapshot even though its signature does not verify (see `coffer snapshots`):
+    /// only when you know where it came from
+    #[arg(long)]
+    pub ignore_signature: bool,
     /// Leave out symlinks that point outside the target (by default every symlink is restored
     /// as it was; none is ever followed while restoring)
     #[arg(long)]
@@ -51,13 +55,17 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     // A forged snapshot (bad signature, or a write-only key writing for another host) is not
     // restored; one merely unverified is, by id, with a warning.
     match repo.writer(&snap) {
-        coffer_repo::snapshot::Writer::Forged { reason } => {
+        coffer_repo::snapshot::Writer::Forged { reason } if !a.ignore_signature => {
             return Err(coffer_repo::Error::Unsafe(format!(
-                "snapshot {} is forged ({reason}); see `coffer snapshots`",
+                "snapshot {} is forged ({reason}); see `coffer snapshots` (--ignore-signature restores it anyway, if you know where it came from)",
                 id.short()
             ))
             .into())
         }
+        coffer_repo::snapshot::Writer::Forged { reason } => eout!(
+            "coffer: warning: snapshot {} is forged ({reason}); restoring it as --ignore-signature asks",
+            id.short()
+        ),
         coffer_repo::snapshot::Writer::Unverified { reason } if repo.signatures_required() => {
             eout!(
                 "coffer: warning: snapshot {} is not verified ({reason}); restoring it because it was named by id",
