@@ -66,7 +66,9 @@ pub struct Repository {
     config: Config,
     secrets: Secrets,
     key_id: KeyId,
-    /// Signers full keys vouched for, read once (see [`Repository::writer`]).
+    /// Signer records of the key files this repository was opened with (not yet checked).
+    key_signers: Vec<keyfile::SignerRecord>,
+    /// Signers full keys vouched for, checked once (see [`Repository::writer`]).
     signers: std::sync::OnceLock<Vec<keyfile::SignerRecord>>,
 }
 
@@ -106,10 +108,13 @@ impl Repository {
             config,
             secrets,
             key_id: KeyId([0; 32]),
+            key_signers: vec![],
             signers: Default::default(),
         };
         // The first key holds exactly the secrets this repository object signs with.
-        repo.key_id = repo.store_key(repo.secrets.clone(), protector, None)?;
+        let (key_id, signer) = repo.store_key(repo.secrets.clone(), protector, None)?;
+        repo.key_id = key_id;
+        repo.key_signers.extend(signer);
         // The config goes last: a store with keys but no config is not yet a repository, so an
         // interrupted init can simply be run again.
         let cfg = serde_json::to_vec_pretty(&repo.config).expect("config serializes");
@@ -148,13 +153,18 @@ impl Repository {
             // One damaged key file must not lock out the others: try each, warn of the bad ones.
             match file.open(unlocker, name) {
                 Ok(Some(secrets)) => {
+                    let key_signers = keys
+                        .iter()
+                        .filter_map(|(_, _, f)| f.signer.clone())
+                        .collect();
                     return Ok(Repository {
                         backend,
                         config,
                         secrets,
                         key_id: *key_id,
+                        key_signers,
                         signers: Default::default(),
-                    })
+                    });
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -298,16 +308,19 @@ impl Repository {
                 }
             }
         }
-        self.store_key(self.secrets.for_new_key(write_only), protector, host)
+        Ok(self
+            .store_key(self.secrets.for_new_key(write_only), protector, host)?
+            .0)
     }
 
-    /// Seals `secrets` into a key file (with its signer record, when this key can vouch).
+    /// Seals `secrets` into a key file (with its signer record, when this key can vouch);
+    /// returns its id and that record.
     fn store_key(
         &self,
         secrets: Secrets,
         protector: &Protector,
         host: Option<&str>,
-    ) -> Result<KeyId> {
+    ) -> Result<(KeyId, Option<keyfile::SignerRecord>)> {
         let mut file = KeyFile::seal(&self.config.id, &secrets, protector)?;
         if let (Some(sk), Some(trust)) = (&secrets.signing, self.secrets.trust_key()) {
             let host = host.map(String::from).unwrap_or_else(crate::hostname);
@@ -322,21 +335,17 @@ impl Repository {
         let bytes = serde_json::to_vec_pretty(&file).expect("key file serializes");
         let id = KeyId(*blake3::hash(&bytes).as_bytes());
         self.backend.put(&key_object(&id), bytes)?;
-        Ok(id)
+        Ok((id, file.signer))
     }
 
-    /// The signers full keys vouched for (read from the key files once).
+    /// The signers full keys vouched for: the records of the key files read at opening and
+    /// those of removed keys, each checked once.
     fn signers(&self) -> &[keyfile::SignerRecord] {
         self.signers.get_or_init(|| {
             let Some(trust) = self.secrets.trust_key() else {
                 return vec![];
             };
-            let mut records: Vec<keyfile::SignerRecord> =
-                Self::read_key_files(self.backend.as_ref(), &self.config)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|(_, _, f)| f.signer)
-                    .collect();
+            let mut records = self.key_signers.clone();
             // Records of removed keys.
             for o in self.backend.list("signers/").unwrap_or_default() {
                 if let Some(r) = self
@@ -413,12 +422,10 @@ impl Repository {
             return None;
         }
         let public = hex::encode(sk.verifying_key().to_bytes());
-        Self::read_key_files(self.backend.as_ref(), &self.config)
-            .ok()?
-            .into_iter()
-            .filter_map(|(_, _, f)| f.signer)
+        self.key_signers
+            .iter()
             .find(|r| r.public == public)
-            .map(|r| r.host)
+            .map(|r| r.host.clone())
     }
 
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
@@ -893,11 +900,7 @@ impl Repository {
                 .into_iter()
                 .rev()
                 .filter_map(|(id, s)| s.ok().map(|s| (id, s)))
-                .find(|(_, s)| match self.writer(s) {
-                    snapshot::Writer::Signed { .. } => true,
-                    snapshot::Writer::Unverified { .. } => !strict,
-                    snapshot::Writer::Forged { .. } => false,
-                })
+                .find(|(_, s)| self.writer(s).counts(strict))
                 .ok_or_else(|| Error::NoSuchSnapshot(spec.into()));
         }
         match by_prefix(self.list_snapshot_ids()?.into_iter(), spec, |id| {

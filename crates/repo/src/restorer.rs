@@ -180,29 +180,23 @@ fn plan(
     }
     let mut skipped = vec![];
     if opts.outside_links != OutsideLinks::Restore {
+        let is_link = |i: &&Item| i.node.kind == NodeKind::Symlink;
         let links: HashSet<PathBuf> = items
             .iter()
-            .filter(|i| i.node.kind == NodeKind::Symlink)
+            .filter(is_link)
+            .map(|i| i.rel.clone())
+            .collect();
+        let target = |i: &Item| PathBuf::from(i.node.os_target().unwrap_or_default());
+        let leaving: HashSet<PathBuf> = items
+            .iter()
+            .filter(is_link)
+            .filter(|i| escapes(i.rel.parent().unwrap_or(Path::new("")), &target(i), &links))
             .map(|i| i.rel.clone())
             .collect();
         let outside: Vec<String> = items
             .iter()
-            .filter(|i| i.node.kind == NodeKind::Symlink)
-            .filter(|i| {
-                let target = i.node.os_target().unwrap_or_default();
-                escapes(
-                    i.rel.parent().unwrap_or(Path::new("")),
-                    Path::new(&target),
-                    &links,
-                )
-            })
-            .map(|i| {
-                format!(
-                    "{} -> {}",
-                    i.rel.display(),
-                    Path::new(&i.node.os_target().unwrap_or_default()).display()
-                )
-            })
+            .filter(|i| leaving.contains(&i.rel))
+            .map(|i| format!("{} -> {}", i.rel.display(), target(i).display()))
             .collect();
         if !outside.is_empty() && opts.outside_links == OutsideLinks::Refuse {
             return Err(Error::Unsafe(format!(
@@ -212,17 +206,7 @@ fn plan(
                 if outside.len() > 3 { ", ..." } else { "" }
             )));
         }
-        let out: HashSet<&str> = outside.iter().map(|l| l.as_str()).collect();
-        items.retain(|i| {
-            i.node.kind != NodeKind::Symlink || {
-                let shown = format!(
-                    "{} -> {}",
-                    i.rel.display(),
-                    Path::new(&i.node.os_target().unwrap_or_default()).display()
-                );
-                !out.contains(shown.as_str())
-            }
-        });
+        items.retain(|i| !leaving.contains(&i.rel));
         skipped = outside;
     }
     // Parents before children.
@@ -565,18 +549,20 @@ pub fn restore(
         // page faults than decryption did.
         static BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     }
+    // One decoded chunk written to every place that wants it.
+    let deliver = |data: &[u8], places: &[(usize, u64)]| {
+        let zero = data.iter().all(|b| *b == 0);
+        for (j, off) in places {
+            ctx.place(*j, (!zero).then_some(data), *off, &restored);
+        }
+        bytes_done.fetch_add(data.len() as u64 * places.len() as u64, Ordering::Relaxed);
+    };
     // A chunk whose pack fails is read from another copy where the index knows one (a few
     // packs cached: these are big).
     let elsewhere = ChunkReader::with_capacity(repo, index, 2);
     let rescue =
         |c: &ChunkId, places: &[(usize, u64)], e: Error| match elsewhere.chunk_elsewhere(c, e) {
-            Ok(data) => {
-                let zero = data.iter().all(|b| *b == 0);
-                for (j, off) in places {
-                    ctx.place(*j, (!zero).then_some(&data[..]), *off, &restored);
-                }
-                bytes_done.fetch_add(data.len() as u64 * places.len() as u64, Ordering::Relaxed);
-            }
+            Ok(data) => deliver(&data, places),
             Err(e) => places
                 .iter()
                 .for_each(|(j, _)| ctx.fail(*j, &e.to_string(), &restored)),
@@ -590,15 +576,10 @@ pub fn restore(
                 return;
             }
             for (c, (entry, places)) in chunks {
-                if let Err(e) = pack::extract_into(plain, entry, repo.secrets(), pack_id, data) {
-                    rescue(c, places, e);
-                    continue;
+                match pack::extract_into(plain, entry, repo.secrets(), pack_id, data) {
+                    Ok(()) => deliver(data, places),
+                    Err(e) => rescue(c, places, e),
                 }
-                let zero = data.iter().all(|b| *b == 0);
-                for (j, off) in places {
-                    ctx.place(*j, (!zero).then_some(&data[..]), *off, &restored);
-                }
-                bytes_done.fetch_add(data.len() as u64 * places.len() as u64, Ordering::Relaxed);
             }
         })
     });

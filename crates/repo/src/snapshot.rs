@@ -72,6 +72,27 @@ pub enum Writer {
     Forged { reason: String },
 }
 
+impl Writer {
+    /// Whether a snapshot so written counts as the repository's own: for `latest` and for copy
+    /// (which signs each copy anew). Forged never; unverified only while no key signs
+    /// (`signatures_required`), as in repositories made before snapshots were signed.
+    pub fn counts(&self, signatures_required: bool) -> bool {
+        match self {
+            Writer::Signed { .. } => true,
+            Writer::Unverified { .. } => !signatures_required,
+            Writer::Forged { .. } => false,
+        }
+    }
+
+    /// Why a snapshot does not count, for a message.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Writer::Signed { .. } => None,
+            Writer::Unverified { reason } | Writer::Forged { reason } => Some(reason),
+        }
+    }
+}
+
 impl Snapshot {
     /// The bytes a signature covers: the snapshot without its signature as canonical JSON
     /// (object keys sorted at every level), so that a version knowing more or fewer fields, or

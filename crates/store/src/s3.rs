@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::prefix::PrefixStore;
-use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use object_store::{ClientConfigKey, ClientOptions, ObjectStore, RetryConfig};
 use serde::Deserialize;
 
 use crate::{Backend, BackendError, RetryPolicy, Retrying, StoreBackend};
@@ -216,23 +216,19 @@ pub fn open(location: &str, cfg: &S3Config) -> Result<Arc<StoreBackend>, Backend
             b = b.with_config(key, v);
         }
     }
-    check_plain_http(cfg).map_err(open_err)?;
+    check_plain_http(&b).map_err(open_err)?;
     let s3 = b.build().map_err(|e| open_err(e.to_string()))?;
     finish(s3, &prefix, location.to_string(), cfg)
 }
 
 /// A plain-http endpoint needs an explicit yes; without it every request would fail with
-/// object_store's bare "builder error", retried as if the network were down.
-fn check_plain_http(cfg: &S3Config) -> Result<(), String> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let endpoint = env("AWS_ENDPOINT_URL")
-        .or_else(|| env("AWS_ENDPOINT"))
-        .or_else(|| cfg.endpoint.clone());
-    let allowed = match env("AWS_ALLOW_HTTP") {
-        Some(v) => matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"),
-        None => cfg.allow_http == Some(true),
-    };
-    match endpoint {
+/// object_store's bare "builder error", retried as if the network were down. Judged on the
+/// builder's own settings, after coffer.toml and the `AWS_*` variables were applied to it.
+fn check_plain_http(b: &AmazonS3Builder) -> Result<(), String> {
+    let allowed = b
+        .get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp))
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"));
+    match b.get_config_value(&AmazonS3ConfigKey::Endpoint) {
         Some(e) if e.to_ascii_lowercase().starts_with("http://") && !allowed => Err(format!(
             "the endpoint {e} is plain http: set AWS_ALLOW_HTTP=true (or allow_http = true under [repository.s3]) to allow it, or use https"
         )),

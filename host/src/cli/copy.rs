@@ -72,17 +72,17 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
     // The destination's key signs each copy: copying a forged snapshot, or (once the source's
     // keys sign) an unverified one, would launder it. Those stay behind, named.
     let strict = src.signatures_required();
-    chosen.retain(|(id, s)| match src.writer(s) {
-        coffer_repo::snapshot::Writer::Signed { .. } => true,
-        coffer_repo::snapshot::Writer::Unverified { .. } if !strict => true,
-        coffer_repo::snapshot::Writer::Unverified { reason }
-        | coffer_repo::snapshot::Writer::Forged { reason } => {
-            eout!(
-                "coffer: warning: snapshot {} not copied: {reason} (see `coffer snapshots`)",
-                id.short()
-            );
-            false
+    chosen.retain(|(id, s)| {
+        let w = src.writer(s);
+        if w.counts(strict) {
+            return true;
         }
+        eout!(
+            "coffer: warning: snapshot {} not copied: {} (see `coffer snapshots`)",
+            id.short(),
+            w.reason().unwrap_or_default()
+        );
+        false
     });
     let summary = coffer_repo::copy::copy(&src, &dst, &chosen)?;
     if g.json {

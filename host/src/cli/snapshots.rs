@@ -42,13 +42,16 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             }
         }
     }
+    // Who wrote each: a signature check per snapshot, done once.
+    let writers: Vec<Writer> = rows.iter().map(|(_, s)| repo.writer(s)).collect();
     if g.json {
         let v: Vec<_> = rows
             .iter()
-            .map(|(id, s)| {
+            .zip(&writers)
+            .map(|((id, s), w)| {
                 let mut v = serde_json::to_value(s).expect("snapshot serializes");
                 v["id"] = id.to_hex().into();
-                v["written_by"] = serde_json::to_value(repo.writer(s)).expect("serializes");
+                v["written_by"] = serde_json::to_value(w).expect("serializes");
                 v
             })
             .collect();
@@ -62,13 +65,13 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             "written by",
             "size"
         );
-        for (id, s) in &rows {
-            let writer = match repo.writer(s) {
+        for ((id, s), w) in rows.iter().zip(&writers) {
+            let writer = match w {
                 Writer::Signed {
                     key, write_only, ..
                 } => format!(
                     "{} key {}",
-                    if write_only { "write-only" } else { "full" },
+                    if *write_only { "write-only" } else { "full" },
                     &key[..8]
                 ),
                 Writer::Unverified { .. } => "unverified".into(),
@@ -96,8 +99,8 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             }
         }
         out!("{} snapshot(s)", rows.len());
-        for (id, s) in &rows {
-            match repo.writer(s) {
+        for ((id, _), w) in rows.iter().zip(&writers) {
+            match w {
                 Writer::Forged { reason } => {
                     eout!("coffer: warning: snapshot {} is forged: {reason}; restore refuses it", id.short())
                 }
