@@ -30,6 +30,9 @@ pub struct IndexFile {
     pub packs: Vec<IndexPack>,
 }
 
+/// Packs per index object when the whole index is written anew (prune's compaction, repair).
+pub const PACKS_PER_OBJECT: usize = 2000;
+
 pub fn key(id: &crate::id::IndexId) -> String {
     format!("index/{}", id.to_hex())
 }

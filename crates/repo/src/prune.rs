@@ -107,9 +107,6 @@ pub fn parse_grace(s: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-/// Packs per compacted index object.
-const INDEX_PACKS_PER_OBJECT: usize = 2000;
-
 pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary> {
     repo.secrets()
         .data_identity("prune (it must read every snapshot)")?;
@@ -327,11 +324,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
             })
             .collect();
         packs.sort_by_key(|p| p.id);
-        for group in packs.chunks(INDEX_PACKS_PER_OBJECT) {
-            written.insert(repo.save_index(&IndexFile {
-                packs: group.to_vec(),
-            })?);
-        }
+        written = repo.save_index_groups(&packs)?;
         let old: Vec<IndexId> = files
             .iter()
             .map(|(id, _)| *id)

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::id::{IndexId, PackId};
-use crate::index::{self, IndexFile, IndexPack};
+use crate::index::{self, IndexPack};
 use crate::{pack, parallel_map, Repository};
 
 #[derive(Debug, Default, Serialize)]
@@ -31,9 +31,6 @@ pub struct RepairSummary {
     /// Damaged index objects removed once their packs were indexed again.
     pub index_objects_removed: Vec<String>,
 }
-
-/// Packs per new index object (as prune writes them).
-const PACKS_PER_OBJECT: usize = 2000;
 
 pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairSummary> {
     repo.secrets()
@@ -80,13 +77,8 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairSummary> {
     }
     rebuilt.sort_by_key(|p| p.id);
     sum.packs_indexed = rebuilt.len();
-    let mut written = HashSet::new();
-    for group in rebuilt.chunks(PACKS_PER_OBJECT) {
-        written.insert(repo.save_index(&IndexFile {
-            packs: group.to_vec(),
-        })?);
-        sum.index_objects_written += 1;
-    }
+    let written = repo.save_index_groups(&rebuilt)?;
+    sum.index_objects_written = written.len();
     // The damaged objects go last, when what they may have listed is indexed again; one
     // rebuilt exactly as it was has been written over with its sound content, and stays.
     let gone: Vec<IndexId> = damaged

@@ -530,6 +530,22 @@ impl Repository {
         Ok(id)
     }
 
+    /// Saves `packs` as index objects of at most [`index::PACKS_PER_OBJECT`] packs each (a
+    /// compacted or rebuilt index); returns their ids.
+    pub fn save_index_groups(
+        &self,
+        packs: &[index::IndexPack],
+    ) -> Result<std::collections::HashSet<IndexId>> {
+        packs
+            .chunks(index::PACKS_PER_OBJECT)
+            .map(|group| {
+                self.save_index(&IndexFile {
+                    packs: group.to_vec(),
+                })
+            })
+            .collect()
+    }
+
     pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
         let name = index::key(id);
         let stored = self.backend.get(&name)?;
