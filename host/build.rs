@@ -12,6 +12,7 @@ use std::process::Command;
 const BUILTIN: &[(&str, &str)] = &[
     ("xianyu", "coffer_plugin_xianyu"),
     ("zhiyun", "coffer_plugin_zhiyun"),
+    ("cskefu", "coffer_plugin_cskefu"),
 ];
 /// Plugins built for the tests only.
 const TEST_ONLY: &[&str] = &[
@@ -30,6 +31,7 @@ fn main() {
         "sdk",
         "xianyu",
         "zhiyun",
+        "cskefu",
         "hostile",
         "probe",
         "legacy-0.1.0",

@@ -105,7 +105,10 @@ impl Config {
             .map_err(|e| Error::Invalid(format!("{}: {}", path.display(), e.to_string().trim())))?;
         c.path = Some(path.to_path_buf());
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        for app in c.apps.values_mut() {
+        for (name, app) in c.apps.iter_mut() {
+            app.grants
+                .check(name)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
             for v in app.settings.values_mut() {
                 if let Some(toml::Value::String(f)) =
                     v.as_table_mut().and_then(|t| t.get_mut("file"))

@@ -1,6 +1,7 @@
 //! Harness shared by coffer's tests and benchmark: real servers where they can be had (Garage,
 //! PostgreSQL), faithful stand-ins where they cannot (Qdrant).
 
+pub mod compose;
 pub mod garage;
 pub mod http;
 pub mod postgres;

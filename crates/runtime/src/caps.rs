@@ -8,11 +8,13 @@
 //! package, which forwards each import to its family.
 
 mod buckets;
+pub mod compose;
 mod files;
 mod http;
 pub(crate) mod programs;
 mod sqlite;
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +24,8 @@ use wasmtime::component::Resource;
 
 use crate::bindings::wit;
 use crate::bindings::wit_host::{
-    self, Bucket, Command, CommandOutput, DbSource, HttpRequest, HttpResponse,
+    self, Bucket, Command, CommandOutput, ComposeCommand, ComposeProject, ComposeService, DbSource,
+    HttpRequest, HttpResponse,
 };
 use crate::process::Process;
 use crate::runtime::State;
@@ -57,6 +60,69 @@ pub struct Grants {
     /// S3 endpoints (origins) it may read and write buckets at.
     #[serde(default)]
     pub s3: Vec<String>,
+    /// Compose projects it may stop, start, inspect and capture the volumes of, by name, each
+    /// with the services it may exec in: `compose = { cskefu = ["mysql"] }`.
+    #[serde(default)]
+    pub compose: BTreeMap<String, Vec<String>>,
+}
+
+/// Programs no grant may name: each is a door to the whole machine (the Docker engine is root
+/// access; a shell or `sudo` runs anything). Compose apps get the `compose` grant instead.
+const NEVER_GRANTED: &[&str] = &[
+    "docker",
+    "docker-compose",
+    "podman",
+    "podman-compose",
+    "nerdctl",
+    "kubectl",
+    "ctr",
+    "sh",
+    "bash",
+    "dash",
+    "zsh",
+    "ash",
+    "fish",
+    "ksh",
+    "csh",
+    "busybox",
+    "env",
+    "sudo",
+    "su",
+    "doas",
+    "pkexec",
+    "nsenter",
+    "chroot",
+    "setsid",
+    "xargs",
+    "nohup",
+    "timeout",
+];
+
+impl Grants {
+    /// Refuses grants that would hand a plugin the machine; says what to grant instead.
+    pub fn check(&self, app: &str) -> R<()> {
+        for p in &self.programs {
+            let base = Path::new(p)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if NEVER_GRANTED.contains(&base.as_str()) {
+                let instead = if base.contains("docker")
+                    || base.contains("compose")
+                    || base == "podman"
+                    || base == "nerdctl"
+                {
+                    format!("grant the app's Compose project instead: compose = {{ PROJECT = [\"SERVICE\", …] }} under [apps.{app}.grants] (stop, start, ps, volumes, and exec in the listed services only)")
+                } else {
+                    "grant the programs the plugin really runs (pg_dump, psql…) by name".to_string()
+                };
+                return Err(format!(
+                    "[apps.{app}.grants] programs lists '{p}', which would let the plugin run anything as this user: {instead}"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How loud a plugin's log line is.
@@ -140,7 +206,11 @@ impl Caps {
         {
             return Err(outside());
         }
-        let full = self.dir.join(p);
+        // `""` and `.` name the app folder itself.
+        let full: PathBuf = p
+            .components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .fold(self.dir.clone(), |acc, c| acc.join(c));
         // The deepest existing ancestor must still be inside once symlinks are resolved.
         let mut probe = full.clone();
         loop {
@@ -200,7 +270,38 @@ impl Caps {
     /// A declared capability (`run`, `http`, `s3` and a value) as the grant it needs:
     /// (`programs`|`http`|`s3`, program or origin), with `setting:NAME` read from the settings.
     /// `None` when it names an empty setting (nothing to grant).
+    /// `run` values `compose:PROJECT[/SERVICE]` (WIT 0.1.2) are (`compose`, project or
+    /// project/service).
     pub fn resolve_declared(&self, kind: &str, value: &str) -> Option<(String, String)> {
+        let compose = match kind {
+            "compose" => Some(value),
+            "run" => value.strip_prefix("compose:"),
+            _ => None,
+        };
+        if let Some(rest) = compose {
+            let (project, service) = match rest.rsplit_once('/') {
+                Some((p, s)) => (p, Some(s)),
+                None => (rest, None),
+            };
+            let project = match project.strip_prefix("setting:") {
+                Some(name) => self.setting(name)?.trim().to_string(),
+                None => project.to_string(),
+            };
+            if project.is_empty() {
+                return None;
+            }
+            let value = match service {
+                Some(s) => {
+                    let s = match s.strip_prefix("setting:") {
+                        Some(name) => self.setting(name)?.trim().to_string(),
+                        None => s.to_string(),
+                    };
+                    format!("{project}/{s}")
+                }
+                None => project,
+            };
+            return Some(("compose".into(), value));
+        }
         let kind = if kind == "run" { "programs" } else { kind };
         let value = match value.strip_prefix("setting:") {
             Some(name) => {
@@ -219,6 +320,25 @@ impl Caps {
     pub fn allows(&self, kind: &str, value: &str) -> R<()> {
         match kind {
             "programs" => self.check_program(value),
+            "compose" => {
+                let (project, service) = match value.split_once('/') {
+                    Some((p, s)) => (p, Some(s)),
+                    None => (value, None),
+                };
+                let granted = self.grants.compose.get(project).ok_or_else(|| {
+                    format!(
+                        "the Compose project '{project}' is not granted: add it to `compose` under [apps.{}.grants] in coffer.toml",
+                        self.app
+                    )
+                })?;
+                match service {
+                    Some(s) if !granted.iter().any(|g| g == s) => Err(format!(
+                        "exec in service '{s}' of Compose project '{project}' is not granted: list it under `compose` in [apps.{}.grants] ({project} = [\"{s}\"])",
+                        self.app
+                    )),
+                    _ => Ok(()),
+                }
+            }
             _ => self.check_origin(value, kind),
         }
     }
@@ -279,6 +399,9 @@ impl wit_host::Host for State {
     fn remove_file(&mut self, path: String) -> R<bool> {
         self.caps.remove_file(path)
     }
+    fn write_file(&mut self, path: String, data: Vec<u8>) -> R<()> {
+        self.caps.write_file(path, data)
+    }
 
     // SQLite
     fn sqlite_backup(&mut self, item: String, path: String) -> R<u64> {
@@ -325,5 +448,58 @@ impl wit_host::Host for State {
     }
     fn restore_bucket(&mut self, item: String, target: Bucket) -> R<u64> {
         self.caps.restore_bucket(item, target)
+    }
+
+    // Compose
+    fn compose_ps(&mut self, project: ComposeProject) -> R<Vec<ComposeService>> {
+        self.caps.compose_ps(project)
+    }
+    fn compose_stop(
+        &mut self,
+        project: ComposeProject,
+        services: Vec<String>,
+        timeout_ms: u32,
+    ) -> R<()> {
+        self.caps.compose_stop(project, services, timeout_ms)
+    }
+    fn compose_down(&mut self, project: ComposeProject, timeout_ms: u32) -> R<()> {
+        self.caps.compose_down(project, timeout_ms)
+    }
+    fn compose_up(
+        &mut self,
+        project: ComposeProject,
+        services: Vec<String>,
+        wait_ms: u32,
+    ) -> R<Vec<ComposeService>> {
+        self.caps.compose_up(project, services, wait_ms)
+    }
+    fn compose_exec(&mut self, cmd: ComposeCommand) -> R<CommandOutput> {
+        self.caps.compose_exec(cmd)
+    }
+    fn compose_exec_to_item(&mut self, cmd: ComposeCommand, item: String) -> R<CommandOutput> {
+        self.caps.compose_exec_to_item(cmd, item)
+    }
+    fn compose_exec_from_item(&mut self, cmd: ComposeCommand, item: String) -> R<CommandOutput> {
+        self.caps.compose_exec_from_item(cmd, item)
+    }
+    fn compose_spawn(&mut self, cmd: ComposeCommand) -> R<Resource<Process>> {
+        let p = self.caps.compose_spawn(cmd)?;
+        self.table.push(p).map_err(|e| e.to_string())
+    }
+    fn compose_capture_volume(
+        &mut self,
+        project: ComposeProject,
+        volume: String,
+        item: String,
+    ) -> R<u64> {
+        self.caps.compose_capture_volume(project, volume, item)
+    }
+    fn compose_restore_volume(
+        &mut self,
+        project: ComposeProject,
+        volume: String,
+        item: String,
+    ) -> R<()> {
+        self.caps.compose_restore_volume(project, volume, item)
     }
 }

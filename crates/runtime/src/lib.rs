@@ -94,7 +94,8 @@ pub struct Info {
     pub version: String,
     pub description: String,
     pub settings: Vec<SettingInfo>,
-    /// (kind, value): `run`/`http`/`s3` and a program, origin or `setting:NAME`.
+    /// (kind, value): `run`/`http`/`s3` and a program, origin or `setting:NAME`; `compose` and
+    /// `PROJECT` or `PROJECT/SERVICE` (exec), either possibly `setting:NAME`.
     pub capabilities: Vec<(String, String)>,
     pub items: Vec<String>,
     /// The WIT package the plugin was built against.
@@ -190,6 +191,10 @@ impl Plugin {
                 .capabilities
                 .into_iter()
                 .map(|c| match c {
+                    // WIT 0.1.2 declares Compose projects as `run("compose:…")`.
+                    wit::Capability::Run(v) if v.starts_with("compose:") => {
+                        ("compose".into(), v["compose:".len()..].to_string())
+                    }
                     wit::Capability::Run(v) => ("run".into(), v),
                     wit::Capability::Http(v) => ("http".into(), v),
                     wit::Capability::S3(v) => ("s3".into(), v),

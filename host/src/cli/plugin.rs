@@ -114,7 +114,27 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
                     out!("    none beyond its app folder");
                 }
                 for (k, v) in &i.capabilities {
-                    out!("    {:<6} {v}", k);
+                    match (k.as_str(), v.split_once('/')) {
+                        ("compose", Some((project, service))) => {
+                            out!("    {k:<7} exec in service {service} of project {project}")
+                        }
+                        ("compose", None) => out!(
+                            "    {k:<7} project {v}: ps, stop, down, up, its volumes (never a raw docker grant)"
+                        ),
+                        _ => out!("    {k:<7} {v}"),
+                    }
+                }
+                if let Some(a) = app {
+                    for (project, services) in &a.grants.compose {
+                        out!(
+                            "  app {which}: granted compose project {project}, exec in {}",
+                            if services.is_empty() {
+                                "no service".to_string()
+                            } else {
+                                services.join(", ")
+                            }
+                        );
+                    }
                 }
                 out!("  always: read its app folder (capture), write it through restore-item (restore)");
                 if let Some(m) = &missing {
@@ -122,7 +142,11 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
                         out!("  app {which}: every requested capability is granted");
                     }
                     for (kind, value) in m {
-                        out!("  app {which}: NOT GRANTED {kind} {value:?}: add it under [apps.{which}.grants] {kind}");
+                        match (kind.as_str(), value.split_once('/')) {
+                            ("compose", Some((project, service))) => out!("  app {which}: NOT GRANTED exec in {service} of Compose project {project}: add it under [apps.{which}.grants.compose] as {project} = [\"{service}\"]"),
+                            ("compose", None) => out!("  app {which}: NOT GRANTED Compose project {value}: add {value} = [] under [apps.{which}.grants.compose]"),
+                            _ => out!("  app {which}: NOT GRANTED {kind} {value:?}: add it under [apps.{which}.grants] {kind}"),
+                        }
                     }
                 }
             }

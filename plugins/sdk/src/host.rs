@@ -57,6 +57,12 @@ pub fn read_item(item: &str) -> Result<Vec<u8>> {
     Ok(h::read_item(item)?)
 }
 
+/// Writes a small file under the app folder (beside it, then renamed over it; an existing
+/// file's owner and mode carry over).
+pub fn write_file(path: &str, data: impl AsRef<[u8]>) -> Result<()> {
+    Ok(h::write_file(path, data.as_ref())?)
+}
+
 /// Removes a file under the app folder; `false` if it was not there.
 pub fn remove_file(path: &str) -> Result<bool> {
     Ok(h::remove_file(path)?)
@@ -73,6 +79,10 @@ pub struct Output {
 impl Output {
     pub fn success(&self) -> bool {
         self.status == 0
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
     }
 
     pub fn stdout_text(&self) -> String {
@@ -160,6 +170,10 @@ pub struct Process {
 }
 
 impl Process {
+    pub(crate) fn from_wit(p: h::Process) -> Process {
+        Process { p }
+    }
+
     /// Writes to its stdin.
     pub fn write(&self, data: impl AsRef<[u8]>) -> Result<()> {
         Ok(self.p.write(data.as_ref())?)
@@ -258,6 +272,10 @@ impl Request {
     pub fn upload_item(&self, item: &str, form_field: Option<&str>) -> Result<Response> {
         Ok(h::http_upload_item(&self.req, item, form_field).map(resp)?)
     }
+}
+
+pub(crate) fn out_of(o: h::CommandOutput) -> Output {
+    out(o)
 }
 
 fn resp(r: h::HttpResponse) -> Response {

@@ -67,6 +67,19 @@ impl PluginInfo {
         self
     }
 
+    /// Declares a Compose project it stops, starts and inspects (`setting:NAME` for a project
+    /// named by a setting); the user grants it as `compose = { PROJECT = [] }`.
+    pub fn compose(mut self, project: &str) -> Self {
+        self.capabilities.push(Capability::Run(format!("compose:{project}")));
+        self
+    }
+
+    /// Declares exec in `service` of a Compose project; granted as `compose = { PROJECT = [SERVICE] }`.
+    pub fn compose_exec(mut self, project: &str, service: &str) -> Self {
+        self.capabilities.push(Capability::Run(format!("compose:{project}/{service}")));
+        self
+    }
+
     pub fn http(mut self, origin: &str) -> Self {
         self.capabilities.push(Capability::Http(origin.into()));
         self

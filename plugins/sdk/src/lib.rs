@@ -30,6 +30,7 @@
 //!
 //! Build with `cargo build --release --target wasm32-wasip2`; the `.wasm` is the plugin.
 
+pub mod compose;
 pub mod host;
 mod info;
 
@@ -37,7 +38,7 @@ pub use info::{Capability, Check, PluginInfo, SettingSpec, Settings, Snapshot};
 pub use serde_json::{self, json, Map as JsonMap, Value as Json};
 
 /// The version of the `coffer:plugin` WIT package this SDK implements.
-pub const WIT_VERSION: &str = "0.1.1";
+pub const WIT_VERSION: &str = "0.1.2";
 
 /// An error a plugin reports: one line that tells the user what failed and what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +188,7 @@ pub mod __private {
 
 /// `use coffer_plugin_sdk::prelude::*;` brings in what a plugin needs.
 pub mod prelude {
+    pub use crate::compose::{self, Exec, Project, Service};
     pub use crate::host::{self, Command, Request};
     pub use crate::{
         bail, export_plugin, json, wanted, Capability, Check, Error, Json, JsonMap, Plugin, PluginInfo, Result, Settings, Snapshot,

@@ -25,6 +25,16 @@ const ITEMS: [&str; 3] = ["db", "files", "vectors"];
 #[derive(Default)]
 struct Zhiyun;
 
+/// The app's own services to stop around a restore when it runs under Compose.
+fn app_services(settings: &Settings) -> Option<(Project, Vec<String>)> {
+    let project = settings.get_or("db_compose_project", "").trim();
+    let services = settings.list("app_compose_services");
+    if project.is_empty() || services.is_empty() {
+        return None;
+    }
+    Some((Project::new(project, settings.get_or("db_compose_dir", "")), services))
+}
+
 fn flag(settings: &Settings, name: &str) -> bool {
     matches!(settings.get_or(name, "false").trim(), "true" | "yes" | "1")
 }
@@ -84,11 +94,17 @@ impl Plugin for Zhiyun {
         .setting_or("minio_access_key", "S3 access key id", "")
         .setting_or("minio_secret_key", "S3 secret key; give it as { env = \"VAR\" } or { file = \"PATH\" }", "")
         .setting_or("health_url", "the app's health endpoint", "http://127.0.0.1:8000/api/health")
+        .setting_or("db_compose_project", "when PostgreSQL runs in a Compose project: its name (psql and pg_dump then run in its service through exec, as the manual's `docker-compose exec db pg_dump`); empty: on this host", "")
+        .setting_or("db_compose_dir", "that project's folder under the app folder", "")
+        .setting_or("db_compose_service", "PostgreSQL's service in that project", "db")
+        .setting_or("app_compose_services", "services of that project to stop during a restore and start after it (web, worker), comma-separated", "")
         .setting_or("stop_command", "command that stops the app before a restore (empty: leave it)", "")
         .setting_or("start_command", "command that starts the app after a restore", "")
         .runs("pg_dump")
         .runs("psql")
         .runs("pg_restore")
+        .compose("setting:db_compose_project")
+        .compose_exec("setting:db_compose_project", "setting:db_compose_service")
         .runs("setting:stop_command")
         .runs("setting:start_command")
         .http("setting:qdrant_url")
@@ -150,10 +166,18 @@ impl Plugin for Zhiyun {
                 bail!("unknown item `{o}`: zhiyun has db, files and vectors");
             }
         }
+        let app = app_services(settings);
+        if let Some((p, services)) = &app {
+            host::info(format!("stopping {} of project {}", services.join(", "), p.name()));
+            p.stop(&services.iter().map(String::as_str).collect::<Vec<_>>(), std::time::Duration::from_secs(30))?;
+        }
         host::run_setting(settings, "stop_command")?;
         let result = restore_parts(settings, snapshot, only);
         // Start the app again whatever happened: a failed restore must not leave it down.
-        let started = host::run_setting(settings, "start_command");
+        let mut started = host::run_setting(settings, "start_command");
+        if let Some((p, services)) = &app {
+            started = started.and(p.up(&services.iter().map(String::as_str).collect::<Vec<_>>(), std::time::Duration::from_secs(300)).map(|_| ()));
+        }
         result.and(started)
     }
 

@@ -15,8 +15,86 @@ const SEP: &str = "\u{1f}";
 const STABLE: &str = "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; SET bytea_output = 'hex';";
 const LONG: Duration = Duration::from_secs(6 * 3600);
 
+/// Where the client programs (psql, pg_dump, pg_restore) run: on this host as granted
+/// programs, or inside the database's Compose service, as zhiyun's manual does it
+/// (`docker-compose exec db pg_dump`), through the host's Compose capability.
+#[derive(Clone)]
+pub enum Via {
+    Host,
+    Service(Project, String),
+}
+
+/// A client command, wherever it runs.
+pub struct Client {
+    via: Via,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Client {
+    fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    fn args<S: Into<String>>(mut self, a: impl IntoIterator<Item = S>) -> Self {
+        self.args.extend(a.into_iter().map(Into::into));
+        self
+    }
+
+    fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    fn on_host(&self) -> Command {
+        let mut c = Command::new(&self.args[0]).args(self.args[1..].iter().cloned()).timeout(LONG);
+        for (k, v) in &self.env {
+            c = c.env(k, v);
+        }
+        c
+    }
+
+    fn in_service(&self, p: &Project, service: &str) -> Exec {
+        let mut c = p.exec(service, self.args.iter().cloned()).timeout(LONG);
+        for (k, v) in &self.env {
+            c = c.env(k, v);
+        }
+        c
+    }
+
+    fn run(&self) -> Result<host::Output> {
+        match &self.via {
+            Via::Host => self.on_host().run(),
+            Via::Service(p, s) => self.in_service(p, s).run(),
+        }
+    }
+
+    fn run_to_item(&self, item: &str) -> Result<host::Output> {
+        match &self.via {
+            Via::Host => self.on_host().run_to_item(item),
+            Via::Service(p, s) => self.in_service(p, s).run_to_item(item),
+        }
+    }
+
+    fn run_from_item(&self, item: &str) -> Result<host::Output> {
+        match &self.via {
+            Via::Host => self.on_host().run_from_item(item),
+            Via::Service(p, s) => self.in_service(p, s).run_from_item(item),
+        }
+    }
+
+    fn spawn(&self) -> Result<Process> {
+        match &self.via {
+            Via::Host => self.on_host().spawn(),
+            Via::Service(p, s) => self.in_service(p, s).spawn(),
+        }
+    }
+}
+
 /// Where and how to reach the database.
 pub struct Pg {
+    pub via: Via,
     pub host: String,
     pub port: String,
     pub user: String,
@@ -70,7 +148,17 @@ fn literal(s: &str) -> String {
 
 impl Pg {
     pub fn from(settings: &Settings) -> Result<Pg> {
+        let project = settings.get_or("db_compose_project", "").trim();
+        let via = if project.is_empty() {
+            Via::Host
+        } else {
+            Via::Service(
+                Project::new(project, settings.get_or("db_compose_dir", "")),
+                settings.get_or("db_compose_service", "db").to_string(),
+            )
+        };
         Ok(Pg {
+            via,
             host: settings.get_or("db_host", "127.0.0.1").to_string(),
             port: settings.get_or("db_port", "5432").to_string(),
             user: settings.get_or("db_user", "postgres").to_string(),
@@ -86,19 +174,18 @@ impl Pg {
 
     /// A client program with the connection in its arguments and the password in PGPASSWORD
     /// (never on a command line, where `ps` would show it).
-    fn command(&self, program: &str, db: &str) -> Command {
-        let mut c = Command::new(program)
+    fn command(&self, program: &str, db: &str) -> Client {
+        let mut c = Client { via: self.via.clone(), args: vec![program.to_string()], env: vec![] }
             .args(["-h", &self.host, "-p", &self.port, "-U", &self.user])
             .env("PGCONNECT_TIMEOUT", "10")
-            .env("PGAPPNAME", "coffer")
-            .timeout(LONG);
+            .env("PGAPPNAME", "coffer");
         if !self.password.is_empty() {
             c = c.env("PGPASSWORD", &self.password);
         }
         c.args(["-d", db])
     }
 
-    fn psql(&self, db: &str) -> Command {
+    fn psql(&self, db: &str) -> Client {
         self.command("psql", db)
             .args(["-X", "-q", "-A", "-t", "-F", SEP, "-v", "ON_ERROR_STOP=1"])
     }

@@ -108,18 +108,18 @@ impl Caps {
             .map_err(|e| e.to_string())
     }
 
-    pub(super) fn restore_item(&mut self, item: String, path: String) -> R<Option<String>> {
-        let dest = self.resolve(&path)?;
+    /// Restores `item` into a fresh staging folder under `parent` (on the same file system as
+    /// where it goes, so it can be renamed into place); the folder lives as long as the guard.
+    pub(super) fn stage(&self, item: &str, parent: &Path) -> R<(tempfile::TempDir, PathBuf)> {
         let src = self.source()?;
-        let parent = dest.parent().ok_or("no parent folder")?.to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         let staging = tempfile::Builder::new()
             .prefix(".coffer-staging-")
-            .tempdir_in(&parent)
+            .tempdir_in(parent)
             .map_err(|e| format!("{}: {e}", parent.display()))?;
         let opts = RestoreOptions {
             target: staging.path().to_path_buf(),
-            include: vec![PathBuf::from(&item)],
+            include: vec![PathBuf::from(item)],
             outside_links: OutsideLinks::Refuse,
         };
         let summary = restorer::restore(
@@ -136,25 +136,41 @@ impl Caps {
                 summary.errors.join("; ")
             ));
         }
-        let staged = staging.path().join(&item);
+        let staged = staging.path().join(item);
         if std::fs::symlink_metadata(&staged).is_err() {
             return Err(format!("the snapshot has no item '{item}'"));
         }
+        Ok((staging, staged))
+    }
+
+    pub(super) fn restore_item(&mut self, item: String, path: String) -> R<Option<String>> {
+        let dest = self.resolve(&path)?;
+        let whole = dest == self.dir;
+        let parent = dest.parent().ok_or("no parent folder")?.to_path_buf();
+        let (_staging, staged) = self.stage(&item, &parent)?;
+        let name = dest.file_name().unwrap_or_default().to_string_lossy();
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        // The app folder itself, as an operator keeps it (`cskefu.osc.backup-<time>`); an
+        // empty one (made for this restore) is not worth keeping.
+        let (prefix, empty) = if whole {
+            let empty = std::fs::read_dir(&dest).is_ok_and(|mut d| d.next().is_none());
+            (format!("{name}.backup-{stamp}"), empty)
+        } else {
+            (format!("{name}.coffer-replaced-{stamp}"), false)
+        };
+        if empty {
+            std::fs::remove_dir(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        }
         let mut aside = None;
         if std::fs::symlink_metadata(&dest).is_ok() {
-            let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
             let mut n = 0;
             let moved = loop {
-                let name = format!(
-                    "{}.coffer-replaced-{stamp}{}",
-                    dest.file_name().unwrap_or_default().to_string_lossy(),
-                    if n == 0 {
-                        String::new()
-                    } else {
-                        format!("-{n}")
-                    }
-                );
-                let candidate = parent.join(name);
+                let suffix = if n == 0 {
+                    String::new()
+                } else {
+                    format!("-{n}")
+                };
+                let candidate = parent.join(format!("{prefix}{suffix}"));
                 if std::fs::symlink_metadata(&candidate).is_err() {
                     break candidate;
                 }
@@ -173,6 +189,50 @@ impl Caps {
                 .map_err(|e| format!("putting {} in place: {e}", dest.display()))?;
         }
         Ok(aside)
+    }
+
+    /// Writes a small file under the app folder: beside it first, synced, then renamed over it;
+    /// an existing file's owner and mode carry over.
+    pub(super) fn write_file(&mut self, path: String, data: Vec<u8>) -> R<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if data.len() as u64 > SMALL_ITEM {
+            return Err("write-file takes at most 16 MiB".into());
+        }
+        let full = self.resolve(&path)?;
+        if full == self.dir {
+            return Err("write-file needs a file's path, not the app folder".into());
+        }
+        let old = std::fs::symlink_metadata(&full).ok();
+        if old.as_ref().is_some_and(|m| !m.is_file()) {
+            return Err(format!("{path} is not a regular file"));
+        }
+        let parent = full.parent().ok_or("no parent folder")?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".coffer-write-")
+            .tempfile_in(parent)
+            .map_err(|e| format!("{}: {e}", parent.display()))?;
+        tmp.write_all(&data)
+            .and_then(|_| tmp.as_file().sync_all())
+            .map_err(|e| format!("writing {path}: {e}"))?;
+        let mode = old.as_ref().map(|m| m.mode() & 0o7777).unwrap_or(0o644);
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("{path}: {e}"))?;
+        if let Some(m) = &old {
+            std::os::unix::fs::chown(tmp.path(), Some(m.uid()), Some(m.gid()))
+                .or_else(|e| {
+                    // Not root: the file stays the writer's, which is the best it can be.
+                    if e.kind() == std::io::ErrorKind::PermissionDenied {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| format!("{path}: {e}"))?;
+        }
+        tmp.persist(&full)
+            .map_err(|e| format!("putting {path} in place: {}", e.error))?;
+        Ok(())
     }
 
     pub(super) fn read_item(&mut self, item: String) -> R<Vec<u8>> {

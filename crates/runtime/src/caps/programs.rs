@@ -86,7 +86,7 @@ pub(crate) fn watchdog(pid: u32, timeout: Duration) -> crossbeam_channel::Sender
 type Drain<'a> = dyn FnMut(&mut dyn Read) -> R<()> + 'a;
 
 /// Runs a command; `feed` writes its stdin, `drain` consumes its stdout (else it is collected).
-fn run_with(
+pub(super) fn run_with(
     mut c: std::process::Command,
     cmd: &Command,
     feed: Option<Box<dyn Read + Send>>,

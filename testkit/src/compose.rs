@@ -1,0 +1,346 @@
+//! Docker Compose deployments on the machine's real Docker engine, for the tests of the Compose
+//! capability and the cskefu plugin. No image can be pulled here: the images are the stand-ins
+//! `examples/images/build.sh` builds once per machine under the upstream names (MariaDB
+//! from Debian in MySQL's role, Debian's Redis, and NOT-the-real-thing stand-ins for ActiveMQ
+//! and the contact-center app; see that script). A test that needs the engine fails loudly when
+//! it does not answer; it never skips.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The engine answers, or the test stops here with what `docker info` said.
+pub fn engine() {
+    let out = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "these tests need the Docker engine, and `docker info` failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => {
+            panic!("these tests need the Docker engine and its CLI: `docker` cannot run: {e}")
+        }
+    }
+}
+
+/// Builds (once per machine, reused by tag) the cskefu stand-in images; returns how long the
+/// script took in this process (near zero when they were already built).
+pub fn cskefu_images() -> Duration {
+    static BUILT: OnceLock<Duration> = OnceLock::new();
+    *BUILT.get_or_init(|| {
+        engine();
+        let begun = Instant::now();
+        let out = Command::new("bash")
+            .arg(root().join("examples/images/build.sh"))
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "building the cskefu stand-in images failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
+        begun.elapsed()
+    })
+}
+
+/// The machine's Compose: `docker compose` or `docker-compose`.
+pub fn compose_argv() -> Vec<&'static str> {
+    let v2 = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if v2 {
+        vec!["docker", "compose"]
+    } else {
+        vec!["docker-compose"]
+    }
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run_ok(c: &mut Command) -> String {
+    let out = c.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{c:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A tiny HTTP/1.0 client: (status, body).
+pub fn http(method: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A cskefu deployment folder (`<parent>/cskefu.osc`) of the real project's shape: the
+/// example's docker-compose.yml, and a `.env` with its own project name and free ports, so
+/// tests run side by side. Its containers and networks go on drop.
+pub struct Cskefu {
+    pub dir: PathBuf,
+    pub project: String,
+    pub web: u16,
+    pub mysql_port: u16,
+}
+
+impl Cskefu {
+    pub fn new(parent: &Path, project: &str) -> Cskefu {
+        cskefu_images();
+        let dir = parent.join("cskefu.osc");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(
+            root().join("examples/cskefu/docker-compose.yml"),
+            dir.join("docker-compose.yml"),
+        )
+        .unwrap();
+        let c = Cskefu {
+            dir,
+            project: project.into(),
+            web: free_port(),
+            mysql_port: free_port(),
+        };
+        c.write_env("cskefu/contact-center:4b70d05");
+        c
+    }
+
+    /// Writes `.env` with `CC_IMAGE` set to `image`.
+    pub fn write_env(&self, image: &str) {
+        std::fs::write(
+            self.dir.join(".env"),
+            format!(
+                "COMPOSE_PROJECT_NAME={}\nCC_IMAGE={image}\nCC_WEB_PORT={}\nCC_SOCKET_PORT={}\nCC_JAVA_XMX=2048m\nDB_PASSWD=s3cret-db\nMYSQL_PORT={}\nREDIS_PORT={}\nACTIVEMQ_PORT_1={}\nACTIVEMQ_PORT_2={}\nACTIVEMQ_PORT_3={}\n",
+                self.project,
+                self.web,
+                free_port(),
+                self.mysql_port,
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port()
+            ),
+        )
+        .unwrap();
+    }
+
+    pub fn compose(&self, args: &[&str]) -> Command {
+        let argv = compose_argv();
+        let mut c = Command::new(argv[0]);
+        c.args(&argv[1..])
+            .args(["-p", &self.project])
+            .args(args)
+            .current_dir(&self.dir);
+        c
+    }
+
+    /// `up -d`, then waits until the web health endpoint says UP.
+    pub fn up(&self) {
+        run_ok(&mut self.compose(&["up", "-d"]));
+        self.wait_healthy(Duration::from_secs(180));
+    }
+
+    pub fn healthy(&self) -> bool {
+        matches!(http("GET", self.web, "/actuator/health"), Ok((200, b)) if b.contains("\"UP\""))
+    }
+
+    pub fn wait_healthy(&self, limit: Duration) {
+        let begun = Instant::now();
+        while !self.healthy() {
+            assert!(
+                begun.elapsed() < limit,
+                "cskefu project {} not healthy after {limit:?}: {}",
+                self.project,
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let out = self.compose(&["logs", "--tail", "20"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// One message: two rows in one transaction and an upload; its id.
+    pub fn post_message(&self) -> Option<u64> {
+        let (status, body) = http("POST", self.web, "/api/messages").ok()?;
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["id"].as_u64()
+    }
+
+    /// The project's containers: (service, state).
+    pub fn containers(&self) -> Vec<(String, String)> {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-a",
+                "--filter",
+                &format!("label=com.docker.compose.project={}", self.project),
+                "--format",
+                "{{.Label \"com.docker.compose.service\"}} {{.State}}",
+            ])
+            .output()
+            .unwrap();
+        let mut v: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn running(&self) -> usize {
+        self.containers()
+            .iter()
+            .filter(|(_, s)| s == "running")
+            .count()
+    }
+
+    /// A query in the mysql service; tab-separated rows.
+    pub fn sql(&self, sql: &str) -> String {
+        run_ok(&mut self.compose(&[
+            "exec",
+            "-T",
+            "-e",
+            "MYSQL_PWD=s3cret-db",
+            "mysql",
+            "mysql",
+            "-uroot",
+            "-N",
+            "-B",
+            "cosinee",
+            "-e",
+            sql,
+        ]))
+    }
+
+    /// Containers and networks of the project gone (what a disaster or the end of a test
+    /// leaves), by its labels.
+    pub fn remove(&self) {
+        remove_project(&self.project);
+    }
+}
+
+impl Drop for Cskefu {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Removes every container, network and volume carrying a project's label.
+pub fn remove_project(project: &str) {
+    let filter = format!("label=com.docker.compose.project={project}");
+    let ids = |args: &[&str]| -> Vec<String> {
+        let out = Command::new("docker").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let containers = ids(&["ps", "-aq", "--filter", &filter]);
+    if !containers.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&containers)
+            .output();
+    }
+    for net in ids(&["network", "ls", "-q", "--filter", &filter]) {
+        let _ = Command::new("docker")
+            .args(["network", "rm", &net])
+            .output();
+    }
+    for vol in ids(&["volume", "ls", "-q", "--filter", &filter]) {
+        let _ = Command::new("docker").args(["volume", "rm", &vol]).output();
+    }
+}
+
+/// A one-service project of its own (`victim`), to show another project is out of reach.
+pub struct Victim {
+    pub dir: PathBuf,
+    pub project: String,
+}
+
+impl Victim {
+    pub fn start(parent: &Path, project: &str) -> Victim {
+        cskefu_images();
+        let dir = parent.join("victim");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("docker-compose.yml"),
+            "services:\n  db:\n    image: cskefu/redis:5.0.5\n    pull_policy: never\n    volumes:\n      - data:/data\nvolumes:\n  data: {}\n",
+        )
+        .unwrap();
+        let argv = compose_argv();
+        run_ok(
+            Command::new(argv[0])
+                .args(&argv[1..])
+                .args(["-p", project, "up", "-d"])
+                .current_dir(&dir),
+        );
+        Victim {
+            dir,
+            project: project.into(),
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=com.docker.compose.project={}", self.project),
+                "--filter",
+                "status=running",
+            ])
+            .output()
+            .unwrap();
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        remove_project(&self.project);
+    }
+}
