@@ -24,11 +24,18 @@ impl Plugin for Probe {
             .setting_or("bucket_secret", "its secret key", "")
             .setting_or("restore_bucket", "the bucket restore puts the objects into", "")
             .s3("setting:bucket_endpoint")
+            .setting_or("volume_project", "a Compose project whose named volume is captured instead (none: skip)", "")
+            .setting_or("volume", "that volume's key in the compose file", "data")
+            .compose("setting:volume_project")
             .item("streams")
             .item("files")
     }
 
     fn capture(settings: &Settings) -> Result<Json> {
+        if let Some(p) = volume_project(settings) {
+            let n = p.capture_volume(settings.get_or("volume", "data"), "volume")?;
+            return Ok(json!({ "volume_bytes": n }));
+        }
         let server = settings.require("server")?;
         Command::new("seq").args(["1", "200000"]).run_to_item("streams/seq.txt")?.check("seq")?;
         host::capture_bytes("streams/generated.bin", GENERATED)?;
@@ -44,6 +51,13 @@ impl Plugin for Probe {
     }
 
     fn restore(settings: &Settings, _snapshot: &Snapshot, _only: &[String]) -> Result<()> {
+        if let Some(p) = volume_project(settings) {
+            let grace = std::time::Duration::from_secs(10);
+            p.down(grace)?;
+            p.restore_volume(settings.get_or("volume", "data"), "volume")?;
+            p.up(&[], std::time::Duration::from_secs(120))?;
+            return Ok(());
+        }
         let server = settings.require("server")?;
         if host::read_item("streams/generated.bin")? != GENERATED {
             bail!("read-item returned other bytes");
@@ -59,6 +73,12 @@ impl Plugin for Probe {
         }
         Ok(())
     }
+}
+
+/// The Compose project whose volume is captured instead of the streams, if one is set.
+fn volume_project(settings: &Settings) -> Option<Project> {
+    let name = settings.get("volume_project").filter(|p| !p.is_empty())?;
+    Some(Project::new(name, ""))
 }
 
 /// The bucket named by setting `which`, if a bucket endpoint is configured.
