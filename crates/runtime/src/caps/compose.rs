@@ -775,3 +775,49 @@ fn contained(p: &Project, config: &Value) -> R<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project() -> Project {
+        Project {
+            name: "app".into(),
+            dir: PathBuf::from("/srv/app"),
+        }
+    }
+
+    fn check(yaml: &str) -> R<()> {
+        contained(&project(), &serde_yaml::from_str(yaml).unwrap())
+    }
+
+    #[test]
+    fn binds_inside_the_folder_and_named_volumes_pass_in_both_forms() {
+        // docker-compose v1 prints the short form with absolute sources.
+        check("services:\n  db:\n    volumes:\n    - /srv/app/data:/var/lib/mysql:rw\n    - pgdata:/data\n")
+            .unwrap();
+        // Compose v2 prints the long form.
+        check("services:\n  db:\n    volumes:\n    - type: bind\n      source: /srv/app/data\n      target: /x\n    - type: volume\n      source: pgdata\n      target: /y\n")
+            .unwrap();
+    }
+
+    #[test]
+    fn anything_reaching_outside_the_folder_is_refused() {
+        for (yaml, says) in [
+            ("services:\n  x:\n    volumes:\n    - /:/host:rw\n", "the host path /"),
+            ("services:\n  x:\n    volumes:\n    - /srv/app/../other:/o\n", "/srv/app/../other"),
+            ("services:\n  x:\n    volumes:\n    - /var/run/docker.sock:/var/run/docker.sock\n", "docker.sock"),
+            ("services:\n  x:\n    volumes:\n    - type: bind\n      source: /etc\n      target: /etc\n", "/etc"),
+            ("services:\n  x:\n    privileged: true\n", "privileged"),
+            ("services:\n  x:\n    pid: host\n", "pid namespace"),
+            ("services:\n  x:\n    network_mode: host\n", "network_mode"),
+            ("services:\n  x:\n    cap_add: [SYS_ADMIN]\n", "cap_add"),
+            ("services:\n  x:\n    devices: [/dev/sda:/dev/sda]\n", "devices"),
+            ("volumes:\n  v:\n    driver_opts:\n      type: none\n      o: bind\n      device: /root\n", "/root"),
+        ] {
+            let err = check(yaml).unwrap_err();
+            assert!(err.contains(says), "{yaml}: {err}");
+            assert!(err.contains("`compose` grant"), "{err}");
+        }
+    }
+}
