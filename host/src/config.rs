@@ -243,6 +243,41 @@ fn secret(name: &str, t: &toml::Table) -> Result<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_example_config_loads() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut n = 0;
+        for e in std::fs::read_dir(&examples).unwrap() {
+            let p = e.unwrap().path().join("coffer.toml");
+            if p.is_file() {
+                Config::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "xianyu, zhiyun and cskefu have a coffer.toml");
+    }
+
+    #[test]
+    fn a_raw_docker_or_shell_grant_is_refused_naming_the_compose_grant() {
+        let dir = tempfile::tempdir().unwrap();
+        for program in ["docker", "/usr/bin/docker-compose", "sh", "sudo"] {
+            let p = dir.path().join("coffer.toml");
+            std::fs::write(
+                &p,
+                format!("[apps.x]\nplugin = \"xianyu\"\ndir = \".\"\n[apps.x.grants]\nprograms = [\"{program}\"]\n"),
+            )
+            .unwrap();
+            let err = Config::load(&p).unwrap_err().to_string();
+            assert!(
+                err.contains(program) && err.contains("[apps.x.grants]"),
+                "{err}"
+            );
+            if program.contains("docker") {
+                assert!(err.contains("compose = {"), "{err}");
+            }
+        }
+    }
+
     /// coffer.toml is the one parser of untrusted text that lives in this crate (the fuzz
     /// targets in fuzz/ cover the repository's): 20 000 mutations of a full config (bytes
     /// flipped, cut, duplicated, spliced) each load or fail with the file named, never panic.

@@ -12,8 +12,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use coffer_testkit::compose::{compose_argv, cskefu_images, remove_project, run_ok};
+use common::*;
 
 /// A compose project in `dir` with `yaml` as its compose file; removed on drop.
 struct Project {
@@ -121,7 +121,15 @@ fn a_projects_named_volume_is_captured_and_restored_even_after_it_was_removed() 
     p.compose(&["down", "-v"]);
     let report = env.json(&["--config", cfg, "restore", "latest"]);
     assert!(p.running("db"), "{report}");
-    let stat = p.compose(&["exec", "-T", "db", "stat", "-c", "%u:%g %a %s", "/data/sub/file"]);
+    let stat = p.compose(&[
+        "exec",
+        "-T",
+        "db",
+        "stat",
+        "-c",
+        "%u:%g %a %s",
+        "/data/sub/file",
+    ]);
     assert_eq!(stat.trim(), "999:998 640 5");
     let labels = run_ok(Command::new("docker").args([
         "volume",
@@ -145,8 +153,24 @@ fn zhiyun_dumps_and_restores_postgresql_through_compose_exec() {
     p.compose(&["up", "-d"]);
     let psql = |sql: &str| {
         p.compose(&[
-            "exec", "-T", "-e", "PGPASSWORD=pg-secret", "db", "psql", "-h", "127.0.0.1", "-U",
-            "zhiyun", "-d", "zhiyun", "-X", "-q", "-A", "-t", "-c", sql,
+            "exec",
+            "-T",
+            "-e",
+            "PGPASSWORD=pg-secret",
+            "db",
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "zhiyun",
+            "-d",
+            "zhiyun",
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-c",
+            sql,
         ])
     };
     let begun = Instant::now();
@@ -154,14 +178,35 @@ fn zhiyun_dumps_and_restores_postgresql_through_compose_exec() {
         let argv = compose_argv();
         let ready = Command::new(argv[0])
             .args(&argv[1..])
-            .args(["-p", &project, "exec", "-T", "-e", "PGPASSWORD=pg-secret", "db", "psql", "-h", "127.0.0.1", "-U", "zhiyun", "-d", "zhiyun", "-c", "SELECT 1"])
+            .args([
+                "-p",
+                &project,
+                "exec",
+                "-T",
+                "-e",
+                "PGPASSWORD=pg-secret",
+                "db",
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "zhiyun",
+                "-d",
+                "zhiyun",
+                "-c",
+                "SELECT 1",
+            ])
             .current_dir(&p.dir)
             .output()
             .unwrap();
         if ready.status.success() {
             break;
         }
-        assert!(begun.elapsed() < Duration::from_secs(120), "PostgreSQL did not start: {}", String::from_utf8_lossy(&ready.stderr));
+        assert!(
+            begun.elapsed() < Duration::from_secs(120),
+            "PostgreSQL did not start: {}",
+            String::from_utf8_lossy(&ready.stderr)
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     psql("CREATE TABLE messages (id serial PRIMARY KEY, body text NOT NULL); INSERT INTO messages (body) SELECT 'message ' || g FROM generate_series(1, 500) g;");
@@ -190,15 +235,28 @@ fn zhiyun_dumps_and_restores_postgresql_through_compose_exec() {
     let cfg = cfg.to_str().unwrap();
     // Nothing of PostgreSQL's client is granted on this host: it all runs in the service.
     let b = env.json(&["--config", cfg, "backup", "zhiyun"]);
-    assert_eq!(b["metadata"]["database"]["tables"]["public.messages"]["rows"], 500, "{b}");
+    assert_eq!(
+        b["metadata"]["database"]["tables"]["public.messages"]["rows"], 500,
+        "{b}"
+    );
 
     psql("DELETE FROM messages WHERE id > 100;");
     let report = env.json(&[
-        "--config", cfg, "restore", "latest", "--only", "db", "--set", "replace_database=true",
+        "--config",
+        cfg,
+        "restore",
+        "latest",
+        "--only",
+        "db",
+        "--set",
+        "replace_database=true",
     ]);
     assert_eq!(report["verified"], true, "{report}");
     assert_eq!(psql("SELECT count(*) FROM messages").trim(), "500");
-    assert!(p.running("worker"), "the app's service started again after the restore");
+    assert!(
+        p.running("worker"),
+        "the app's service started again after the restore"
+    );
     let kept = psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'zhiyun_replaced_%'");
     assert_eq!(kept.trim(), "1", "the replaced database is kept aside");
 }

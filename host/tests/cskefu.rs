@@ -314,6 +314,23 @@ fn a_moving_tag_is_refused_with_the_running_images_digest_and_a_pinned_one_accep
     app.up();
     let cfg = config(&env, &app, "");
     let cfg = cfg.to_str().unwrap();
+    // inspect shows what the plugin asks for and what the app grants.
+    let shown = env.ok(&["--config", cfg, "plugin", "inspect", "cskefu"]);
+    assert!(
+        shown.contains("exec in service mysql of project"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!(
+            "granted compose project {}, exec in mysql",
+            app.project
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("every requested capability is granted"),
+        "{shown}"
+    );
     let err = env.fails(&["--config", cfg, "backup", "cskefu"], 16);
     let id = std::process::Command::new("docker")
         .args([
