@@ -57,11 +57,12 @@ if [ "$force" = --force ] || ! docker image inspect "$base" >/dev/null 2>&1; the
     rm -rf "$root"; trap - EXIT
 fi
 
-build() { # tag folder [build-arg]
-    local tag=$1 dir=$2 arg=${3:-}
-    local h; h=$(hash_of "$dir")
+build() { # tag folder [build-arg...]
+    local tag=$1 dir=$2; shift 2
+    local args=(); for a in "$@"; do args+=(--build-arg "$a"); done
+    local h; h=$(hash_of "$dir")-$(echo "$*" | sha256sum | cut -c1-8)
     if [ "$force" != --force ] && [ "$(label "$tag")" = "$h" ]; then return; fi
-    docker build -q --label coffer.source="$h" --build-arg BASE="$base" ${arg:+--build-arg "$arg"} \
+    docker build -q --label coffer.source="$h" --build-arg BASE="$base" "${args[@]}" \
         -t "$tag" "$here/$dir" >/tmp/coffer-image-build.log 2>&1 || {
         cat /tmp/coffer-image-build.log; exit 1; }
     echo "built $tag"
@@ -72,4 +73,8 @@ build cskefu/activemq:5.14.3 activemq
 build postgres:16-alpine postgres
 build cskefu/contact-center:$CC_PINNED contact-center VERSION=$CC_PINNED
 docker tag cskefu/contact-center:$CC_PINNED cskefu/contact-center:develop
+# Two later builds for guarded upgrades: one that migrates and stays healthy, one that migrates
+# and then fails its health check.
+build cskefu/contact-center:7d2c9e4 contact-center VERSION=7d2c9e4
+build cskefu/contact-center:9f3e1aa contact-center VERSION=9f3e1aa HEALTH=fail
 echo "stand-in images ready in $(( $(date +%s) - started )) s"

@@ -31,6 +31,7 @@ mod repair;
 mod restore;
 mod snapshots;
 mod stats;
+mod upgrade;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -120,6 +121,8 @@ pub enum Command {
     /// List and inspect plugins
     #[command(subcommand)]
     Plugin(plugin::Command),
+    /// Upgrade an app with its plugin, rolling back by itself when it fails
+    Upgrade(upgrade::Args),
     /// Back up and restore the bundled example app in a local demo repository, and verify it
     Demo(demo::Args),
 }
@@ -146,6 +149,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Repair(c) => repair::run(g, c),
         Command::Key(c) => key::run(g, c),
         Command::Plugin(c) => plugin::run(g, c),
+        Command::Upgrade(a) => upgrade::run(g, a),
         Command::Demo(a) => demo::run(g, a),
     }
 }

@@ -87,6 +87,30 @@ pub struct AppConfig {
     /// What `coffer forget` keeps of this app's snapshots when no --keep-* flag is given.
     #[serde(default)]
     pub retention: Option<coffer_repo::retention::Policy>,
+    /// How `coffer upgrade` judges the app after its upgrade step.
+    #[serde(default)]
+    pub upgrade: UpgradePolicy,
+}
+
+/// The analysis after an upgrade step (Argo Rollouts' analysis, Helm's `--atomic --timeout`):
+/// `checks` health checks `interval_secs` apart; more than `failure_limit` failed ones fail the
+/// upgrade.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpgradePolicy {
+    pub checks: u32,
+    pub interval_secs: u64,
+    pub failure_limit: u32,
+}
+
+impl Default for UpgradePolicy {
+    fn default() -> Self {
+        UpgradePolicy {
+            checks: 5,
+            interval_secs: 2,
+            failure_limit: 0,
+        }
+    }
 }
 
 fn default_time_limit() -> u64 {

@@ -36,6 +36,10 @@ pub enum ExitCode {
     Unhealthy = 15,
     /// A plugin failed, was stopped at a limit, or was refused a capability.
     Plugin = 16,
+    /// `upgrade` failed and was rolled back: the app runs as before the upgrade.
+    RolledBack = 17,
+    /// `upgrade` failed and so did its rollback (or `--no-rollback` left it): act now.
+    RollbackFailed = 18,
 }
 
 impl ExitCode {

@@ -10,5 +10,6 @@ pub mod diff;
 mod events;
 pub mod forget;
 pub mod stats;
+pub mod upgrade;
 
 pub use events::{Events, NoEvents};

@@ -518,3 +518,117 @@ fn the_compose_grant_reaches_only_its_own_project() {
     let err = env.fails(&["--config", cfg.to_str().unwrap(), "backup", "h"], 1);
     assert!(err.contains("compose = {"), "{err}");
 }
+
+fn image_id(tag: &str) -> String {
+    coffer_testkit::compose::run_ok(
+        std::process::Command::new("docker").args(["image", "inspect", "-f", "{{.Id}}", tag]),
+    )
+    .trim()
+    .to_string()
+}
+
+fn running_image(app: &Cskefu) -> String {
+    let id = coffer_testkit::compose::run_ok(std::process::Command::new("docker").args([
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={}", app.project),
+        "--filter",
+        "label=com.docker.compose.service=contact-center",
+        "--filter",
+        "status=running",
+    ]));
+    coffer_testkit::compose::run_ok(std::process::Command::new("docker").args([
+        "inspect",
+        "-f",
+        "{{.Image}}",
+        id.trim(),
+    ]))
+    .trim()
+    .to_string()
+}
+
+/// A guarded upgrade (issue 12's loop on cskefu): 9f3e1aa migrates the schema forward and never
+/// becomes healthy, so coffer rolls back by itself, data and image; 7d2c9e4 migrates and stays.
+#[test]
+fn a_failing_upgrade_rolls_back_data_and_image_and_a_good_one_stays() {
+    let env = Env::new();
+    let app = Cskefu::new(env.dir.path(), &project_name("upgrade"));
+    app.up();
+    for _ in 0..10 {
+        app.post_message().unwrap();
+    }
+    let cfg = config(&env, &app, "");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("[apps.cskefu.upgrade]\nchecks = 3\ninterval_secs = 1\nfailure_limit = 0\n");
+    std::fs::write(&cfg, text).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let channel = |app: &Cskefu| {
+        app.sql("SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = 'cosinee' AND table_name = 'cs_message' AND column_name = 'channel'")
+            .trim()
+            .to_string()
+    };
+    assert_eq!(channel(&app), "0");
+    let rows = count(&app, "cs_message");
+    let v1 = image_id("cskefu/contact-center:4b70d05");
+    assert_eq!(running_image(&app), v1);
+
+    let out = env.run(&[
+        "--json", "--config", cfg, "upgrade", "cskefu", "--to", "9f3e1aa",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(17), "rolled back: {stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "rolled_back", "{r}");
+    assert_eq!(r["from"], "4b70d05");
+    assert!(r["error"].as_str().unwrap().contains("health"), "{r}");
+    assert!(stderr.contains("rolling back"), "a live log: {stderr}");
+    assert_eq!(running_image(&app), v1, "v1's image runs again");
+    assert_eq!(channel(&app), "0", "the forward migration is undone");
+    assert_eq!(
+        app.sql("SELECT COUNT(*) FROM cs_schema WHERE version = '9f3e1aa'")
+            .trim(),
+        "0"
+    );
+    assert_eq!(count(&app, "cs_message"), rows);
+    assert!(app.healthy());
+
+    let r = env.json(&["--config", cfg, "upgrade", "cskefu", "--to", "7d2c9e4"]);
+    assert_eq!(r["outcome"], "upgraded", "{r}");
+    assert_eq!(
+        running_image(&app),
+        image_id("cskefu/contact-center:7d2c9e4")
+    );
+    assert_eq!(channel(&app), "1");
+    assert!(app.healthy());
+    let snaps = env.json(&["snapshots"]);
+    let pre: Vec<&serde_json::Value> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "pre-upgrade"))
+        })
+        .collect();
+    assert_eq!(
+        pre.len(),
+        2,
+        "one pre-upgrade snapshot per upgrade: {snaps}"
+    );
+    eprintln!(
+        "upgrade phases: {}",
+        r["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| format!(
+                "{} {:.1}s",
+                p["name"].as_str().unwrap(),
+                p["secs"].as_f64().unwrap()
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}

@@ -354,6 +354,15 @@ impl Plugin {
         ))
     }
 
+    /// The app's own upgrade step to `to` (a version or image tag the plugin understands).
+    pub fn upgrade(&self, caps: Caps, limits: Limits, to: &str) -> Result<(), PluginError> {
+        let kv = kv(&caps.settings);
+        let (r, _) = self.call("upgrade", caps, limits, |app, store| {
+            app.call_upgrade(store, &kv, to)
+        })?;
+        r.map_err(|m| self.failed("upgrade", m))
+    }
+
     pub fn health(&self, caps: Caps, limits: Limits) -> Result<Vec<Check>, PluginError> {
         let kv = kv(&caps.settings);
         let (r, _) = self.call("health", caps, limits, |app, store| {

@@ -6,7 +6,9 @@ be had here). It honours the contract coffer relies on:
   SPRING_DATASOURCE_PASSWORD;
 - at every start, it upgrades the schema of its database forward (tables created when missing,
   its version recorded in cs_schema), as each new contact-center image does;
-- GET :8035/actuator/health answers {"status":"UP"} once its database answers, else 503 DOWN;
+- GET :8035/actuator/health answers {"status":"UP"} once its database answers, else 503 DOWN
+  (a build with HEALTH=fail never answers UP: it migrates, then stays DOWN);
+- builds after 4b70d05 add the column cs_message.channel at start (a forward migration);
 - POST :8035/api/messages stores a message in ONE transaction of two rows (cs_message and its
   cs_audit row) and then writes the upload /data/uploads/<id>.txt;
 - GET :8035/api/stats counts rows; :8036 is the IM socket (accepts and closes).
@@ -24,6 +26,7 @@ import time
 
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 VERSION = open("/opt/cc/VERSION").read().strip()
+BROKEN = open("/opt/cc/HEALTH").read().strip() == "fail"
 url = os.environ.get("SPRING_DATASOURCE_URL", "jdbc:mysql://mysql:3306/cosinee")
 m = re.match(r"jdbc:mysql://([^:/]+)(?::(\d+))?/(\w+)", url)
 HOST, PORT, DB = m.group(1), m.group(2) or "3306", m.group(3)
@@ -51,6 +54,13 @@ CREATE TABLE IF NOT EXISTS cs_audit (id BIGINT AUTO_INCREMENT PRIMARY KEY, messa
   note VARCHAR(64) NOT NULL, UNIQUE KEY (message_id)) ENGINE=InnoDB;
 INSERT IGNORE INTO cs_schema VALUES ('%s', NOW());
 """ % VERSION)
+    if VERSION != "4b70d05":
+        # Every later build migrates forward, as the real app's upgrade scripts do; there is no
+        # way back but the old data.
+        cols = sql("SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = DATABASE()"
+                   " AND table_name = 'cs_message' AND column_name = 'channel'")
+        if cols[0][0] == "0":
+            sql("ALTER TABLE cs_message ADD COLUMN channel VARCHAR(32) NOT NULL DEFAULT 'web'")
 
 
 def db_up():
@@ -75,7 +85,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path == "/actuator/health":
-            if ready.is_set() and db_up():
+            if ready.is_set() and not BROKEN and db_up():
                 self.answer(200, {"status": "UP"})
             else:
                 self.answer(503, {"status": "DOWN"})

@@ -116,6 +116,7 @@ fn run_app(g: &Global, a: &Args, name: &str) -> Result<ExitCode> {
         host: a.host.clone(),
         cache_dir: (!a.no_cache).then(|| g.cache_dir()),
         counters: Arc::new(Counters::default()),
+        annotate: None,
     };
     let (r, plugin) = coffer::ops::app::backup(&repo, config, name, opts, &CliEvents::shared())?;
     for w in &r.warnings {

@@ -100,6 +100,8 @@ pub struct BackupOptions {
     /// Files cache and compiled-plugin cache; `None` reads everything and compiles afresh.
     pub cache_dir: Option<PathBuf>,
     pub counters: Arc<Counters>,
+    /// A key and value the host adds to the plugin's metadata (`upgrade`: from and to).
+    pub annotate: Option<(String, serde_json::Value)>,
 }
 
 /// Backs up app `name` with its plugin; the snapshot stores the plugin's wasm.
@@ -115,6 +117,7 @@ pub fn backup(
         host,
         cache_dir,
         counters,
+        annotate,
     } = opts;
     let log = plugin_log(events, name);
     let cache_dir = cache_dir.as_deref();
@@ -126,7 +129,10 @@ pub fn backup(
     let mut session = Session::start(repo.clone(), cache_path, counters)?;
     let content = session.store_blob(&plugin.wasm)?;
     let caps = caps_for(name, app, &app.dir, settings, log)?.with_session(session);
-    let (metadata, mut caps) = plugin.capture(caps, app.limits())?;
+    let (mut metadata, mut caps) = plugin.capture(caps, app.limits())?;
+    if let (Some((key, value)), Some(map)) = (annotate, metadata.as_object_mut()) {
+        map.insert(key, value);
+    }
     let session = caps.take_session().expect("capture keeps its session");
     let result = session.finish(SnapshotInfo {
         paths: vec![app.dir.display().to_string()],
@@ -144,6 +150,61 @@ pub fn backup(
     })?;
     drop(caps); // staged database copies go now, after the snapshot holds them
     Ok((result, plugin))
+}
+
+/// The app's plugin, settings and the capabilities of one call on its live folder.
+pub struct Live<'a> {
+    pub name: String,
+    pub app: &'a AppConfig,
+    pub plugin: Plugin,
+    settings: Vec<(String, String)>,
+    log: LogSink,
+}
+
+impl<'a> Live<'a> {
+    pub fn load(
+        config: &'a Config,
+        name: &str,
+        cache_dir: Option<&Path>,
+        events: &Arc<dyn Events>,
+    ) -> Result<Live<'a>> {
+        let app = config.app(name)?;
+        let plugin = load_plugin(app, cache_dir)?;
+        let settings = settings(&plugin, app)?;
+        Ok(Live {
+            name: name.into(),
+            app,
+            plugin,
+            settings,
+            log: plugin_log(events, name),
+        })
+    }
+
+    fn caps(&self) -> Result<Caps> {
+        caps_for(
+            &self.name,
+            self.app,
+            &self.app.dir,
+            self.settings.clone(),
+            self.log.clone(),
+        )
+    }
+
+    pub fn health(&self) -> Result<Vec<Check>> {
+        Ok(self.plugin.health(self.caps()?, self.app.limits())?)
+    }
+
+    /// The plugin's verify of the live app, against a snapshot's metadata when given.
+    pub fn verify(&self, against: Option<(&SnapshotId, &Snapshot)>) -> Result<Vec<Check>> {
+        Ok(self
+            .plugin
+            .verify(self.caps()?, self.app.limits(), against)?
+            .0)
+    }
+
+    pub fn upgrade(&self, to: &str) -> Result<()> {
+        Ok(self.plugin.upgrade(self.caps()?, self.app.limits(), to)?)
+    }
 }
 
 /// What an app restore did and found.

@@ -1,0 +1,278 @@
+//! Guarded upgrades: "upgrade app X to version V, and put it back as it was if it fails".
+//!
+//! The loop the seeds ask for (a versioned backup before every update, checks after it, an
+//! automatic rollback, a live log) for every app with a plugin: the app must be healthy and
+//! verified before; a snapshot tagged `pre-upgrade` records the from and to versions; the
+//! plugin's `upgrade` step runs; `checks` health checks `interval_secs` apart follow (more than
+//! `failure_limit` failures fail it), then verify against the pre-upgrade snapshot (rows may
+//! grow, never vanish). Any failure restores the pre-upgrade snapshot, data and version (its
+//! recorded images), and checks health again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use coffer_repo::archiver::Counters;
+use coffer_repo::Repository;
+use coffer_runtime::{Check, LogLevel};
+
+use super::app::{backup, restore, BackupOptions, Live};
+use super::events::Events;
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+pub struct UpgradeOptions {
+    pub to: String,
+    /// Upgrade even when the app is unhealthy or fails verify before.
+    pub force: bool,
+    /// Leave a failed upgrade as it is, for a person.
+    pub no_rollback: bool,
+    pub host: Option<String>,
+    pub cache_dir: Option<std::path::PathBuf>,
+}
+
+/// How an upgrade ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Upgraded,
+    /// Failed, rolled back: the app is as before.
+    RolledBack,
+    /// Failed, and the rollback failed too (or was not asked for): act now.
+    RollbackFailed,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Phase {
+    pub name: &'static str,
+    pub secs: f64,
+    pub ok: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UpgradeReport {
+    pub app: String,
+    pub from: String,
+    pub to: String,
+    pub outcome: Outcome,
+    /// The pre-upgrade snapshot.
+    pub snapshot: String,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    pub phases: Vec<Phase>,
+    /// The health checks after the upgrade step, and after a rollback.
+    pub health: Vec<Check>,
+    pub rollback_health: Vec<Check>,
+}
+
+fn failing(checks: &[Check]) -> Option<String> {
+    let bad: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    (!bad.is_empty()).then(|| bad.join("; "))
+}
+
+/// The version a snapshot's metadata names (the plugin's `app_version`, `version` or `tag`).
+fn version_of(meta: &serde_json::Value) -> String {
+    ["app_version", "version", "tag"]
+        .iter()
+        .find_map(|k| meta[*k].as_str().filter(|v| !v.is_empty()))
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+/// Upgrades app `name`; errors only when nothing was changed (a sick app, a failed backup).
+pub fn upgrade(
+    repo: &Arc<Repository>,
+    config: &Config,
+    name: &str,
+    opts: UpgradeOptions,
+    events: &Arc<dyn Events>,
+) -> Result<UpgradeReport> {
+    let say = |m: String| events.log(LogLevel::Info, "coffer", &m);
+    let mut phases = vec![];
+    let mut timed = |name: &'static str, begun: Instant, ok: bool| {
+        phases.push(Phase {
+            name,
+            secs: begun.elapsed().as_secs_f64(),
+            ok,
+        })
+    };
+    let live = Live::load(config, name, opts.cache_dir.as_deref(), events)?;
+
+    // Before: a sick app is not upgraded.
+    let t = Instant::now();
+    say(format!("checking {name} before the upgrade"));
+    let health = live.health()?;
+    let verify = live.verify(None)?;
+    let problem = failing(&health).or_else(|| failing(&verify));
+    timed("pre-checks", t, problem.is_none());
+    if let Some(p) = problem {
+        if !opts.force {
+            return Err(Error::Invalid(format!(
+                "{name} is not healthy before the upgrade ({p}): fix it first, or pass --force to upgrade anyway"
+            )));
+        }
+        events.log(
+            LogLevel::Warn,
+            "coffer",
+            &format!("{name} is not healthy ({p}); upgrading anyway (--force)"),
+        );
+    }
+
+    // A versioned backup first.
+    let t = Instant::now();
+    say(format!("taking the pre-upgrade snapshot of {name}"));
+    let (saved, _) = backup(
+        repo,
+        config,
+        name,
+        BackupOptions {
+            tags: vec!["pre-upgrade".into()],
+            host: opts.host.clone(),
+            cache_dir: opts.cache_dir.clone(),
+            counters: Arc::new(Counters::default()),
+            annotate: Some((
+                "upgrade".into(),
+                serde_json::json!({ "to": opts.to, "at": chrono::Utc::now().to_rfc3339() }),
+            )),
+        },
+        events,
+    )?;
+    timed("pre-upgrade snapshot", t, true);
+    let snap_id = saved.snapshot;
+    let snap = repo.load_snapshot(&snap_id)?;
+    let meta = snap.metadata.clone().unwrap_or_default();
+    let from = version_of(&meta);
+    say(format!(
+        "snapshot {} saved; upgrading {name} from {from} to {}",
+        snap_id.short(),
+        opts.to
+    ));
+
+    // The step, then the analysis.
+    let t = Instant::now();
+    let stepped = live.upgrade(&opts.to);
+    timed("upgrade step", t, stepped.is_ok());
+    let mut health = vec![];
+    let result: std::result::Result<(), String> = match stepped {
+        Err(e) => Err(format!("the upgrade step failed: {e}")),
+        Ok(()) => {
+            let t = Instant::now();
+            let policy = &live.app.upgrade;
+            let mut failures = 0;
+            let mut outcome = Ok(());
+            for i in 0..policy.checks.max(1) {
+                if i > 0 {
+                    std::thread::sleep(Duration::from_secs(policy.interval_secs));
+                }
+                let checks = live.health().unwrap_or_else(|e| {
+                    vec![Check {
+                        name: "health".into(),
+                        ok: false,
+                        detail: e.to_string(),
+                    }]
+                });
+                let bad = failing(&checks);
+                say(format!(
+                    "health check {}/{}: {}",
+                    i + 1,
+                    policy.checks.max(1),
+                    bad.as_deref().unwrap_or("ok")
+                ));
+                health = checks;
+                if let Some(b) = bad {
+                    failures += 1;
+                    if failures > policy.failure_limit {
+                        outcome = Err(format!(
+                            "{failures} health check(s) failed after the upgrade (failure_limit {}): {b}",
+                            policy.failure_limit
+                        ));
+                        break;
+                    }
+                }
+            }
+            timed("health analysis", t, outcome.is_ok());
+            if outcome.is_ok() {
+                let t = Instant::now();
+                // Against the pre-upgrade snapshot, where rows may have grown since.
+                let mut against = snap.clone();
+                if let Some(m) = against.metadata.as_mut().and_then(|m| m.as_object_mut()) {
+                    m.insert("coffer_verify".into(), "at_least".into());
+                }
+                outcome = match live.verify(Some((&snap_id, &against))) {
+                    Ok(checks) => match failing(&checks) {
+                        None => Ok(()),
+                        Some(b) => Err(format!("verify after the upgrade failed: {b}")),
+                    },
+                    Err(e) => Err(format!("verify after the upgrade failed: {e}")),
+                };
+                timed("verify", t, outcome.is_ok());
+            }
+            outcome
+        }
+    };
+
+    let mut report = UpgradeReport {
+        app: name.into(),
+        from,
+        to: opts.to.clone(),
+        outcome: Outcome::Upgraded,
+        snapshot: snap_id.to_hex(),
+        error: None,
+        phases: vec![],
+        health,
+        rollback_health: vec![],
+    };
+    if let Err(e) = result {
+        events.log(LogLevel::Error, "coffer", &e);
+        report.error = Some(e);
+        if opts.no_rollback {
+            say("--no-rollback: leaving the app as the upgrade left it".into());
+            report.outcome = Outcome::RollbackFailed;
+        } else {
+            let t = Instant::now();
+            say(format!(
+                "rolling back to snapshot {} (data and version)",
+                snap_id.short()
+            ));
+            let back = restore(
+                repo,
+                config,
+                &snap_id,
+                snap.clone(),
+                &[],
+                None,
+                opts.cache_dir.as_deref(),
+                events,
+            );
+            let ok = match back {
+                Ok(r) => {
+                    report.rollback_health = r.health.clone();
+                    r.verified() && r.healthy()
+                }
+                Err(e) => {
+                    events.log(LogLevel::Error, "coffer", &format!("rollback failed: {e}"));
+                    false
+                }
+            };
+            timed("rollback", t, ok);
+            report.outcome = if ok {
+                say(format!(
+                    "rolled back: {name} runs {} as before",
+                    report.from
+                ));
+                Outcome::RolledBack
+            } else {
+                Outcome::RollbackFailed
+            };
+        }
+    } else {
+        say(format!("upgraded {name} to {}", opts.to));
+    }
+    report.phases = phases;
+    Ok(report)
+}
