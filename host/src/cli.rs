@@ -21,6 +21,7 @@ mod check;
 mod copy;
 mod demo;
 mod diff;
+mod drill;
 mod forget;
 mod init;
 mod key;
@@ -121,6 +122,8 @@ pub enum Command {
     /// List and inspect plugins
     #[command(subcommand)]
     Plugin(plugin::Command),
+    /// Rehearse restoring an app snapshot in scratch space and verify it, never touching the live app
+    Drill(drill::Args),
     /// Upgrade an app with its plugin, rolling back by itself when it fails
     Upgrade(upgrade::Args),
     /// Back up and restore the bundled example app in a local demo repository, and verify it
@@ -149,6 +152,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Repair(c) => repair::run(g, c),
         Command::Key(c) => key::run(g, c),
         Command::Plugin(c) => plugin::run(g, c),
+        Command::Drill(a) => drill::run(g, a),
         Command::Upgrade(a) => upgrade::run(g, a),
         Command::Demo(a) => demo::run(g, a),
     }

@@ -40,6 +40,8 @@ pub enum ExitCode {
     RolledBack = 17,
     /// `upgrade` failed and so did its rollback (or `--no-rollback` left it): act now.
     RollbackFailed = 18,
+    /// A drill's restore or verify failed: that snapshot would not bring the app back.
+    DrillFailed = 19,
 }
 
 impl ExitCode {

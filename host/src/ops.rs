@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod diff;
+pub mod drill;
 mod events;
 pub mod forget;
 pub mod stats;

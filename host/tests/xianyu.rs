@@ -356,3 +356,78 @@ fn kill_9_during_an_app_restore_leaves_each_item_old_or_restored() {
         assert_eq!(contents(&app.join(item)), restored[k], "{item}");
     }
 }
+
+/// `coffer drill` (issue 12, part): the stored plugin restores into scratch space with its stop
+/// and start commands NOT run, verify runs there, the scratch goes, the live app (process,
+/// files) is untouched, and the result shows in `snapshots`. A snapshot that cannot come back
+/// fails its drill (exit 19).
+#[test]
+fn a_drill_verifies_in_scratch_space_and_never_touches_the_live_app() {
+    let env = Env::new();
+    let (app, port, _server) = running_app(&env, 800, 3);
+    let cfg = config(&env, "coffer.toml", &app, port, true);
+    let cfg = cfg.to_str().unwrap();
+    let b = env.json(&["--config", cfg, "backup", "xianyu"]);
+    let pid = std::fs::read_to_string(app.join("run/xianyu.pid")).unwrap();
+    // The app's files (SQLite's -shm/-wal, and so data/'s time, change under any reader, the
+    // app's own included).
+    let files = |app: &Path| {
+        let mut m = manifest(app);
+        m.retain(|k, _| {
+            let k = String::from_utf8_lossy(k);
+            !k.ends_with("-shm") && !k.ends_with("-wal") && !k.starts_with("run") && k != "data"
+        });
+        m
+    };
+    let live = files(&app);
+
+    let out = env.run(&["--json", "--config", cfg, "drill", "xianyu"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["ok"], true, "{d}");
+    assert_eq!(d["snapshot"], b["snapshot"]);
+    let checks = d["verify"].as_array().unwrap();
+    assert!(
+        checks.len() >= 2 && checks.iter().all(|c| c["ok"] == true),
+        "{d}"
+    );
+    assert!(
+        stderr.contains("drill: not running stop_command"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(app.join("run/xianyu.pid")).unwrap(),
+        pid,
+        "the live app was not restarted"
+    );
+    assert_same(&live, &files(&app));
+    let (status, _) = coffer_testkit::compose::http("GET", port, "/health").unwrap();
+    assert_eq!(status, 200);
+    let scratch: Vec<_> = std::fs::read_dir(env.cache.join("drills"))
+        .unwrap()
+        .collect();
+    assert!(scratch.is_empty(), "the scratch space is removed");
+    let snaps = env.json(&["--config", cfg, "snapshots", "--app", "xianyu"]);
+    assert_eq!(snaps[0]["drill"]["ok"], true, "{snaps}");
+
+    // Damage every data pack: the snapshot would not bring the app back, and the drill says so.
+    for p in env.objects("data") {
+        let mut bytes = std::fs::read(&p).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x55;
+        std::fs::write(&p, bytes).unwrap();
+    }
+    let out = env.run(&["--json", "--config", cfg, "drill", "xianyu"]);
+    assert_eq!(
+        out.status.code(),
+        Some(19),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["ok"], false, "{d}");
+    let snaps = env.json(&["--config", cfg, "snapshots", "--app", "xianyu"]);
+    assert_eq!(snaps[0]["drill"]["ok"], false, "{snaps}");
+    assert_same(&live, &files(&app));
+}

@@ -169,7 +169,10 @@ fn run_app(
         &id,
         snap,
         &a.only,
-        a.dir.as_deref(),
+        match a.dir.as_deref() {
+            Some(d) => coffer::ops::app::Target::Dir(d),
+            None => coffer::ops::app::Target::Live,
+        },
         Some(&cache),
         &super::CliEvents::shared(),
     )?;

@@ -42,6 +42,16 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             }
         }
     }
+    let drills = coffer::ops::drill::recorded(&g.cache_dir(), &repo);
+    let drill_of = |id: &coffer_repo::id::SnapshotId, app: Option<&String>| {
+        let d = drills.apps.get(app?)?;
+        let hex = id.to_hex();
+        [&d.last, &d.last_ok]
+            .into_iter()
+            .flatten()
+            .find(|x| x.snapshot == hex)
+            .cloned()
+    };
     // Who wrote each: a signature check per snapshot, done once.
     let writers: Vec<Writer> = rows.iter().map(|(_, s)| repo.writer(s)).collect();
     if g.json {
@@ -52,6 +62,9 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
                 let mut v = serde_json::to_value(s).expect("snapshot serializes");
                 v["id"] = id.to_hex().into();
                 v["written_by"] = serde_json::to_value(w).expect("serializes");
+                if let Some(d) = drill_of(id, s.app.as_ref()) {
+                    v["drill"] = serde_json::json!({ "ok": d.ok, "at": d.at, "secs": d.secs });
+                }
                 v
             })
             .collect();
@@ -96,6 +109,14 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             );
             if let (Some(m), true) = (&s.metadata, s.app.is_some()) {
                 out!("{:<10} metadata {}", "", m);
+            }
+            if let Some(d) = drill_of(id, s.app.as_ref()) {
+                out!(
+                    "{:<10} drill {} at {}",
+                    "",
+                    if d.ok { "passed" } else { "FAILED" },
+                    d.at
+                );
             }
         }
         out!("{} snapshot(s)", rows.len());

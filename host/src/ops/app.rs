@@ -229,6 +229,23 @@ impl RestoreReport {
     }
 }
 
+/// The setting a drill hands the plugin, and which a plugin declares when its restore can run
+/// in scratch space without touching the live app (no stop or start of it, nothing restored
+/// into its services).
+pub const DRILL_SETTING: &str = "coffer_drill";
+
+/// Where an app restore goes.
+#[derive(Clone, Copy)]
+pub enum Target<'a> {
+    /// The app's own folder.
+    Live,
+    /// Another folder; the plugin still runs the live app's stop and start commands.
+    Dir(&'a Path),
+    /// A drill in scratch space: the plugin is told (`coffer_drill = true`), so it touches
+    /// nothing live, and no health check runs (it would check the live app).
+    Drill(&'a Path),
+}
+
 /// Restores an app snapshot with the plugin stored in it, then runs its verify and health.
 #[allow(clippy::too_many_arguments)]
 pub fn restore(
@@ -237,7 +254,7 @@ pub fn restore(
     id: &SnapshotId,
     snap: Snapshot,
     only: &[String],
-    dir_override: Option<&Path>,
+    target: Target,
     cache_dir: Option<&Path>,
     events: &Arc<dyn Events>,
 ) -> Result<RestoreReport> {
@@ -247,9 +264,11 @@ pub fn restore(
         .ok_or_else(|| Error::Invalid("not an app snapshot: restore it with --target".into()))?;
     let app = config.app(&name)?;
     let log = plugin_log(events, &name);
-    let dir = dir_override
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| app.dir.clone());
+    let (dir, drill) = match target {
+        Target::Live => (app.dir.clone(), false),
+        Target::Dir(d) => (d.to_path_buf(), false),
+        Target::Drill(d) => (d.to_path_buf(), true),
+    };
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let (index, _) = repo.load_index()?;
     let index = Arc::new(index);
@@ -267,7 +286,20 @@ pub fn restore(
         }
     }
     let plugin = stored_plugin(repo, &index, &snap, cache_dir)?;
-    let settings = settings(&plugin, app)?;
+    let mut settings = settings(&plugin, app)?;
+    if drill {
+        if !plugin.info.settings.iter().any(|s| s.name == DRILL_SETTING) {
+            return Err(Error::Invalid(format!(
+                "plugin {} {} (stored in snapshot {}) does not support drills: its restore would touch the live app. Rehearse it with `coffer restore {} --target DIR` (files only)",
+                plugin.info.name,
+                plugin.info.version,
+                id.short(),
+                id.short()
+            )));
+        }
+        settings.retain(|(k, _)| k != DRILL_SETTING);
+        settings.push((DRILL_SETTING.into(), "true".into()));
+    }
     let limits = app.limits();
     let source = || Source {
         repo: repo.clone(),
@@ -289,7 +321,11 @@ pub fn restore(
     }
     let caps = caps_for(&name, app, &dir, settings.clone(), log.clone())?.with_source(source());
     let (verify, _) = plugin.verify(caps, limits, Some((id, &restored)))?;
-    let health = plugin.health(caps_for(&name, app, &dir, settings, log)?, limits)?;
+    let health = if drill {
+        vec![]
+    } else {
+        plugin.health(caps_for(&name, app, &dir, settings, log)?, limits)?
+    };
     Ok(RestoreReport {
         snapshot: id.to_hex(),
         app: name,

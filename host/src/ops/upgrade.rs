@@ -17,7 +17,7 @@ use coffer_repo::archiver::Counters;
 use coffer_repo::Repository;
 use coffer_runtime::{Check, LogLevel};
 
-use super::app::{backup, restore, BackupOptions, Live};
+use super::app::{backup, restore, BackupOptions, Live, Target};
 use super::events::Events;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -245,7 +245,7 @@ pub fn upgrade(
                 &snap_id,
                 snap.clone(),
                 &[],
-                None,
+                Target::Live,
                 opts.cache_dir.as_deref(),
                 events,
             );

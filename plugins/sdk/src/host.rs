@@ -284,7 +284,15 @@ fn resp(r: h::HttpResponse) -> Response {
 
 /// Runs the command line in setting `name` (`stop_command`, `start_command`…) when it is set and
 /// not blank, logging it; an error with the program's stderr when it fails.
+///
+/// In a drill (`coffer_drill` is true) nothing runs: those commands act on the live app.
 pub fn run_setting(settings: &crate::Settings, name: &str) -> Result<()> {
+    if settings.drill() {
+        if settings.get(name).is_some_and(|l| !l.trim().is_empty()) {
+            info(format!("drill: not running {name} (it acts on the live app)"));
+        }
+        return Ok(());
+    }
     if let Some(line) = settings.get(name).filter(|l| !l.trim().is_empty()) {
         info(format!("running {name}: {line}"));
         Command::parse(line)?.run()?.check(name)?;

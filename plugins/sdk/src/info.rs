@@ -90,6 +90,13 @@ impl PluginInfo {
         self
     }
 
+    /// Declares that restore can run as a drill: with `coffer_drill` set, into a scratch folder,
+    /// touching nothing of the live app ([`crate::host::run_setting`] then runs no stop or start
+    /// command). `coffer drill` refuses plugins that do not declare it.
+    pub fn drills(self) -> Self {
+        self.setting_or("coffer_drill", "set by coffer during a drill (restore into scratch space, touch nothing live); not for coffer.toml", "false")
+    }
+
     pub fn item(mut self, item: &str) -> Self {
         self.items.push(item.into());
         self
@@ -144,6 +151,12 @@ impl Settings {
     }
 
     /// A comma-separated list setting.
+    /// Whether this call is part of a drill: a restore into scratch space that must touch
+    /// nothing of the live app (see [`PluginInfo::drills`]).
+    pub fn drill(&self) -> bool {
+        self.get("coffer_drill") == Some("true")
+    }
+
     pub fn list(&self, name: &str) -> Vec<String> {
         self.get(name)
             .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())

@@ -44,6 +44,7 @@ impl Plugin for Xianyu {
             .runs("setting:stop_command")
             .runs("setting:start_command")
             .http("setting:health_url")
+            .drills()
             .item("db")
             .item("config")
             .item("uploads")
