@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coffer_testkit::compose::{compose_argv, cskefu_images, remove_project, run_ok};
+use coffer_testkit::compose::{compose_command, cskefu_images, remove_project, run_ok, running};
 use common::*;
 
 /// A compose project in `dir` with `yaml` as its compose file; removed on drop.
@@ -33,31 +33,11 @@ impl Project {
     }
 
     fn compose(&self, args: &[&str]) -> String {
-        let argv = compose_argv();
-        run_ok(
-            Command::new(argv[0])
-                .args(&argv[1..])
-                .args(["-p", &self.name])
-                .args(args)
-                .current_dir(&self.dir),
-        )
+        run_ok(&mut compose_command(&self.name, &self.dir, args))
     }
 
     fn running(&self, service: &str) -> bool {
-        let out = Command::new("docker")
-            .args([
-                "ps",
-                "-q",
-                "--filter",
-                &format!("label=com.docker.compose.project={}", self.name),
-                "--filter",
-                &format!("label=com.docker.compose.service={service}"),
-                "--filter",
-                "status=running",
-            ])
-            .output()
-            .unwrap();
-        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+        !running(&self.name, Some(service)).is_empty()
     }
 }
 
@@ -151,8 +131,8 @@ fn zhiyun_dumps_and_restores_postgresql_through_compose_exec() {
         "services:\n  db:\n    image: postgres:16-alpine\n    pull_policy: never\n    environment:\n      POSTGRES_USER: zhiyun\n      POSTGRES_PASSWORD: pg-secret\n      POSTGRES_DB: zhiyun\n    volumes:\n      - pgdata:/var/lib/postgresql/data\n  worker:\n    image: cskefu/redis:5.0.5\n    pull_policy: never\n    entrypoint: [\"sleep\", \"infinity\"]\nvolumes:\n  pgdata: {}\n",
     );
     p.compose(&["up", "-d"]);
-    let psql = |sql: &str| {
-        p.compose(&[
+    let psql_args = |sql: &'static str| {
+        [
             "exec",
             "-T",
             "-e",
@@ -171,32 +151,12 @@ fn zhiyun_dumps_and_restores_postgresql_through_compose_exec() {
             "-t",
             "-c",
             sql,
-        ])
+        ]
     };
+    let psql = |sql: &'static str| p.compose(&psql_args(sql));
     let begun = Instant::now();
     loop {
-        let argv = compose_argv();
-        let ready = Command::new(argv[0])
-            .args(&argv[1..])
-            .args([
-                "-p",
-                &project,
-                "exec",
-                "-T",
-                "-e",
-                "PGPASSWORD=pg-secret",
-                "db",
-                "psql",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "zhiyun",
-                "-d",
-                "zhiyun",
-                "-c",
-                "SELECT 1",
-            ])
-            .current_dir(&p.dir)
+        let ready = compose_command(&project, &p.dir, &psql_args("SELECT 1"))
             .output()
             .unwrap();
         if ready.status.success() {

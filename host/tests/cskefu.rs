@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_testkit::compose::{Cskefu, Victim};
+use coffer_testkit::compose::{running, Cskefu, Victim};
 use common::*;
 
 fn config(env: &Env, app: &Cskefu, settings: &str) -> PathBuf {
@@ -81,18 +81,7 @@ fn watch_running(app: &Cskefu) -> (Arc<AtomicBool>, std::thread::JoinHandle<usiz
     let t = std::thread::spawn(move || {
         let mut fewest = usize::MAX;
         while !s.load(Ordering::Relaxed) {
-            let out = std::process::Command::new("docker")
-                .args([
-                    "ps",
-                    "-q",
-                    "--filter",
-                    &format!("label=com.docker.compose.project={project}"),
-                    "--filter",
-                    "status=running",
-                ])
-                .output()
-                .unwrap();
-            fewest = fewest.min(String::from_utf8_lossy(&out.stdout).lines().count());
+            fewest = fewest.min(running(&project, None).len());
             std::thread::sleep(Duration::from_millis(100));
         }
         fewest
@@ -528,21 +517,13 @@ fn image_id(tag: &str) -> String {
 }
 
 fn running_image(app: &Cskefu) -> String {
-    let id = coffer_testkit::compose::run_ok(std::process::Command::new("docker").args([
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=com.docker.compose.project={}", app.project),
-        "--filter",
-        "label=com.docker.compose.service=contact-center",
-        "--filter",
-        "status=running",
-    ]));
+    let ids = running(&app.project, Some("contact-center"));
+    let id = ids.first().expect("contact-center runs");
     coffer_testkit::compose::run_ok(std::process::Command::new("docker").args([
         "inspect",
         "-f",
         "{{.Image}}",
-        id.trim(),
+        id,
     ]))
     .trim()
     .to_string()

@@ -32,13 +32,7 @@ fn py(args: &[&str]) -> std::process::Output {
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use coffer_testkit::free_port;
 
 /// coffer.toml for an app folder; with `lifecycle`, restore stops and starts the app.
 fn config(env: &Env, name: &str, dir: &Path, port: u16, lifecycle: bool) -> PathBuf {

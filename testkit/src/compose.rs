@@ -80,12 +80,34 @@ pub fn run_ok(c: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+use crate::free_port;
+
+/// The machine's Compose on project `project` in folder `dir`, with `args`.
+pub fn compose_command(project: &str, dir: &Path, args: &[&str]) -> Command {
+    let argv = compose_argv();
+    let mut c = Command::new(argv[0]);
+    c.args(&argv[1..])
+        .args(["-p", project])
+        .args(args)
+        .current_dir(dir);
+    c
+}
+
+/// Ids of a project's running containers (of one service when given), by Compose's labels.
+pub fn running(project: &str, service: Option<&str>) -> Vec<String> {
+    let mut c = Command::new("docker");
+    c.args([
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--filter",
+        "status=running",
+    ]);
+    if let Some(s) = service {
+        c.args(["--filter", &format!("label=com.docker.compose.service={s}")]);
+    }
+    run_ok(&mut c).lines().map(str::to_string).collect()
 }
 
 /// A tiny HTTP/1.0 client: (status, body).
@@ -160,13 +182,7 @@ impl Cskefu {
     }
 
     pub fn compose(&self, args: &[&str]) -> Command {
-        let argv = compose_argv();
-        let mut c = Command::new(argv[0]);
-        c.args(&argv[1..])
-            .args(["-p", &self.project])
-            .args(args)
-            .current_dir(&self.dir);
-        c
+        compose_command(&self.project, &self.dir, args)
     }
 
     /// `up -d`, then waits until the web health endpoint says UP.
@@ -230,10 +246,7 @@ impl Cskefu {
     }
 
     pub fn running(&self) -> usize {
-        self.containers()
-            .iter()
-            .filter(|(_, s)| s == "running")
-            .count()
+        running(&self.project, None).len()
     }
 
     /// A query in the mysql service; tab-separated rows.
@@ -310,13 +323,7 @@ impl Victim {
             "services:\n  db:\n    image: cskefu/redis:5.0.5\n    pull_policy: never\n    volumes:\n      - data:/data\nvolumes:\n  data: {}\n",
         )
         .unwrap();
-        let argv = compose_argv();
-        run_ok(
-            Command::new(argv[0])
-                .args(&argv[1..])
-                .args(["-p", project, "up", "-d"])
-                .current_dir(&dir),
-        );
+        run_ok(&mut compose_command(project, &dir, &["up", "-d"]));
         Victim {
             dir,
             project: project.into(),
@@ -324,18 +331,7 @@ impl Victim {
     }
 
     pub fn running(&self) -> bool {
-        let out = Command::new("docker")
-            .args([
-                "ps",
-                "-q",
-                "--filter",
-                &format!("label=com.docker.compose.project={}", self.project),
-                "--filter",
-                "status=running",
-            ])
-            .output()
-            .unwrap();
-        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+        !running(&self.project, None).is_empty()
     }
 }
 

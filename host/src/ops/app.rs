@@ -119,16 +119,14 @@ pub fn backup(
         counters,
         annotate,
     } = opts;
-    let log = plugin_log(events, name);
     let cache_dir = cache_dir.as_deref();
-    let app = config.app(name)?;
-    let plugin = load_plugin(app, cache_dir)?;
-    let settings = settings(&plugin, app)?;
+    let live = Live::load(config, name, cache_dir, events)?;
+    let (app, plugin) = (live.app, &live.plugin);
     let cache_path = cache_dir.map(|d| d.join(&repo.config().id).join(format!("app-{name}.json")));
     let _phase = Phase::begin(events.as_ref(), "backup", counters.clone());
     let mut session = Session::start(repo.clone(), cache_path, counters)?;
     let content = session.store_blob(&plugin.wasm)?;
-    let caps = caps_for(name, app, &app.dir, settings, log)?.with_session(session);
+    let caps = live.caps()?.with_session(session);
     let (mut metadata, mut caps) = plugin.capture(caps, app.limits())?;
     if let (Some((key, value)), Some(map)) = (annotate, metadata.as_object_mut()) {
         map.insert(key, value);
@@ -149,7 +147,7 @@ pub fn backup(
         metadata: Some(metadata),
     })?;
     drop(caps); // staged database copies go now, after the snapshot holds them
-    Ok((result, plugin))
+    Ok((result, live.plugin))
 }
 
 /// The app's plugin, settings and the capabilities of one call on its live folder.

@@ -204,17 +204,20 @@ fn mysql_up(c: &Conf, password: &str) -> std::result::Result<(), String> {
 fn start(c: &Conf, password: &str) -> Result<Vec<Service>> {
     let begun = Instant::now();
     let services = c.project.up(&[], c.wait)?;
-    let mut last;
-    loop {
-        last = mysql_up(c, password).and_then(|_| web_up(c));
-        if last.is_ok() || begun.elapsed() >= c.wait {
-            break;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    match last {
+    match retry_until(begun, c.wait, || mysql_up(c, password).and_then(|_| web_up(c))) {
         Ok(()) => Ok(services),
         Err(e) => bail!("project {} is up but not healthy after {} s: {e}", c.project.name(), c.wait.as_secs()),
+    }
+}
+
+/// `check` once a second until it passes or `limit` has passed since `begun`; its last answer.
+fn retry_until(begun: Instant, limit: Duration, check: impl Fn() -> std::result::Result<(), String>) -> std::result::Result<(), String> {
+    loop {
+        let last = check();
+        if last.is_ok() || begun.elapsed() >= limit {
+            return last;
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 
@@ -246,8 +249,7 @@ fn dump_args(database: &str) -> Vec<String> {
     ["mysqldump", "-uroot", "--single-transaction", "--routines", "--triggers", "--events", "--hex-blob", "--databases", database].iter().map(|s| s.to_string()).collect()
 }
 
-fn cold_capture(c: &Conf, password: &str, meta: &mut JsonMap<String, Json>) -> Result<()> {
-    let running = c.project.ps()?;
+fn cold_capture(c: &Conf, password: &str, running: &[Service], meta: &mut JsonMap<String, Json>) -> Result<()> {
     let mysql_running = running.iter().any(|s| s.name == c.mysql && s.state == "running");
     // The app first: once it is stopped nothing writes, and the counts are those of the copy.
     let begun = Instant::now();
@@ -307,14 +309,7 @@ fn load_dump(c: &Conf, password: &str) -> Result<()> {
 
 /// Waits until MySQL answers (after `up` of the mysql service alone).
 fn wait_mysql(c: &Conf, password: &str) -> Result<()> {
-    let begun = Instant::now();
-    loop {
-        match mysql_up(c, password) {
-            Ok(()) => return Ok(()),
-            Err(e) if begun.elapsed() >= c.wait => bail!("MySQL did not answer within {} s: {e}", c.wait.as_secs()),
-            Err(_) => std::thread::sleep(Duration::from_secs(1)),
-        }
-    }
+    retry_until(Instant::now(), c.wait, || mysql_up(c, password)).map_err(|e| Error::msg(format!("MySQL did not answer within {} s: {e}", c.wait.as_secs())))
 }
 
 /// Pins CC_IMAGE in the restored `.env` to what the snapshot recorded: the repo digest when the
@@ -380,7 +375,7 @@ impl Plugin for Cskefu {
         meta.insert("services".into(), Json::Object(services));
         meta.insert("database".into(), c.database.clone().into());
         if c.mode == "cold" {
-            cold_capture(&c, &password, &mut meta)?;
+            cold_capture(&c, &password, &running, &mut meta)?;
             meta.insert("consistency".into(), json!({ "deployment": "point in time: every service was down while the folder was copied" }));
         } else {
             online_capture(&c, &password, &mut meta)?;

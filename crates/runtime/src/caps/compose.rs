@@ -226,7 +226,8 @@ impl Caps {
 
     pub(super) fn compose_ps(&mut self, p: ComposeProject) -> R<Vec<ComposeService>> {
         let p = self.project(&p)?;
-        ps(&p)
+        let config = p.has_compose_file().then(|| p.config()).transpose()?;
+        ps(&p, config.as_ref())
     }
 
     pub(super) fn compose_stop(
@@ -296,7 +297,9 @@ impl Caps {
         wait_ms: u32,
     ) -> R<Vec<ComposeService>> {
         let p = self.project(&p)?;
-        contained(&p, &p.config()?)?;
+        // Read once: the wait below asks `ps` every half second.
+        let config = p.config()?;
+        contained(&p, &config)?;
         let mut args = vec!["up", "-d", "--no-build"];
         args.extend(services.iter().map(String::as_str));
         output(
@@ -306,7 +309,7 @@ impl Caps {
         )?;
         let deadline = Instant::now() + timeout_of(wait_ms, DEFAULT_WAIT);
         loop {
-            let all = ps(&p)?;
+            let all = ps(&p, Some(&config))?;
             let wanted: Vec<&ComposeService> = all
                 .iter()
                 .filter(|s| services.is_empty() || services.contains(&s.name))
@@ -483,13 +486,13 @@ impl Caps {
     }
 }
 
-/// What `ps` tells of every service of the project (those of its compose file in its order, then
-/// any other the engine has containers of).
-fn ps(p: &Project) -> R<Vec<ComposeService>> {
+/// What `ps` tells of every service of the project (those of its configuration, when it has a
+/// compose file, in its order, then any other the engine has containers of).
+fn ps(p: &Project, config: Option<&Value>) -> R<Vec<ComposeService>> {
     let mut names: Vec<String> = vec![];
     let mut images: Vec<(String, String)> = vec![];
-    if p.has_compose_file() {
-        if let Some(services) = p.config()?.get("services").and_then(Value::as_mapping) {
+    if let Some(config) = config {
+        if let Some(services) = config.get("services").and_then(Value::as_mapping) {
             for (k, v) in services {
                 let name = k.as_str().unwrap_or_default().to_string();
                 let image = v
