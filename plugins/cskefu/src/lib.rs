@@ -25,7 +25,9 @@
 
 use std::time::{Duration, Instant};
 
+use coffer_plugin_sdk::compose::{env_value, with_env_value};
 use coffer_plugin_sdk::prelude::*;
+use coffer_plugin_sdk::retry_until;
 
 /// Tags that move: a snapshot bound to one of them cannot say which image wrote it.
 const MOVING_TAGS: [&str; 8] = ["", "develop", "latest", "master", "main", "osc", "nightly", "edge"];
@@ -73,25 +75,6 @@ impl Conf {
             wait: secs("start_timeout_secs", "300")?,
         })
     }
-}
-
-/// `KEY=VALUE` lines of an env file (comments and blank lines skipped, quotes removed).
-fn env_value(text: &str, key: &str) -> Option<String> {
-    text.lines().rev().find_map(|l| {
-        let (k, v) = l.trim().split_once('=')?;
-        (k.trim() == key).then(|| v.trim().trim_matches('"').trim_matches('\'').to_string())
-    })
-}
-
-/// `text` with `KEY=value` set (replacing the last such line, or appended).
-fn with_env_value(text: &str, key: &str, value: &str) -> String {
-    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    let at = lines.iter().rposition(|l| l.trim().split_once('=').is_some_and(|(k, _)| k.trim() == key));
-    match at {
-        Some(i) => lines[i] = format!("{key}={value}"),
-        None => lines.push(format!("{key}={value}")),
-    }
-    lines.join("\n") + "\n"
 }
 
 fn read_env() -> Result<String> {
@@ -207,17 +190,6 @@ fn start(c: &Conf, password: &str) -> Result<Vec<Service>> {
     match retry_until(begun, c.wait, || mysql_up(c, password).and_then(|_| web_up(c))) {
         Ok(()) => Ok(services),
         Err(e) => bail!("project {} is up but not healthy after {} s: {e}", c.project.name(), c.wait.as_secs()),
-    }
-}
-
-/// `check` once a second until it passes or `limit` has passed since `begun`; its last answer.
-fn retry_until(begun: Instant, limit: Duration, check: impl Fn() -> std::result::Result<(), String>) -> std::result::Result<(), String> {
-    loop {
-        let last = check();
-        if last.is_ok() || begun.elapsed() >= limit {
-            return last;
-        }
-        std::thread::sleep(Duration::from_secs(1));
     }
 }
 

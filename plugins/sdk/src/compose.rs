@@ -125,3 +125,22 @@ impl Exec {
         Ok(Process::from_wit(h::compose_spawn(&self.cmd)?))
     }
 }
+
+/// The value of `key` in an env file's text (Compose's `.env`): `KEY=VALUE` lines (comments and blank lines skipped, quotes removed).
+pub fn env_value(text: &str, key: &str) -> Option<String> {
+    text.lines().rev().find_map(|l| {
+        let (k, v) = l.trim().split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_matches('"').trim_matches('\'').to_string())
+    })
+}
+
+/// `text` with `KEY=value` set (replacing the last such line, or appended).
+pub fn with_env_value(text: &str, key: &str, value: &str) -> String {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let at = lines.iter().rposition(|l| l.trim().split_once('=').is_some_and(|(k, _)| k.trim() == key));
+    match at {
+        Some(i) => lines[i] = format!("{key}={value}"),
+        None => lines.push(format!("{key}={value}")),
+    }
+    lines.join("\n") + "\n"
+}

@@ -300,6 +300,28 @@ pub fn run_setting(settings: &crate::Settings, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Runs the command line in setting `name` (an app's `upgrade_command`) with `{version}` replaced
+/// by `version`, for apps whose upgrade is a script of their own. The version may hold only
+/// letters, digits, `.`, `-`, `_` and `+`: it becomes one argument, never shell text. An unset
+/// setting is an error that says what to set.
+pub fn run_upgrade_command(settings: &crate::Settings, name: &str, version: &str) -> Result<()> {
+    if version.is_empty() || !version.chars().all(|c| c.is_ascii_alphanumeric() || ".-_+".contains(c)) {
+        return Err(crate::Error(format!("version '{version}' may hold only letters, digits, '.', '-', '_' and '+'")));
+    }
+    let Some(line) = settings.get(name).filter(|l| !l.trim().is_empty()) else {
+        return Err(crate::Error(format!(
+            "no upgrade step is configured: set {name} in the app's settings (a command, \"{{version}}\" replaced by the version to upgrade to) and grant its program"
+        )));
+    };
+    let mut cmd = Command::parse(line)?;
+    for a in cmd.cmd.args.iter_mut() {
+        *a = a.replace("{version}", version);
+    }
+    info(format!("running {name} for {version}: {} {}", cmd.cmd.program, cmd.cmd.args.join(" ")));
+    cmd.timeout(Duration::from_secs(3600)).run()?.check(name)?;
+    Ok(())
+}
+
 /// An S3 bucket (prefix) to capture or restore.
 pub use h::Bucket;
 

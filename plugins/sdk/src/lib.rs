@@ -33,6 +33,7 @@
 pub mod compose;
 pub mod host;
 mod info;
+pub mod pg;
 
 pub use info::{Capability, Check, PluginInfo, SettingSpec, Settings, Snapshot};
 pub use serde_json::{self, json, Map as JsonMap, Value as Json};
@@ -91,6 +92,17 @@ macro_rules! bail {
 /// Whether a restore given `only` (the `--only` items; empty means all) includes `item`.
 pub fn wanted(only: &[String], item: &str) -> bool {
     only.is_empty() || only.iter().any(|o| o == item)
+}
+
+/// `check` once a second until it passes or `limit` has passed since `begun`; its last answer.
+pub fn retry_until(begun: std::time::Instant, limit: std::time::Duration, check: impl Fn() -> std::result::Result<(), String>) -> std::result::Result<(), String> {
+    loop {
+        let last = check();
+        if last.is_ok() || begun.elapsed() >= limit {
+            return last;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 /// One application, as coffer sees it. Every call gets a fresh instance of the plugin: keep no

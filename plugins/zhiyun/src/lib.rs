@@ -11,13 +11,13 @@
 //!   server-side snapshot is deleted afterwards, also when the download fails.
 //! - MinIO (any S3 store): the bucket (prefix) as a tree of objects in `files/`.
 
-mod pg;
 mod qdrant;
 
+use coffer_plugin_sdk::compose::{env_value, with_env_value};
 use coffer_plugin_sdk::host::Bucket;
 use coffer_plugin_sdk::prelude::*;
 
-use pg::{Format, Pg};
+use coffer_plugin_sdk::pg::{Format, Pg};
 use qdrant::Qdrant;
 
 const ITEMS: [&str; 3] = ["db", "files", "vectors"];
@@ -33,6 +33,18 @@ fn app_services(settings: &Settings) -> Option<(Project, Vec<String>)> {
         return None;
     }
     Some((Project::new(project, settings.get_or("db_compose_dir", "")), services))
+}
+
+/// Under Compose with `image_tag_var` set: the project's `.env` (relative to the app folder) and
+/// the variable.
+fn image_tag_env(settings: &Settings) -> Option<(String, String)> {
+    let var = settings.get_or("image_tag_var", "").trim().to_string();
+    app_services(settings)?;
+    if var.is_empty() {
+        return None;
+    }
+    let dir = settings.get_or("db_compose_dir", "").trim_matches('/');
+    Some((if dir.is_empty() { ".env".into() } else { format!("{dir}/.env") }, var))
 }
 
 fn flag(settings: &Settings, name: &str) -> bool {
@@ -100,6 +112,8 @@ impl Plugin for Zhiyun {
         .setting_or("app_compose_services", "services of that project to stop during a restore and start after it (web, worker), comma-separated", "")
         .setting_or("stop_command", "command that stops the app before a restore (empty: leave it)", "")
         .setting_or("start_command", "command that starts the app after a restore", "")
+        .setting_or("image_tag_var", "under Compose: the variable of the project's .env that names the app's image tag; `coffer upgrade` sets it and starts app_compose_services", "")
+        .setting_or("upgrade_command", "otherwise: the command that upgrades the app (\"{version}\" replaced by the version)", "")
         .runs("pg_dump")
         .runs("psql")
         .runs("pg_restore")
@@ -107,6 +121,7 @@ impl Plugin for Zhiyun {
         .compose_exec("setting:db_compose_project", "setting:db_compose_service")
         .runs("setting:stop_command")
         .runs("setting:start_command")
+        .runs("setting:upgrade_command")
         .http("setting:qdrant_url")
         .http("setting:health_url")
         .s3("setting:minio_endpoint")
@@ -116,7 +131,7 @@ impl Plugin for Zhiyun {
     }
 
     fn capture(settings: &Settings) -> Result<Json> {
-        let pg = Pg::from(settings)?;
+        let pg = Pg::from(settings, ("postgres", "zhiyun", "db"))?;
         let format = Format::parse(settings.get_or("dump_format", "plain"))?;
         let q = Qdrant::from(settings);
         // Reach Qdrant before moving data, so a wrong setting fails in seconds. The database
@@ -126,6 +141,10 @@ impl Plugin for Zhiyun {
         let database = pg.capture(format)?;
 
         let mut meta = json!({ "database": database, "items": ["db"] });
+        if let Some((path, var)) = image_tag_env(settings) {
+            let env = std::fs::read_to_string(format!("/app/{path}")).unwrap_or_default();
+            meta["app_version"] = env_value(&env, &var).into();
+        }
         if let Some(b) = bucket(settings)? {
             let n = host::capture_bucket("files", &b)
                 .map_err(|e| Error(format!("MinIO files: {e}")))?;
@@ -186,7 +205,7 @@ impl Plugin for Zhiyun {
         let meta = snapshot.map(|s| &s.metadata);
         let restored = |item: &str| snapshot.is_none_or(|s| s.has(item));
         if restored("db") {
-            let pg = Pg::from(settings)?;
+            let pg = Pg::from(settings, ("postgres", "zhiyun", "db"))?;
             match pg.facts_now() {
                 Err(e) => checks.push(Check::fail("database", e.0)),
                 Ok(now) => {
@@ -250,6 +269,21 @@ impl Plugin for Zhiyun {
         Ok(checks)
     }
 
+    /// Under Compose: the image tag in the project's `.env` (`image_tag_var`), then the app's
+    /// services up (they migrate as they start). Otherwise the deployment's own
+    /// `upgrade_command`. The host snapshots before and rolls back when health fails.
+    fn upgrade(settings: &Settings, to: &str) -> Result<()> {
+        let (Some((path, var)), Some((project, services))) = (image_tag_env(settings), app_services(settings)) else {
+            return host::run_upgrade_command(settings, "upgrade_command", to);
+        };
+        let env = std::fs::read_to_string(format!("/app/{path}")).map_err(|e| Error(format!("{path}: {e}")))?;
+        host::info(format!("{var} {} → {to} in {path}", env_value(&env, &var).unwrap_or_default()));
+        host::write_file(&path, with_env_value(&env, &var, to))?;
+        let services: Vec<&str> = services.iter().map(String::as_str).collect();
+        project.up(&services, std::time::Duration::from_secs(300))?;
+        Ok(())
+    }
+
     fn health(settings: &Settings) -> Result<Vec<Check>> {
         let url = settings.get_or("health_url", "http://127.0.0.1:8000/api/health");
         let r = match Request::get(url)
@@ -281,7 +315,7 @@ impl Plugin for Zhiyun {
 /// Database, then files, then vectors: the manual's disaster-recovery order.
 fn restore_parts(settings: &Settings, snapshot: &Snapshot, only: &[String]) -> Result<()> {
     if wanted(only, "db") {
-        let pg = Pg::from(settings)?;
+        let pg = Pg::from(settings, ("postgres", "zhiyun", "db"))?;
         let format = Format::parse(
             snapshot.metadata["database"]["format"]
                 .as_str()

@@ -1,10 +1,13 @@
-//! PostgreSQL: a dump read at one exported snapshot, with row counts and checksums taken at that
-//! same snapshot, and a restore into an empty database.
+//! PostgreSQL for plugins: a dump read at one exported snapshot, with row counts and checksums
+//! taken at that same snapshot, and a restore into an empty (or fresh) database. The client
+//! programs (psql, pg_dump, pg_restore) run on the host as granted programs, or inside the
+//! database's Compose service ([`Via`]). Used by zhiyun and SsalgTen.
 
 use std::time::Duration;
 
-use coffer_plugin_sdk::host::Process;
-use coffer_plugin_sdk::prelude::*;
+use crate::compose::{Exec, Project};
+use crate::host::{self, Command, Process};
+use crate::{bail, json, Error, Json, JsonMap, Result, Settings};
 
 /// Marks the end of one answer on the psql session's output.
 const END: &str = "__coffer_end__";
@@ -93,6 +96,7 @@ impl Client {
 }
 
 /// Where and how to reach the database.
+#[derive(Clone)]
 pub struct Pg {
     pub via: Via,
     pub host: String,
@@ -142,28 +146,32 @@ pub fn ident(name: &str) -> String {
 }
 
 /// `'text'` quoted as an SQL literal.
-fn literal(s: &str) -> String {
+pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
 impl Pg {
-    pub fn from(settings: &Settings) -> Result<Pg> {
+    /// From the settings `db_compose_project`, `db_compose_dir`, `db_compose_service` (run
+    /// inside that service when a project is set), `db_host`, `db_port`, `db_user`,
+    /// `db_password`, `db_name` and `db_maintenance`; `defaults` gives (user, database, service)
+    /// when they are not set.
+    pub fn from(settings: &Settings, defaults: (&str, &str, &str)) -> Result<Pg> {
         let project = settings.get_or("db_compose_project", "").trim();
         let via = if project.is_empty() {
             Via::Host
         } else {
             Via::Service(
                 Project::new(project, settings.get_or("db_compose_dir", "")),
-                settings.get_or("db_compose_service", "db").to_string(),
+                settings.get_or("db_compose_service", defaults.2).to_string(),
             )
         };
         Ok(Pg {
             via,
             host: settings.get_or("db_host", "127.0.0.1").to_string(),
             port: settings.get_or("db_port", "5432").to_string(),
-            user: settings.get_or("db_user", "postgres").to_string(),
+            user: settings.get_or("db_user", defaults.0).to_string(),
             password: settings.get_or("db_password", "").to_string(),
-            database: settings.get_or("db_name", "zhiyun").to_string(),
+            database: settings.get_or("db_name", defaults.1).to_string(),
             maintenance_db: settings.get_or("db_maintenance", "postgres").to_string(),
         })
     }
@@ -487,7 +495,7 @@ fn rows(text: &str) -> Vec<Vec<String>> {
 }
 
 /// A UTC timestamp for names, from the WASI clock.
-fn stamp() -> String {
+pub fn stamp() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
