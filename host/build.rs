@@ -13,6 +13,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("xianyu", "coffer_plugin_xianyu"),
     ("zhiyun", "coffer_plugin_zhiyun"),
     ("cskefu", "coffer_plugin_cskefu"),
+    ("ssalgten", "coffer_plugin_ssalgten"),
 ];
 /// Plugins built for the tests only.
 const TEST_ONLY: &[&str] = &[
@@ -32,6 +33,7 @@ fn main() {
         "xianyu",
         "zhiyun",
         "cskefu",
+        "ssalgten",
         "hostile",
         "probe",
         "legacy-0.1.0",

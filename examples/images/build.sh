@@ -11,6 +11,11 @@
 #                                  keeps a journal in /data/activemq
 #   postgres:16-alpine             PostgreSQL 15 (Debian) in its role: POSTGRES_PASSWORD,
 #                                  POSTGRES_USER, POSTGRES_DB, data in $PGDATA
+#   redis:7-alpine                 the same Redis, for SsalgTen (runs a compose `command`)
+#   ssalgten/backend:TAG           NOT SsalgTen: one stand-in image in both roles (see
+#   ssalgten/frontend:TAG          ssalgten/app.py): migrations at start, GET :3001/api/health,
+#                                  GET :80/health; v1 healthy, v2 migrates and fails its health,
+#                                  v3 migrates and stays healthy
 #   cskefu/contact-center:TAG      NOT the real app: a stand-in speaking its health endpoint
 #                                  (GET :8035/actuator/health) that upgrades its schema in
 #                                  cosinee at start and writes messages (two rows each, one
@@ -77,4 +82,11 @@ docker tag cskefu/contact-center:$CC_PINNED cskefu/contact-center:develop
 # and then fails its health check.
 build cskefu/contact-center:7d2c9e4 contact-center VERSION=7d2c9e4
 build cskefu/contact-center:9f3e1aa contact-center VERSION=9f3e1aa HEALTH=fail
+build redis:7-alpine redis
+# SsalgTen: v1 healthy; v2 applies its migration and then fails its health check; v3 applies it
+# and stays healthy. One image per tag serves as both backend and frontend.
+for v in v1:ok v2:fail v3:ok; do
+    build ssalgten/backend:${v%%:*} ssalgten VERSION=${v%%:*} HEALTH=${v#*:}
+    docker tag ssalgten/backend:${v%%:*} ssalgten/frontend:${v%%:*}
+done
 echo "stand-in images ready in $(( $(date +%s) - started )) s"

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coffer_testkit::compose::{compose_command, cskefu_images, remove_project, run_ok, running};
+use coffer_testkit::compose::{compose_command, remove_project, run_ok, running, stand_in_images};
 use common::*;
 
 /// A compose project in `dir` with `yaml` as its compose file; removed on drop.
@@ -23,7 +23,7 @@ struct Project {
 
 impl Project {
     fn new(dir: &Path, name: &str, yaml: &str) -> Project {
-        cskefu_images();
+        stand_in_images();
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("docker-compose.yml"), yaml).unwrap();
         Project {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_testkit::compose::{running, Cskefu, Victim};
+use coffer_testkit::compose::{image_id, running, Cskefu, Victim};
 use common::*;
 
 fn config(env: &Env, app: &Cskefu, settings: &str) -> PathBuf {
@@ -506,14 +506,6 @@ fn the_compose_grant_reaches_only_its_own_project() {
     .unwrap();
     let err = env.fails(&["--config", cfg.to_str().unwrap(), "backup", "h"], 1);
     assert!(err.contains("compose = {"), "{err}");
-}
-
-fn image_id(tag: &str) -> String {
-    coffer_testkit::compose::run_ok(
-        std::process::Command::new("docker").args(["image", "inspect", "-f", "{{.Id}}", tag]),
-    )
-    .trim()
-    .to_string()
 }
 
 fn running_image(app: &Cskefu) -> String {

@@ -33,9 +33,10 @@ pub fn engine() {
     }
 }
 
-/// Builds (once per machine, reused by tag) the cskefu stand-in images; returns how long the
+/// Builds (once per machine, reused by tag) the stand-in images of cskefu, SsalgTen and the
+/// databases; returns how long the
 /// script took in this process (near zero when they were already built).
-pub fn cskefu_images() -> Duration {
+pub fn stand_in_images() -> Duration {
     static BUILT: OnceLock<Duration> = OnceLock::new();
     *BUILT.get_or_init(|| {
         engine();
@@ -46,7 +47,7 @@ pub fn cskefu_images() -> Duration {
             .expect("bash");
         assert!(
             out.status.success(),
-            "building the cskefu stand-in images failed:\n{}\n{}",
+            "building the stand-in images failed:\n{}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -144,7 +145,7 @@ pub struct Cskefu {
 
 impl Cskefu {
     pub fn new(parent: &Path, project: &str) -> Cskefu {
-        cskefu_images();
+        stand_in_images();
         let dir = parent.join("cskefu.osc");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::copy(
@@ -315,7 +316,7 @@ pub struct Victim {
 
 impl Victim {
     pub fn start(parent: &Path, project: &str) -> Victim {
-        cskefu_images();
+        stand_in_images();
         let dir = parent.join("victim");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
@@ -339,4 +340,222 @@ impl Drop for Victim {
     fn drop(&mut self) {
         remove_project(&self.project);
     }
+}
+
+/// A SsalgTen deployment folder (`<parent>/ssalgten`): the example's docker-compose.yml (the real
+/// project's shape, with its fixed container and volume names) and `configs/`, and a `.env` with
+/// free ports. The fixed names allow one deployment per engine at a time: `new` holds a lock
+/// until the deployment is dropped (its containers, networks and volumes removed).
+pub struct Ssalgten {
+    pub dir: PathBuf,
+    pub project: String,
+    pub backend: u16,
+    pub frontend: u16,
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Ssalgten {
+    pub fn new(parent: &Path, project: &str) -> Ssalgten {
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let guard = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        stand_in_images();
+        // What an earlier run killed mid-way left under the fixed names.
+        for c in ["database", "redis", "backend", "frontend"] {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", &format!("ssalgten-{c}")])
+                .output();
+        }
+        for v in [
+            "postgres-data",
+            "redis-data",
+            "backend-data",
+            "backend-logs",
+        ] {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", &format!("ssalgten-{v}")])
+                .output();
+        }
+        let dir = parent.join("ssalgten");
+        std::fs::create_dir_all(dir.join("configs")).unwrap();
+        let example = root().join("examples/ssalgten");
+        std::fs::copy(
+            example.join("docker-compose.yml"),
+            dir.join("docker-compose.yml"),
+        )
+        .unwrap();
+        std::fs::copy(
+            example.join("configs/settings.json"),
+            dir.join("configs/settings.json"),
+        )
+        .unwrap();
+        let app = Ssalgten {
+            dir,
+            project: project.into(),
+            backend: free_port(),
+            frontend: free_port(),
+            _one_at_a_time: guard,
+        };
+        let env = std::fs::read_to_string(example.join("env.example"))
+            .unwrap()
+            .replace(
+                "COMPOSE_PROJECT_NAME=ssalgten",
+                &format!("COMPOSE_PROJECT_NAME={project}"),
+            )
+            .replace(
+                "BACKEND_PORT=3001",
+                &format!("BACKEND_PORT={}", app.backend),
+            )
+            .replace(
+                "FRONTEND_PORT=80",
+                &format!("FRONTEND_PORT={}", app.frontend),
+            )
+            .replace("DB_PORT=5432", &format!("DB_PORT={}", free_port()))
+            .replace("DB_PASSWORD=change-me-database", "DB_PASSWORD=s3cret-db");
+        std::fs::write(app.dir.join(".env"), env).unwrap();
+        app
+    }
+
+    pub fn compose(&self, args: &[&str]) -> Command {
+        compose_command(&self.project, &self.dir, args)
+    }
+
+    /// `up -d`, then waits until the backend and the frontend are healthy.
+    pub fn up(&self) {
+        run_ok(&mut self.compose(&["up", "-d"]));
+        let begun = Instant::now();
+        while !self.healthy() {
+            assert!(
+                begun.elapsed() < Duration::from_secs(180),
+                "ssalgten project {} not healthy after 180 s: {}",
+                self.project,
+                String::from_utf8_lossy(
+                    &self
+                        .compose(&["logs", "--tail", "20"])
+                        .output()
+                        .unwrap()
+                        .stdout
+                )
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    pub fn healthy(&self) -> bool {
+        matches!(http("GET", self.backend, "/api/health"), Ok((200, b)) if b.contains("\"success\": true"))
+            && matches!(http("GET", self.frontend, "/health"), Ok((200, b)) if b.trim() == "healthy")
+    }
+
+    /// A node and its first heartbeat (one transaction) and its file in the backend volume.
+    pub fn post_node(&self) -> u64 {
+        let (status, body) = http("POST", self.backend, "/api/nodes").unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// psql in the database service (unaligned, tuples only).
+    pub fn sql(&self, sql: &str) -> String {
+        run_ok(&mut self.compose(&[
+            "exec",
+            "-T",
+            "-e",
+            "PGPASSWORD=s3cret-db",
+            "database",
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "ssalgten",
+            "-d",
+            "ssalgten",
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ]))
+    }
+
+    /// The schema as pg_dump prints it, and every table's rows in order: what "exactly as
+    /// before" compares.
+    pub fn state(&self) -> String {
+        let schema = run_ok(&mut self.compose(&[
+            "exec",
+            "-T",
+            "-e",
+            "PGPASSWORD=s3cret-db",
+            "database",
+            "pg_dump",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "ssalgten",
+            "-d",
+            "ssalgten",
+            "--schema-only",
+        ]));
+        let tables =
+            self.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1");
+        // pg_dump's `\restrict KEY` lines carry a new random key each run.
+        let mut out: String = schema
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for t in tables.lines() {
+            // Prisma's own table records when each migration ran: its rows, not their times.
+            let order = if t == "_prisma_migrations" {
+                "SELECT migration_name FROM _prisma_migrations ORDER BY 1".to_string()
+            } else {
+                format!("SELECT * FROM {t} ORDER BY 1")
+            };
+            out.push_str(&format!("-- {t}\n{}", self.sql(&order)));
+        }
+        out
+    }
+
+    /// The image id a service's container runs.
+    pub fn image_of(&self, service: &str) -> String {
+        let ids = running(&self.project, Some(service));
+        let id = ids.first().unwrap_or_else(|| panic!("{service} runs"));
+        run_ok(Command::new("docker").args(["inspect", "-f", "{{.Image}}", id]))
+            .trim()
+            .to_string()
+    }
+
+    /// When each of the project's containers started (docker's StartedAt), by service.
+    pub fn started_at(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = ["database", "redis", "backend", "frontend"]
+            .iter()
+            .map(|s| {
+                let name = format!("ssalgten-{s}");
+                let at = run_ok(Command::new("docker").args([
+                    "inspect",
+                    "-f",
+                    "{{.State.StartedAt}} {{.State.Status}}",
+                    &name,
+                ]));
+                (s.to_string(), at.trim().to_string())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Ssalgten {
+    fn drop(&mut self) {
+        remove_project(&self.project);
+    }
+}
+
+/// The image id a tag names.
+pub fn image_id(tag: &str) -> String {
+    run_ok(Command::new("docker").args(["image", "inspect", "-f", "{{.Id}}", tag]))
+        .trim()
+        .to_string()
 }

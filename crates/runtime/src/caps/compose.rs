@@ -607,22 +607,47 @@ fn last_logs(p: &Project, service: &str) -> String {
     }
 }
 
-/// The engine's name of the project's volume `key`: the one carrying both labels.
+/// The engine's name of the project's volume `key`: the one carrying both labels. Compose v2
+/// labels a volume with its key in the compose file; Compose 1.x with its name when the file
+/// gives one (`name: ssalgten-backend-data`), so that is looked for next.
 fn project_volume(p: &Project, key: &str) -> R<Option<String>> {
-    let out = output(
-        docker(&[
-            "volume",
-            "ls",
-            "-q",
-            "--filter",
-            &p.label_filter(),
-            "--filter",
-            &format!("label={VOLUME_LABEL}={key}"),
-        ]),
-        "docker volume ls",
-        CLI_TIMEOUT,
-    )?;
-    Ok(out.lines().next().map(str::to_string))
+    let by_label = |value: &str| -> R<Option<String>> {
+        let out = output(
+            docker(&[
+                "volume",
+                "ls",
+                "-q",
+                "--filter",
+                &p.label_filter(),
+                "--filter",
+                &format!("label={VOLUME_LABEL}={value}"),
+            ]),
+            "docker volume ls",
+            CLI_TIMEOUT,
+        )?;
+        Ok(out.lines().next().map(str::to_string))
+    };
+    if let Some(v) = by_label(key)? {
+        return Ok(Some(v));
+    }
+    if !p.has_compose_file() {
+        return Ok(None);
+    }
+    let config = p.config()?;
+    match volume_name(&config, key) {
+        Some(name) => by_label(&name),
+        None => Ok(None),
+    }
+}
+
+/// The name a compose file gives volume `key` (`volumes: {key: {name: …}}`).
+fn volume_name(config: &Value, key: &str) -> Option<String> {
+    config
+        .get("volumes")?
+        .get(key)?
+        .get("name")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// Creates the project's volume `key` as Compose would (its name from the compose file, the
@@ -641,11 +666,7 @@ fn create_volume(p: &Project, key: &str) -> R<String> {
             p.name
         ));
     }
-    let name = spec
-        .get("name")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("{}_{key}", p.name));
+    let name = volume_name(&config, key).unwrap_or_else(|| format!("{}_{key}", p.name));
     output(
         docker(&[
             "volume",
