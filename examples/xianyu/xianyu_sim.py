@@ -10,6 +10,8 @@ act as the running app: write to the database continuously, serve GET /health, s
     xianyu_sim.py serve DIR --port P           # /health answers 200 while both databases pass integrity_check
     xianyu_sim.py start DIR --port P           # serve in the background (pid in DIR/run/xianyu.pid)
     xianyu_sim.py stop DIR
+    xianyu_sim.py upgrade DIR --to V --port P  # stop, migrate the database forward, set app_version, start;
+                                               # a version containing "broken" starts unhealthy
 
 Only the Python standard library is used (sqlite3 is real SQLite).
 """
@@ -90,7 +92,7 @@ def generate(a):
         st.execute("INSERT INTO daily_stats VALUES (?,?,?)", (f"2026-{1 + d // 30:02}-{1 + d % 28:02}-{d}", rng.randint(10, 500), rng.randint(100, 9000)))
     st.execute("COMMIT")
     with open(os.path.join(a.dir, "global_config.yml"), "w") as f:
-        f.write("# xianyu-auto-reply global configuration\nAUTO_REPLY:\n  enabled: true\n  default_message: '亲，稍等，马上回复'\nMANUAL_MODE:\n  timeout: 3600\nWEBSOCKET_URL: wss://wss-goofish.dingtalk.com/\nHEARTBEAT_INTERVAL: 15\nLOG_CONFIG:\n  level: INFO\n")
+        f.write("# xianyu-auto-reply global configuration\nAUTO_REPLY:\n  enabled: true\n  default_message: '亲，稍等，马上回复'\nMANUAL_MODE:\n  timeout: 3600\nWEBSOCKET_URL: wss://wss-goofish.dingtalk.com/\nHEARTBEAT_INTERVAL: 15\nLOG_CONFIG:\n  level: INFO\napp_version: 1.0\n")
     img = os.path.join(a.dir, "static", "uploads", "images")
     os.makedirs(img, exist_ok=True)
     for i in range(a.images):
@@ -129,6 +131,9 @@ class Health(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return
         problems = []
+        version = app_version(self.app_dir)
+        if "broken" in version:
+            problems.append(f"version {version} fails its self-check")
         for name in SCHEMA:
             try:
                 c = sqlite3.connect(os.path.join(self.app_dir, "data", name), timeout=5)
@@ -145,6 +150,33 @@ class Health(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+def app_version(d):
+    try:
+        for line in open(os.path.join(d, "global_config.yml")):
+            if line.startswith("app_version:"):
+                return line.split(":", 1)[1].strip()
+    except FileNotFoundError:
+        pass
+    return ""
+
+
+def upgrade(a):
+    """What an update script does: stop, migrate the schema forward, record the version, start."""
+    stop(a)
+    db = connect(os.path.join(a.dir, "data", "xianyu_data.db"))
+    with db:
+        db.execute("CREATE TABLE IF NOT EXISTS app_migrations(version TEXT PRIMARY KEY, applied TEXT)")
+        db.execute("INSERT OR IGNORE INTO app_migrations VALUES (?, ?)", (a.to, now()))
+    db.close()
+    path = os.path.join(a.dir, "global_config.yml")
+    lines = [l for l in open(path) if not l.startswith("app_version:")]
+    lines.append(f"app_version: {a.to}\n")
+    with open(path + ".tmp", "w") as f:
+        f.writelines(lines)
+    os.replace(path + ".tmp", path)
+    start(a)
 
 
 def serve(a):
@@ -211,9 +243,13 @@ def main():
         s.add_argument("--port", type=int, default=8080)
     s = sub.add_parser("stop")
     s.add_argument("dir")
+    u = sub.add_parser("upgrade")
+    u.add_argument("dir")
+    u.add_argument("--to", required=True)
+    u.add_argument("--port", type=int, default=8080)
     a = p.parse_args()
     a.dir = os.path.abspath(a.dir)
-    {"generate": generate, "write": write, "serve": serve, "start": start, "stop": stop}[a.cmd](a)
+    {"generate": generate, "write": write, "serve": serve, "start": start, "stop": stop, "upgrade": upgrade}[a.cmd](a)
 
 
 if __name__ == "__main__":

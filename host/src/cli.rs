@@ -410,21 +410,44 @@ impl Drop for Progress {
 }
 
 /// How the CLI shows an operation's events: log lines on stderr, prefixed with their source;
-/// long phases as a progress line (see [`Progress`]).
+/// long phases as a progress line (see [`Progress`]). With `--json`, each event is one JSON
+/// object per line on stderr instead (`{"event":"log","at","level","source","message"}`,
+/// `{"event":"begin"|"end","at","phase"}`), for scripts following a long job; stdout keeps the
+/// final report.
 #[derive(Default)]
 pub struct CliEvents {
     progress: std::sync::Mutex<Option<Progress>>,
+    json: bool,
 }
 
 impl CliEvents {
-    pub fn shared() -> Arc<dyn coffer::ops::Events> {
-        Arc::new(CliEvents::default())
+    pub fn shared(json: bool) -> Arc<dyn coffer::ops::Events> {
+        Arc::new(CliEvents {
+            json,
+            ..CliEvents::default()
+        })
+    }
+
+    fn event(&self, mut v: serde_json::Value) {
+        v["at"] = chrono::Utc::now().to_rfc3339().into();
+        eout!("{v}");
     }
 }
 
 impl coffer::ops::Events for CliEvents {
     fn log(&self, level: coffer_runtime::LogLevel, source: &str, msg: &str) {
         use coffer_runtime::LogLevel;
+        if self.json {
+            if level != LogLevel::Debug {
+                let level = match level {
+                    LogLevel::Info => "info",
+                    LogLevel::Warn => "warn",
+                    _ => "error",
+                };
+                self.event(serde_json::json!({ "event": "log", "level": level, "source": source, "message": msg }));
+            }
+            return;
+        }
         match level {
             LogLevel::Debug => tracing::debug!("{source}: {msg}"),
             LogLevel::Info => eout!("{source}: {msg}"),
@@ -434,6 +457,10 @@ impl coffer::ops::Events for CliEvents {
     }
 
     fn begin(&self, phase: &'static str, counters: Arc<coffer_repo::archiver::Counters>) {
+        if self.json {
+            self.event(serde_json::json!({ "event": "begin", "phase": phase }));
+            return;
+        }
         let p = Progress::start(phase, move || {
             format!(
                 "{} read, {} added",
@@ -444,7 +471,11 @@ impl coffer::ops::Events for CliEvents {
         *self.progress.lock().unwrap() = Some(p);
     }
 
-    fn end(&self, _phase: &'static str) {
+    fn end(&self, phase: &'static str) {
+        if self.json {
+            self.event(serde_json::json!({ "event": "end", "phase": phase }));
+            return;
+        }
         self.progress.lock().unwrap().take();
     }
 }

@@ -425,3 +425,82 @@ fn a_drill_verifies_in_scratch_space_and_never_touches_the_live_app() {
     assert_eq!(snaps[0]["drill"]["ok"], false, "{snaps}");
     assert_same(&live, &files(&app));
 }
+
+/// A guarded upgrade of an app that does not run under Compose: the deployment's own update
+/// script (`upgrade_command`, here the simulator's: stop, a forward migration of the database,
+/// the new `app_version`, start). A version that comes up unhealthy is rolled back by coffer:
+/// the database without the migration, the old version, the app healthy; a good one stays.
+#[test]
+fn a_scripted_upgrade_rolls_back_an_unhealthy_version_and_keeps_a_good_one() {
+    let env = Env::new();
+    let (app, port, _server) = running_app(&env, 800, 3);
+    let cfg = config(&env, "coffer.toml", &app, port, true);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[apps.xianyu.settings]\n",
+        &format!(
+            "[apps.xianyu.settings]\nupgrade_command = \"python3 {} upgrade . --to {{version}} --port {port}\"\n",
+            sim().display()
+        ),
+    ) + "[apps.xianyu.upgrade]\nchecks = 2\ninterval_secs = 1\n";
+    std::fs::write(&cfg, text).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let db = app.join("data/xianyu_data.db");
+    let migrations = |db: &Path| {
+        query(
+            db,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'app_migrations'",
+        )[0][0]
+            .clone()
+    };
+    let version = |app: &Path| {
+        std::fs::read_to_string(app.join("global_config.yml"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("app_version: ").map(str::to_string))
+            .unwrap()
+    };
+    let out = env.run(&[
+        "--json",
+        "--config",
+        cfg,
+        "upgrade",
+        "xianyu",
+        "--to",
+        "2.0-broken",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(17), "{stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (r["from"].as_str(), r["outcome"].as_str()),
+        (Some("1.0"), Some("rolled_back")),
+        "{r}"
+    );
+    assert!(
+        stderr.contains("running upgrade_command for 2.0-broken"),
+        "{stderr}"
+    );
+    assert_eq!(migrations(&db), "0", "the forward migration is undone");
+    assert_eq!(version(&app), "1.0");
+    let (status, _) = coffer_testkit::compose::http("GET", port, "/health").unwrap();
+    assert_eq!(status, 200);
+
+    let r = env.json(&["--config", cfg, "upgrade", "xianyu", "--to", "2.0"]);
+    assert_eq!(r["outcome"], "upgraded", "{r}");
+    assert_eq!(migrations(&db), "1");
+    assert_eq!(version(&app), "2.0");
+    // A version that is not one argument's worth of text is refused before anything runs.
+    let err = env.fails(
+        &[
+            "--config",
+            cfg,
+            "upgrade",
+            "xianyu",
+            "--to",
+            "3.0; rm -rf .",
+        ],
+        1,
+    );
+    assert!(err.contains("may hold only"), "{err}");
+    assert_eq!(version(&app), "2.0");
+}

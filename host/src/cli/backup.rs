@@ -118,7 +118,8 @@ fn run_app(g: &Global, a: &Args, name: &str) -> Result<ExitCode> {
         counters: Arc::new(Counters::default()),
         annotate: None,
     };
-    let (r, plugin) = coffer::ops::app::backup(&repo, config, name, opts, &CliEvents::shared())?;
+    let (r, plugin) =
+        coffer::ops::app::backup(&repo, config, name, opts, &CliEvents::shared(g.json))?;
     for w in &r.warnings {
         eout!("coffer: warning: {w}");
     }

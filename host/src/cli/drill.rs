@@ -27,7 +27,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
         &a.app,
         a.snapshot.as_deref(),
         &g.cache_dir(),
-        &CliEvents::shared(),
+        &CliEvents::shared(g.json),
     )?;
     if g.json {
         print_json(&d);

@@ -174,7 +174,7 @@ fn run_app(
             None => coffer::ops::app::Target::Live,
         },
         Some(&cache),
-        &super::CliEvents::shared(),
+        &super::CliEvents::shared(g.json),
     )?;
     if g.json {
         let mut v = serde_json::to_value(&report)?;

@@ -47,7 +47,7 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             host: a.host.clone(),
             cache_dir: Some(g.cache_dir()),
         },
-        &CliEvents::shared(),
+        &CliEvents::shared(g.json),
     )?;
     if g.json {
         print_json(&r);
@@ -59,6 +59,10 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
                 p.secs,
                 if p.ok { "ok" } else { "FAILED" }
             );
+        }
+        match r.downtime_secs {
+            Some(d) => out!("  {:<22} {:>7.1} s", "downtime (at most)", d),
+            None => out!("  {:<22} {:>9}", "downtime", "not back"),
         }
         match r.outcome {
             Outcome::Upgraded => out!(

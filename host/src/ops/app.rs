@@ -324,6 +324,13 @@ pub fn restore(
     } else {
         plugin.health(caps_for(&name, app, &dir, settings, log)?, limits)?
     };
+    // The app is back as the snapshot was: an upgrade interrupted before is settled.
+    if matches!(target, Target::Live) && verify.iter().all(|c| c.ok) && health.iter().all(|c| c.ok)
+    {
+        if let Some(c) = cache_dir {
+            super::upgrade::settle(c, repo, &name);
+        }
+    }
     Ok(RestoreReport {
         snapshot: id.to_hex(),
         app: name,

@@ -7,7 +7,14 @@
 //! `failure_limit` failures fail it), then verify against the pre-upgrade snapshot (rows may
 //! grow, never vanish). Any failure restores the pre-upgrade snapshot, data and version (its
 //! recorded images), and checks health again.
+//!
+//! An upgrade killed mid-way (a crash, `kill -9`, a reboot) leaves a journal on this host
+//! (`<cache>/<repository id>/upgrade-<app>.json`, written once the pre-upgrade snapshot is
+//! saved): the next `coffer upgrade` of that app is refused, naming the snapshot, until a
+//! restore of the app settles it. `coffer restore <snapshot>` is the way back: a plain restore of
+//! the pre-upgrade snapshot IS the rollback (data and version), so there is no separate resume.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,6 +71,10 @@ pub struct UpgradeReport {
     /// The health checks after the upgrade step, and after a rollback.
     pub health: Vec<Check>,
     pub rollback_health: Vec<Check>,
+    /// From the upgrade step's start until the app was healthy again, after the upgrade or
+    /// after the rollback (an upper bound: the old version serves until its containers are
+    /// replaced); `None` when it never was.
+    pub downtime_secs: Option<f64>,
 }
 
 fn failing(checks: &[Check]) -> Option<String> {
@@ -84,7 +95,44 @@ fn version_of(meta: &serde_json::Value) -> String {
         .to_string()
 }
 
-/// Upgrades app `name`; errors only when nothing was changed (a sick app, a failed backup).
+/// What an upgrade in progress leaves on this host until it ends.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct Journal {
+    app: String,
+    to: String,
+    snapshot: String,
+    at: String,
+}
+
+fn journal_path(cache_dir: &Path, repo: &Repository, app: &str) -> PathBuf {
+    cache_dir
+        .join(&repo.config().id)
+        .join(format!("upgrade-{app}.json"))
+}
+
+/// The interrupted upgrade of `app`, when one left its journal.
+fn interrupted(cache_dir: &Path, repo: &Repository, app: &str) -> Option<Journal> {
+    let bytes = std::fs::read(journal_path(cache_dir, repo, app)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn write_journal(cache_dir: &Path, repo: &Repository, j: &Journal) -> Result<()> {
+    let path = journal_path(cache_dir, repo, &j.app);
+    let dir = path.parent().expect("has a parent");
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = dir.join(format!(".upgrade-{}.tmp", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(j).expect("serializes"))
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| Error::io(&path, e))
+}
+
+/// A restore of `app` on its live folder settles an interrupted upgrade of it.
+pub fn settle(cache_dir: &Path, repo: &Repository, app: &str) {
+    let _ = std::fs::remove_file(journal_path(cache_dir, repo, app));
+}
+
+/// Upgrades app `name`; errors only when nothing was changed (a sick app, a failed backup, an
+/// earlier upgrade interrupted and not yet settled).
 pub fn upgrade(
     repo: &Arc<Repository>,
     config: &Config,
@@ -101,6 +149,30 @@ pub fn upgrade(
             ok,
         })
     };
+    if opts.to.is_empty()
+        || !opts
+            .to
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_+".contains(c))
+    {
+        return Err(Error::Invalid(format!(
+            "version '{}' may hold only letters, digits, '.', '-', '_' and '+' (an image tag or a release name)",
+            opts.to
+        )));
+    }
+    if let Some(j) = opts
+        .cache_dir
+        .as_deref()
+        .and_then(|c| interrupted(c, repo, name))
+    {
+        let short = &j.snapshot[..j.snapshot.len().min(8)];
+        return Err(Error::Invalid(format!(
+            "an upgrade of {name} to {} begun at {} was interrupted after its pre-upgrade snapshot {short}: the app may be half-upgraded. Bring it back with `coffer restore {short}` (data and version), then upgrade again; if you have checked the app by hand, delete {}",
+            j.to,
+            j.at,
+            journal_path(opts.cache_dir.as_deref().expect("checked"), repo, name).display()
+        )));
+    }
     let live = Live::load(config, name, opts.cache_dir.as_deref(), events)?;
 
     // Before: a sick app is not upgraded.
@@ -147,6 +219,18 @@ pub fn upgrade(
     let snap = repo.load_snapshot(&snap_id)?;
     let meta = snap.metadata.clone().unwrap_or_default();
     let from = version_of(&meta);
+    if let Some(c) = opts.cache_dir.as_deref() {
+        write_journal(
+            c,
+            repo,
+            &Journal {
+                app: name.into(),
+                to: opts.to.clone(),
+                snapshot: snap_id.to_hex(),
+                at: chrono::Utc::now().to_rfc3339(),
+            },
+        )?;
+    }
     say(format!(
         "snapshot {} saved; upgrading {name} from {from} to {}",
         snap_id.short(),
@@ -155,6 +239,8 @@ pub fn upgrade(
 
     // The step, then the analysis.
     let t = Instant::now();
+    let step_began = t;
+    let mut downtime = None;
     let stepped = live.upgrade(&opts.to);
     timed("upgrade step", t, stepped.is_ok());
     let mut health = vec![];
@@ -177,6 +263,9 @@ pub fn upgrade(
                     }]
                 });
                 let bad = failing(&checks);
+                if bad.is_none() && downtime.is_none() {
+                    downtime = Some(step_began.elapsed().as_secs_f64());
+                }
                 say(format!(
                     "health check {}/{}: {}",
                     i + 1,
@@ -226,6 +315,7 @@ pub fn upgrade(
         phases: vec![],
         health,
         rollback_health: vec![],
+        downtime_secs: None,
     };
     if let Err(e) = result {
         events.log(LogLevel::Error, "coffer", &e);
@@ -260,6 +350,9 @@ pub fn upgrade(
                 }
             };
             timed("rollback", t, ok);
+            if ok {
+                downtime = Some(step_began.elapsed().as_secs_f64());
+            }
             report.outcome = if ok {
                 say(format!(
                     "rolled back: {name} runs {} as before",
@@ -273,6 +366,13 @@ pub fn upgrade(
     } else {
         say(format!("upgraded {name} to {}", opts.to));
     }
+    // A failed rollback (or none asked for) keeps the journal: the next upgrade waits for a person.
+    if report.outcome != Outcome::RollbackFailed {
+        if let Some(c) = opts.cache_dir.as_deref() {
+            settle(c, repo, name);
+        }
+    }
     report.phases = phases;
+    report.downtime_secs = downtime;
     Ok(report)
 }

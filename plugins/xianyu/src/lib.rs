@@ -41,8 +41,10 @@ impl Plugin for Xianyu {
             .setting_or("stop_command", "command that stops the app before a restore (empty: the app is not running)", "")
             .setting_or("start_command", "command that starts the app after a restore", "")
             .setting_or("health_url", "URL answering 200 when the app is healthy", "http://127.0.0.1:8080/health")
+            .setting_or("upgrade_command", "command that upgrades the app for `coffer upgrade` (\"{version}\" is replaced by the version), e.g. the deployment's own update script", "")
             .runs("setting:stop_command")
             .runs("setting:start_command")
+            .runs("setting:upgrade_command")
             .http("setting:health_url")
             .drills()
             .item("db")
@@ -80,7 +82,11 @@ impl Plugin for Xianyu {
             host::capture_path("uploads", "static/uploads/images")?;
             items.push("uploads");
         }
-        Ok(json!({ "databases": dbs, "items": items }))
+        // The version, when global_config.yml names it (`app_version: 1.4`): what an upgrade goes from.
+        let version = std::fs::read_to_string("/app/global_config.yml").ok().and_then(|t| {
+            t.lines().find_map(|l| l.strip_prefix("app_version:").map(|v| v.trim().trim_matches('"').to_string()))
+        });
+        Ok(json!({ "databases": dbs, "items": items, "app_version": version }))
     }
 
     fn restore(settings: &Settings, snapshot: &Snapshot, only: &[String]) -> Result<()> {
@@ -134,15 +140,28 @@ impl Plugin for Xianyu {
             let facts = inspect(|sql| host::sqlite_query(&path, sql))?;
             checks.push(Check::new(&format!("{path} integrity"), facts["integrity"] == "ok", facts["integrity"].to_string()));
             if let Some(exp) = expected {
-                let same = exp["tables"] == facts["tables"];
+                // After an upgrade (coffer_verify = at_least) the app has moved on: tables may
+                // have been added and rows may have grown, never vanished.
+                let at_least = snapshot.is_some_and(|s| s.metadata["coffer_verify"] == "at_least");
+                let same = if at_least {
+                    exp["tables"].as_object().into_iter().flatten().all(|(t, n)| facts["tables"][t].as_u64() >= n.as_u64())
+                } else {
+                    exp["tables"] == facts["tables"]
+                };
                 checks.push(Check::new(
                     &format!("{path} row counts"),
                     same,
-                    if same { format!("{}", facts["tables"]) } else { format!("expected {}, found {}", exp["tables"], facts["tables"]) },
+                    if same { format!("{}", facts["tables"]) } else { format!("expected {}{}, found {}", if at_least { "at least " } else { "" }, exp["tables"], facts["tables"]) },
                 ));
             }
         }
         Ok(checks)
+    }
+
+    /// The deployment's own update script (`upgrade_command`); the host takes the snapshot before
+    /// it, judges health after it and rolls back (stop, files back, start) when it fails.
+    fn upgrade(settings: &Settings, to: &str) -> Result<()> {
+        host::run_upgrade_command(settings, "upgrade_command", to)
     }
 
     fn health(settings: &Settings) -> Result<Vec<Check>> {
