@@ -207,7 +207,7 @@ fn migration_check(want: Option<&str>, got: Option<String>, at_least: bool) -> C
     let (want, got) = (want.unwrap_or(""), got.unwrap_or_default());
     if want == got {
         Check::pass("migration", if got.is_empty() { "none applied, as in the snapshot".to_string() } else { format!("last applied {got}, as in the snapshot") })
-    } else if at_least && got > want.to_string() {
+    } else if at_least && got.as_str() > want {
         Check::pass("migration", format!("last applied {got} (the snapshot had {want})"))
     } else {
         Check::fail("migration", format!("last applied is {}, the snapshot's is {}", if got.is_empty() { "none" } else { &got }, if want.is_empty() { "none" } else { want }))
