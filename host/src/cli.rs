@@ -30,6 +30,7 @@ mod plugin;
 mod prune;
 mod repair;
 mod restore;
+mod serve;
 mod snapshots;
 mod stats;
 mod upgrade;
@@ -126,6 +127,8 @@ pub enum Command {
     Drill(drill::Args),
     /// Upgrade an app with its plugin, rolling back by itself when it fails
     Upgrade(upgrade::Args),
+    /// Run the daemon: schedules, a job API with live logs, metrics, a web page
+    Serve(serve::Args),
     /// Back up and restore the bundled example app in a local demo repository, and verify it
     Demo(demo::Args),
 }
@@ -154,6 +157,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Plugin(c) => plugin::run(g, c),
         Command::Drill(a) => drill::run(g, a),
         Command::Upgrade(a) => upgrade::run(g, a),
+        Command::Serve(a) => serve::run(g, a),
         Command::Demo(a) => demo::run(g, a),
     }
 }

@@ -46,6 +46,9 @@ pub struct Config {
     pub repository: RepositoryConfig,
     #[serde(default)]
     pub apps: BTreeMap<String, AppConfig>,
+    /// `coffer serve`: its listener, token, repository-wide schedules, updater and webhooks.
+    #[serde(default)]
+    pub serve: ServeConfig,
     /// Where the file was read from; relative paths resolve against its folder.
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -90,6 +93,110 @@ pub struct AppConfig {
     /// How `coffer upgrade` judges the app after its upgrade step.
     #[serde(default)]
     pub upgrade: UpgradePolicy,
+    /// When `coffer serve` runs this app's jobs (`backup`, `forget`, `drill`).
+    #[serde(default)]
+    pub schedule: Vec<Schedule>,
+}
+
+/// `[serve]`: the daemon.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address and port of the HTTP API and page; loopback unless said otherwise.
+    pub listen: String,
+    /// The API token (its first line); every route but `/health` wants it.
+    pub token_file: Option<PathBuf>,
+    /// The time zone schedules use unless they name one (IANA name, e.g. "Asia/Shanghai").
+    pub time_zone: String,
+    /// Repository-wide schedules (`check`, `prune`).
+    pub schedule: Vec<Schedule>,
+    /// Answer SsalgTen's updater API on the same port, as guarded upgrades of one app.
+    pub updater: Option<UpdaterConfig>,
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: "127.0.0.1:8766".into(),
+            token_file: None,
+            time_zone: "UTC".into(),
+            schedule: vec![],
+            updater: None,
+            webhooks: vec![],
+        }
+    }
+}
+
+/// One scheduled job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// `backup`, `forget` (the app's retention, then prune), `drill` (per app); `check`,
+    /// `prune` (under `[serve]`).
+    pub kind: String,
+    /// Five-field cron expression, e.g. "30 2 * * *".
+    pub cron: String,
+    /// IANA time zone; default `[serve] time_zone`.
+    pub time_zone: Option<String>,
+    /// Start up to this many seconds late, at random (spreads hosts sharing a store).
+    #[serde(default)]
+    pub random_delay_secs: u64,
+    /// Healthchecks-style monitor: `URL/start` when it starts, `URL` on success, `URL/fail` or
+    /// `URL/<exit code>` on failure.
+    pub ping_url: Option<String>,
+    /// `check`: the share of packs to read, e.g. "10%".
+    pub read_data_subset: Option<String>,
+}
+
+impl Schedule {
+    /// Its time zone (its own, else `default`).
+    pub fn zone(&self, default: &str) -> std::result::Result<chrono_tz::Tz, String> {
+        let name = self.time_zone.as_deref().unwrap_or(default);
+        name.parse().map_err(|_| {
+            format!("time zone '{name}' is not an IANA time zone name (e.g. \"Asia/Shanghai\", \"UTC\")")
+        })
+    }
+
+    pub fn cron(&self, default_tz: &str) -> std::result::Result<crate::cron::Cron, String> {
+        crate::cron::Cron::parse(&self.cron, self.zone(default_tz)?)
+    }
+
+    fn check(&self, default_tz: &str, kinds: &[&str], at: &str) -> std::result::Result<(), String> {
+        if !kinds.contains(&self.kind.as_str()) {
+            return Err(format!(
+                "{at}: kind '{}' is not one of {}",
+                self.kind,
+                kinds.join(", ")
+            ));
+        }
+        self.cron(default_tz).map_err(|e| format!("{at}: {e}"))?;
+        Ok(())
+    }
+}
+
+/// `[serve.updater]`: SsalgTen's updater contract, served by coffer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdaterConfig {
+    /// The app `POST /update` upgrades.
+    pub app: String,
+    /// The `X-Updater-Token` (its first line): SsalgTen's `UPDATER_TOKEN`.
+    pub token_file: PathBuf,
+    /// The version to upgrade to when the request names none (`{"version": "…"}`).
+    pub to: Option<String>,
+}
+
+/// `[[serve.webhooks]]`: JSON posted on job events, signed with HMAC-SHA256.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// The signing secret (its first line); `X-Coffer-Signature: sha256=<hex>`.
+    pub secret_file: Option<PathBuf>,
+    /// Which of `start`, `success`, `failure`, `rollback`; default all.
+    #[serde(default)]
+    pub events: Vec<String>,
 }
 
 /// The analysis after an upgrade step (Argo Rollouts' analysis, Helm's `--atomic --timeout`):
@@ -129,6 +236,22 @@ impl Config {
             .map_err(|e| Error::Invalid(format!("{}: {}", path.display(), e.to_string().trim())))?;
         c.path = Some(path.to_path_buf());
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let default_tz = c.serve.time_zone.clone();
+        let bad = |e: String| Error::Invalid(format!("{}: {e}", path.display()));
+        for s in &c.serve.schedule {
+            s.check(&default_tz, &["check", "prune"], "[[serve.schedule]]")
+                .map_err(bad)?;
+        }
+        for (name, app) in c.apps.iter() {
+            for s in &app.schedule {
+                s.check(
+                    &default_tz,
+                    &["backup", "forget", "drill"],
+                    &format!("[[apps.{name}.schedule]]"),
+                )
+                .map_err(bad)?;
+            }
+        }
         for (name, app) in c.apps.iter_mut() {
             app.grants
                 .check(name)
@@ -149,13 +272,22 @@ impl Config {
                 app.plugin = base.join(&app.plugin).display().to_string();
             }
         }
+        let updater_token = c.serve.updater.as_mut().map(|u| &mut u.token_file);
+        let hook_secrets = c
+            .serve
+            .webhooks
+            .iter_mut()
+            .filter_map(|w| w.secret_file.as_mut());
         for f in [
             &mut c.repository.password_file,
             &mut c.repository.identity_file,
             &mut c.repository.cache_dir,
+            &mut c.serve.token_file,
         ]
         .into_iter()
         .flatten()
+        .chain(updater_token)
+        .chain(hook_secrets)
         {
             if f.is_relative() {
                 *f = base.join(&*f);

@@ -8,9 +8,11 @@
 //! - `coffer-runtime`: the plugin runtime (wasmtime, the WIT bindings, the capabilities);
 //! - here: [`config`] (coffer.toml), [`plugins`] (the built-in plugins), and [`ops`], the
 //!   operations the front ends run ("back up app X", "forget by policy P"), which report through
-//!   an [`ops::Events`] sink; the `coffer` binary's command line in `src/cli/`.
+//!   an [`ops::Events`] sink; [`cron`] (schedules); the `coffer` binary's command line in
+//!   `src/cli/` and its daemon, `coffer serve`, in `src/serve/`.
 
 pub mod config;
+pub mod cron;
 pub mod error;
 pub mod ops;
 pub mod plugins;

@@ -1,6 +1,7 @@
 //! The `coffer` binary: parses the command line, runs the command, maps errors to exit codes.
 
 mod cli;
+mod serve;
 
 use std::io::IsTerminal;
 

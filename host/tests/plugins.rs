@@ -165,6 +165,7 @@ fn plugin_files_are_pinned_by_blake3() {
         [
             "run=setting:stop_command",
             "run=setting:start_command",
+            "run=setting:upgrade_command",
             "http=setting:health_url"
         ]
     );

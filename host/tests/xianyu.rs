@@ -11,27 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn sim() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/xianyu/xianyu_sim.py")
-        .canonicalize()
-        .unwrap()
-}
-
-fn py(args: &[&str]) -> std::process::Output {
-    let out = Command::new("python3")
-        .arg(sim())
-        .args(args)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "xianyu_sim {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 use coffer_testkit::free_port;
 
 /// coffer.toml for an app folder; with `lifecycle`, restore stops and starts the app.
@@ -54,34 +33,6 @@ fn config(env: &Env, name: &str, dir: &Path, port: u16, lifecycle: bool) -> Path
     )
     .unwrap();
     p
-}
-
-struct Server(PathBuf);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("python3")
-            .arg(sim())
-            .args(["stop", self.0.to_str().unwrap()])
-            .output();
-    }
-}
-
-/// A generated xianyu folder with its simulator serving on a free port (stopped on drop).
-fn running_app(env: &Env, messages: u32, images: u32) -> (PathBuf, u16, Server) {
-    let app = env.path("xianyu");
-    let dir = app.to_str().unwrap();
-    py(&[
-        "generate",
-        dir,
-        "--messages",
-        &messages.to_string(),
-        "--images",
-        &images.to_string(),
-    ]);
-    let port = free_port();
-    py(&["start", dir, "--port", &port.to_string()]);
-    let server = Server(app.clone());
-    (app, port, server)
 }
 
 fn query(db: &Path, sql: &str) -> Vec<Vec<String>> {
@@ -227,15 +178,7 @@ fn live_sqlite_capture_is_consistent_and_restores() {
 #[test]
 fn xianyu_capture_follows_links_inside_the_app_and_refuses_links_outside() {
     let env = Env::new();
-    let app = env.path("xianyu");
-    py(&[
-        "generate",
-        app.to_str().unwrap(),
-        "--messages",
-        "50",
-        "--images",
-        "3",
-    ]);
+    let app = generated_app(&env, 50, 3);
     // Inside: the config and the uploads live elsewhere in the app folder, linked in place.
     std::fs::create_dir_all(app.join("shared")).unwrap();
     std::fs::rename(app.join("global_config.yml"), app.join("shared/config.yml")).unwrap();

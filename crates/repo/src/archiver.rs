@@ -55,6 +55,10 @@ pub struct Counters {
     pub bytes_read: AtomicU64,
     pub bytes_seen: AtomicU64,
     pub bytes_added: AtomicU64,
+    /// Set by whoever runs the backup (a daemon shutting down, a job cancelled): the archiver
+    /// stops at the next chunk or file with [`Error::Cancelled`] and saves no snapshot. What it
+    /// uploaded so far is unreferenced data, which prune removes.
+    pub cancel: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -700,6 +704,9 @@ impl Walker {
     fn check_failed(&self) -> Result<()> {
         if self.failure.lock().unwrap().is_some() {
             return Err(Error::Interrupted);
+        }
+        if self.counters.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
         }
         Ok(())
     }

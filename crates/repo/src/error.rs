@@ -68,6 +68,9 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
+    #[error("cancelled: the backup stopped at a safe point and saved no snapshot (what it uploaded is unreferenced until prune removes it)")]
+    Cancelled,
+
     #[error(
         "the snapshot was not saved: {detail}; run the backup again (it stores that data anew)"
     )]

@@ -501,3 +501,60 @@ pub fn files_of(
     }
     out
 }
+
+/// examples/xianyu/xianyu_sim.py: the xianyu stand-in (generate, serve, write, upgrade).
+pub fn sim() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/xianyu/xianyu_sim.py")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Runs the simulator, expecting success.
+pub fn py(args: &[&str]) -> std::process::Output {
+    let out = Command::new("python3")
+        .arg(sim())
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "xianyu_sim {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A running simulator, stopped on drop.
+pub struct Server(pub PathBuf);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("python3")
+            .arg(sim())
+            .args(["stop", self.0.to_str().unwrap()])
+            .output();
+    }
+}
+
+/// A generated xianyu folder (not running).
+pub fn generated_app(env: &Env, messages: u32, images: u32) -> PathBuf {
+    let app = env.path("xianyu");
+    py(&[
+        "generate",
+        app.to_str().unwrap(),
+        "--messages",
+        &messages.to_string(),
+        "--images",
+        &images.to_string(),
+    ]);
+    app
+}
+
+/// A generated xianyu folder with its simulator serving on a free port (stopped on drop).
+pub fn running_app(env: &Env, messages: u32, images: u32) -> (PathBuf, u16, Server) {
+    let app = generated_app(env, messages, images);
+    let port = coffer_testkit::free_port();
+    py(&["start", app.to_str().unwrap(), "--port", &port.to_string()]);
+    let server = Server(app.clone());
+    (app, port, server)
+}
