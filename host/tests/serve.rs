@@ -872,3 +872,161 @@ fn the_web_page_lists_apps_runs_a_backup_and_shows_its_live_log() {
     // Without the token, the page is refused.
     assert_eq!(d.get("/", None).unwrap().0, 401);
 }
+
+/// A tiny HTTP receiver: records (method, path, headers, body) and answers with `statuses` in
+/// turn (then 200).
+struct Receiver {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<(String, String)>, Vec<u8>)>>>,
+}
+
+impl Receiver {
+    fn start(statuses: Vec<u16>) -> Receiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let s2 = seen.clone();
+        std::thread::spawn(move || {
+            let mut statuses = statuses.into_iter();
+            for stream in listener.incoming().flatten() {
+                let mut r = BufReader::new(stream);
+                let mut first = String::new();
+                if r.read_line(&mut first).is_err() {
+                    continue;
+                }
+                let mut headers = vec![];
+                let mut len = 0usize;
+                loop {
+                    let mut l = String::new();
+                    r.read_line(&mut l).unwrap_or(0);
+                    let l = l.trim_end().to_string();
+                    if l.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = l.split_once(": ") {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            len = v.parse().unwrap_or(0);
+                        }
+                        headers.push((k.to_ascii_lowercase(), v.to_string()));
+                    }
+                }
+                let mut body = vec![0u8; len];
+                std::io::Read::read_exact(&mut r, &mut body).unwrap_or(());
+                let mut parts = first.split_whitespace();
+                let (method, path) = (
+                    parts.next().unwrap_or("").to_string(),
+                    parts.next().unwrap_or("").to_string(),
+                );
+                s2.lock().unwrap().push((method, path, headers, body));
+                let status = statuses.next().unwrap_or(200);
+                let _ = std::io::Write::write_all(
+                    r.get_mut(),
+                    format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        Receiver { port, seen }
+    }
+}
+
+/// Webhooks: the job as JSON, signed with HMAC-SHA256, retried after a failure; a schedule's
+/// monitor gets `/start` then the success ping; an unreachable monitor is a warning in the job's
+/// log and the backup still succeeds.
+#[test]
+fn webhooks_are_signed_and_retried_and_an_unreachable_monitor_fails_nothing() {
+    let env = Env::new();
+    let (app, port, _server) = running_app(&env, 200, 2);
+    let hook = Receiver::start(vec![500]); // the first delivery fails, the retry lands
+    let monitor = Receiver::start(vec![]);
+    std::fs::write(env.path("hook-secret"), "s3cret-hook\n").unwrap();
+    let dead = coffer_testkit::free_port(); // nothing listens there
+    let cfg = config(
+        &env,
+        &app,
+        port,
+        &format!(
+            "[[apps.xianyu.schedule]]\nkind = \"backup\"\ncron = \"* * * * *\"\nping_url = \"http://127.0.0.1:{}/ping/abc\"\n",
+            monitor.port
+        ),
+        &format!(
+            "[[serve.schedule]]\nkind = \"check\"\ncron = \"* * * * *\"\nping_url = \"http://127.0.0.1:{dead}/ping\"\n[[serve.webhooks]]\nurl = \"http://127.0.0.1:{}/hook\"\nsecret_file = \"hook-secret\"\nevents = [\"start\", \"success\"]\n",
+            hook.port
+        ),
+    );
+    let now = chrono::Utc::now().timestamp();
+    let d = Daemon::start(
+        &env,
+        &cfg,
+        &[("COFFER_CLOCK_OFFSET_SECS", &(60 - now % 60 - 2).to_string())],
+    );
+    let begun = Instant::now();
+    let done = loop {
+        let jobs = d.api("/api/v1/jobs")["jobs"].as_array().unwrap().clone();
+        let finished: Vec<_> = jobs
+            .iter()
+            .filter(|j| !matches!(j["state"].as_str(), Some("queued" | "running")))
+            .cloned()
+            .collect();
+        if finished.len() == 2 {
+            break finished;
+        }
+        assert!(
+            begun.elapsed() < Duration::from_secs(60),
+            "{jobs:?}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(done.iter().all(|j| j["state"] == "succeeded"), "{done:?}");
+    // Deliveries: start and success of each job, the first one retried once.
+    std::thread::sleep(Duration::from_secs(4));
+    let seen = hook.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        5,
+        "4 events and one retry: {:?}",
+        seen.iter()
+            .map(|s| String::from_utf8_lossy(&s.3).into_owned())
+            .collect::<Vec<_>>()
+    );
+    for (method, path, headers, body) in &seen {
+        assert_eq!((method.as_str(), path.as_str()), ("POST", "/hook"));
+        let sig = headers
+            .iter()
+            .find(|h| h.0 == "x-coffer-signature")
+            .map(|h| h.1.clone())
+            .unwrap();
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cret-hook").unwrap();
+        mac.update(body);
+        assert_eq!(
+            sig,
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+        );
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert!(v["event"] == "start" || v["event"] == "success", "{v}");
+        assert!(
+            v["job"]["kind"] == "backup" || v["job"]["kind"] == "check",
+            "{v}"
+        );
+    }
+    let pings: Vec<String> = monitor
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.1.clone())
+        .collect();
+    assert_eq!(pings, ["/ping/abc/start", "/ping/abc"], "{pings:?}");
+    let check = done.iter().find(|j| j["kind"] == "check").unwrap();
+    let (_, log) = d
+        .get(
+            &format!("/api/v1/jobs/{}/log", check["id"].as_str().unwrap()),
+            Some(TOKEN),
+        )
+        .unwrap();
+    assert!(log.contains("warning: ping http://127.0.0.1:"), "{log}");
+}
