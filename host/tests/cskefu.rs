@@ -553,6 +553,7 @@ fn a_failing_upgrade_rolls_back_data_and_image_and_a_good_one_stays() {
     assert_eq!(out.status.code(), Some(17), "rolled back: {stderr}");
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["outcome"], "rolled_back", "{r}");
+    eprintln!("upgrade to 9f3e1aa, rolled back: {}", upgrade_phases(&r));
     assert_eq!(r["from"], "4b70d05");
     assert!(r["error"].as_str().unwrap().contains("health"), "{r}");
     assert!(stderr.contains("rolling back"), "a live log: {stderr}");
@@ -590,18 +591,5 @@ fn a_failing_upgrade_rolls_back_data_and_image_and_a_good_one_stays() {
         2,
         "one pre-upgrade snapshot per upgrade: {snaps}"
     );
-    eprintln!(
-        "upgrade phases: {}",
-        r["phases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| format!(
-                "{} {:.1}s",
-                p["name"].as_str().unwrap(),
-                p["secs"].as_f64().unwrap()
-            ))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    eprintln!("upgrade to 7d2c9e4: {}", upgrade_phases(&r));
 }

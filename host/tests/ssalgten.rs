@@ -46,27 +46,6 @@ fn started(tag: &str) -> (Env, Ssalgten) {
     (env, app)
 }
 
-fn phases(r: &serde_json::Value) -> String {
-    r["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            format!(
-                "{} {:.1}s{}",
-                p["name"].as_str().unwrap(),
-                p["secs"].as_f64().unwrap(),
-                if p["ok"] == true { "" } else { " (failed)" }
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-        + &format!(
-            "; downtime {:.1}s",
-            r["downtime_secs"].as_f64().expect("the app came back")
-        )
-}
-
 fn pre_upgrade_snapshots(env: &Env) -> Vec<serde_json::Value> {
     env.json(&["snapshots", "--app", "ssalgten"])
         .as_array()
@@ -141,7 +120,7 @@ fn a_failing_upgrade_rolls_back_exactly_and_a_good_one_stays() {
             .all(|c| c["ok"] == true),
         "{r}"
     );
-    eprintln!("upgrade to v2, rolled back: {}", phases(&r));
+    eprintln!("upgrade to v2, rolled back: {}", upgrade_phases(&r));
     // The database the failed upgrade left is kept aside, not dropped.
     let aside =
         app.sql("SELECT count(*) FROM pg_database WHERE datname LIKE 'ssalgten_replaced_%'");
@@ -157,7 +136,7 @@ fn a_failing_upgrade_rolls_back_exactly_and_a_good_one_stays() {
     );
     assert!(app.healthy());
     app.post_node();
-    eprintln!("upgrade to v3: {}", phases(&r));
+    eprintln!("upgrade to v3: {}", upgrade_phases(&r));
     let pre = pre_upgrade_snapshots(&env);
     assert_eq!(pre.len(), 2, "one pre-upgrade snapshot per upgrade");
     let to: Vec<&str> = pre

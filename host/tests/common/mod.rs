@@ -558,3 +558,24 @@ pub fn running_app(env: &Env, messages: u32, images: u32) -> (PathBuf, u16, Serv
     let server = Server(app.clone());
     (app, port, server)
 }
+
+/// Each phase's seconds and the downtime of an upgrade report, for the log.
+pub fn upgrade_phases(r: &serde_json::Value) -> String {
+    let list: Vec<String> = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {:.1}s",
+                p["name"].as_str().unwrap(),
+                p["secs"].as_f64().unwrap()
+            )
+        })
+        .collect();
+    format!(
+        "{}; downtime {:.1}s",
+        list.join(", "),
+        r["downtime_secs"].as_f64().unwrap_or(f64::NAN)
+    )
+}
