@@ -876,11 +876,13 @@ fn the_web_page_lists_apps_runs_a_backup_and_shows_its_live_log() {
     assert_eq!(d.get("/", None).unwrap().0, 401);
 }
 
-/// A tiny HTTP receiver: records (method, path, headers, body) and answers with `statuses` in
-/// turn (then 200).
+/// One request a [`Receiver`] got: method, path, headers (lowercase names), body.
+type Request = (String, String, Vec<(String, String)>, Vec<u8>);
+
+/// A tiny HTTP receiver: records each request and answers with `statuses` in turn (then 200).
 struct Receiver {
     port: u16,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<(String, String)>, Vec<u8>)>>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
 }
 
 impl Receiver {
