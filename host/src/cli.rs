@@ -261,7 +261,22 @@ impl Global {
             .map_err(coffer_repo::Error::from)?;
         // Say "no repository" before asking for a passphrase it could not use.
         Repository::read_config(backend.as_ref())?;
-        let repo = Repository::open(backend, &self.unlocker()?)?;
+        let unlocker = self.unlocker()?;
+        let repo = Repository::open(backend, &unlocker)?;
+        if matches!(unlocker, Unlocker::Passphrase(_)) {
+            let n = repo
+                .key_file()
+                .ok()
+                .flatten()
+                .and_then(|f| f.scrypt_log_n());
+            if let Some(n) = n.filter(|n| *n > coffer_repo::crypto::DEFAULT_KDF_LOG_N) {
+                eout!(
+                    "coffer: note: this key's passphrase takes {} MiB of memory to open (scrypt 2^{n}); `coffer key upgrade` re-seals it at {} MiB",
+                    (1024u64 << n) >> 20,
+                    (1024u64 << coffer_repo::crypto::DEFAULT_KDF_LOG_N) >> 20
+                );
+            }
+        }
         Ok(repo)
     }
 
@@ -286,6 +301,19 @@ impl Global {
         let passphrase = match (new_password_file, key) {
             (Some(f), _) => read_password_file(f)?,
             (None, NewKey::Repository) => self.passphrase(true)?,
+            (None, NewKey::Changed) => {
+                anyhow::ensure!(
+                    std::io::stdin().is_terminal() || std::io::stderr().is_terminal(),
+                    "no new passphrase: give it with --new-password-file"
+                );
+                let p = rpassword::prompt_password("new passphrase for this key: ")
+                    .context("reading the passphrase")?;
+                let again = rpassword::prompt_password("the new passphrase again: ")
+                    .context("reading the passphrase")?;
+                anyhow::ensure!(p == again, "the passphrases differ");
+                anyhow::ensure!(!p.is_empty(), "an empty passphrase protects nothing");
+                SecretString::from(p)
+            }
             (None, NewKey::Added { write_only }) => {
                 let what = if write_only { "write-only" } else { "full" };
                 anyhow::ensure!(
@@ -316,6 +344,8 @@ pub enum NewKey {
     Repository,
     /// One more key, made by `key add`.
     Added { write_only: bool },
+    /// The key in use, under a new passphrase (`key passwd`).
+    Changed,
 }
 
 fn read_password_file(f: &Path) -> Result<SecretString> {

@@ -141,3 +141,130 @@ fn identity_keys_open_and_keys_are_managed() {
     );
     one_line(&err);
 }
+
+/// The scrypt work factors of the repository's passphrase keys, in order.
+fn key_log_ns(env: &Env) -> Vec<u8> {
+    let mut v: Vec<u8> = env
+        .open_repo()
+        .list_keys()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k.file.scrypt_log_n())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Decrypts a key file's sealed secrets with the stock `age` tool, typing the passphrase at its
+/// prompt (age reads it from a terminal only: a pseudo-terminal here).
+fn stock_age_opens(key_json: &[u8], passphrase: &str, dir: &std::path::Path) -> bool {
+    let f: serde_json::Value = serde_json::from_slice(key_json).unwrap();
+    let sealed = dir.join("sealed.age");
+    std::fs::write(&sealed, f["secrets"].as_str().unwrap()).unwrap();
+    let script = format!(
+        "import os, pty, sys, time\npid, fd = pty.fork()\nif pid == 0:\n    os.execvp('age', ['age', '-d', '-o', '{out}', '{inp}'])\nbuf, sent, end = b'', False, time.time() + 30\nwhile time.time() < end:\n    try:\n        c = os.read(fd, 1024)\n    except OSError:\n        break\n    if not c:\n        break\n    buf += c\n    if b'passphrase' in buf.lower() and not sent:\n        os.write(fd, b'{passphrase}\\n')\n        sent = True\nsys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n",
+        out = dir.join("secrets.json").display(),
+        inp = sealed.display(),
+    );
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success();
+    ok && std::fs::read(dir.join("secrets.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| v["data_identity"].is_string())
+}
+
+/// Issue 14, unlocking: a new passphrase key's KDF takes 64 MiB (scrypt 2^16), not age's
+/// calibrated second (2^19–2^20, 512 MiB–1 GiB); a key made before still opens, says so, and
+/// `key upgrade` re-seals it (same secrets, same signer: its snapshots stay signed); `key passwd`
+/// changes the passphrase. The stock `age` tool decrypts the key files with the passphrase.
+#[test]
+fn passphrase_keys_unlock_in_64_mib_and_old_keys_are_resealed() {
+    let env = Env::uninit();
+    assert!(
+        std::process::Command::new("age")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "the age tool is needed: apt-get install age (.ci/run does)"
+    );
+    // An "old" key: made at 2^18 (256 MiB), as age's default made them.
+    let out = succeed(env.cmd(&["init"]).env("COFFER_KDF_LOG_N", "18"));
+    assert_eq!(key_log_ns(&env), [18]);
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a"), noise(100_000, 3)).unwrap();
+    env.backup(&src);
+    let out = env.run(&["snapshots"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("256 MiB") && stderr.contains("coffer key upgrade"),
+        "{stderr}"
+    );
+
+    // Re-sealed with the same passphrase at the capped work factor (no COFFER_KDF_LOG_N).
+    let out = succeed(
+        env.cmd(&["--json", "key", "upgrade"])
+            .env_remove("COFFER_KDF_LOG_N"),
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            r["kdf_log_n"].as_u64(),
+            r["kdf_mib"].as_u64(),
+            r["previous_kdf_log_n"].as_u64()
+        ),
+        (Some(16), Some(64), Some(18))
+    );
+    assert_eq!(
+        key_log_ns(&env),
+        [16],
+        "one key, re-sealed; the old file is gone"
+    );
+    let out = env.run(&["snapshots"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("coffer key upgrade"));
+    let snaps = env.json(&["snapshots"]);
+    assert!(
+        snaps[0]["written_by"].to_string().contains("signed"),
+        "still signed: {snaps}"
+    );
+    let key = env.objects("keys").pop().unwrap();
+    assert!(stock_age_opens(
+        &std::fs::read(&key).unwrap(),
+        &env.password,
+        env.dir.path()
+    ));
+
+    // A new passphrase; the old one opens nothing after.
+    std::fs::write(env.path("new-pass"), "a new passphrase\n").unwrap();
+    let newp = env.path("new-pass");
+    let out = succeed(
+        env.cmd(&[
+            "key",
+            "passwd",
+            "--new-password-file",
+            newp.to_str().unwrap(),
+        ])
+        .env_remove("COFFER_KDF_LOG_N"),
+    );
+    env.fails(&["snapshots"], WRONG_KEY);
+    let out = succeed(
+        env.cmd(&["--json", "snapshots"])
+            .env("COFFER_PASSWORD", "a new passphrase"),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("signed"));
+
+    // A repository made today: 2^16 from the start; unlocking it, measured.
+    let fresh = Env::uninit();
+    let out = succeed(fresh.cmd(&["init"]).env_remove("COFFER_KDF_LOG_N"));
+    assert_eq!(key_log_ns(&fresh), [16]);
+    let begun = std::time::Instant::now();
+    let out = succeed(fresh.cmd(&["snapshots"]).env_remove("COFFER_KDF_LOG_N"));
+    eprintln!(
+        "unlock + snapshots with a 2^16 passphrase key: {:.2} s",
+        begun.elapsed().as_secs_f64()
+    );
+}

@@ -139,6 +139,21 @@ impl KeyFile {
         })
     }
 
+    /// The scrypt work factor (log2 N) of a passphrase key, read from its age header (`-> scrypt
+    /// SALT LOG_N`); `None` for a key sealed to recipients, or a header that does not say.
+    pub fn scrypt_log_n(&self) -> Option<u8> {
+        if self.kind != KeyKind::Passphrase {
+            return None;
+        }
+        let mut head = vec![0u8; 512];
+        let mut r = ArmoredReader::new(self.secrets.as_bytes());
+        let n = r.read(&mut head).ok()?;
+        let text = String::from_utf8_lossy(&head[..n]);
+        text.lines()
+            .find_map(|l| l.strip_prefix("-> scrypt "))
+            .and_then(|rest| rest.split_whitespace().nth(1)?.parse().ok())
+    }
+
     /// Opens the key. `Ok(None)` means the unlocker does not fit this key (wrong passphrase, other
     /// identity); errors mean the key file itself is damaged.
     pub fn open(&self, unlocker: &Unlocker, object: &str) -> Result<Option<Secrets>> {

@@ -313,6 +313,56 @@ impl Repository {
             .0)
     }
 
+    /// Re-seals the key this repository was opened with under `protector` (a new passphrase, or
+    /// the same one at today's KDF work factor): the new key file holds the same secrets and the
+    /// same signer record, so every snapshot the key signed stays signed; then the old key file
+    /// goes. A passphrase that opens another key is refused, as for `add_key`.
+    pub fn reseal_key(&self, protector: &Protector) -> Result<KeyId> {
+        let keys = Self::read_key_files(self.backend.as_ref(), &self.config)?;
+        let (old_name, _, old) = keys
+            .iter()
+            .find(|(_, id, _)| *id == self.key_id)
+            .ok_or_else(|| {
+                Error::Invalid("the key in use is no longer in the repository".into())
+            })?;
+        if let Protector::Passphrase { passphrase, .. } = protector {
+            let unlocker = Unlocker::Passphrase(passphrase.clone());
+            for (name, id, file) in &keys {
+                if *id == self.key_id || file.kind != keyfile::KeyKind::Passphrase {
+                    continue;
+                }
+                if let Ok(Some(_)) = file.open(&unlocker, name) {
+                    return Err(Error::Invalid(format!(
+                        "this passphrase already opens {} key {}: choose another, so that each passphrase opens exactly one key",
+                        if file.write_only { "write-only" } else { "full" },
+                        id.short()
+                    )));
+                }
+            }
+        }
+        let mut file = KeyFile::seal(&self.config.id, &self.secrets, protector)?;
+        file.signer = old.signer.clone();
+        file.host = old.host.clone();
+        file.created = old.created;
+        let bytes = serde_json::to_vec_pretty(&file).expect("key file serializes");
+        let id = KeyId(*blake3::hash(&bytes).as_bytes());
+        if id == self.key_id {
+            return Ok(id);
+        }
+        // The new one first: a crash in between leaves two files that open the same secrets.
+        self.backend.put(&key_object(&id), bytes)?;
+        self.backend.delete(old_name)?;
+        Ok(id)
+    }
+
+    /// The key file this repository was opened with.
+    pub fn key_file(&self) -> Result<Option<KeyFile>> {
+        Ok(Self::read_key_files(self.backend.as_ref(), &self.config)?
+            .into_iter()
+            .find(|(_, id, _)| *id == self.key_id)
+            .map(|(_, _, f)| f))
+    }
+
     /// Seals `secrets` into a key file (with its signer record, when this key can vouch);
     /// returns its id and that record.
     fn store_key(

@@ -31,6 +31,15 @@ pub enum Command {
         #[arg(long)]
         host: Option<String>,
     },
+    /// Give the key in use a new passphrase (sealed at today's KDF: 64 MiB, about 0.2 s)
+    Passwd {
+        /// Read the new passphrase from this file (otherwise a prompt)
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+    },
+    /// Re-seal the key in use with its passphrase at today's KDF (a key made before coffer
+    /// capped it takes 512 MiB or more to open)
+    Upgrade,
     /// Remove a key (not the one in use, not the last full one)
     Remove {
         /// Key id or prefix
@@ -110,6 +119,21 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
                 );
             }
         }
+        Command::Passwd { new_password_file } => {
+            let protector =
+                g.new_protector(super::NewKey::Changed, &[], &None, new_password_file)?;
+            resealed(g, &repo, &protector, "passphrase changed")?;
+        }
+        Command::Upgrade => {
+            let coffer_repo::keyfile::Unlocker::Passphrase(passphrase) = g.unlocker()? else {
+                anyhow::bail!("the key in use is sealed to age or SSH recipients: no passphrase KDF to upgrade");
+            };
+            let protector = coffer_repo::keyfile::Protector::Passphrase {
+                passphrase,
+                log_n: g.kdf_log_n,
+            };
+            resealed(g, &repo, &protector, "re-sealed")?;
+        }
         Command::Remove { id } => {
             let removed = repo.remove_key(id)?;
             if g.json {
@@ -131,4 +155,39 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::Ok)
+}
+
+/// Re-seals the key in use and says so, with its new id and work factor.
+fn resealed(
+    g: &Global,
+    repo: &coffer_repo::Repository,
+    protector: &coffer_repo::keyfile::Protector,
+    what: &str,
+) -> Result<()> {
+    let old = repo.key_file()?.and_then(|f| f.scrypt_log_n());
+    let id = repo.reseal_key(protector)?;
+    let new = match protector {
+        coffer_repo::keyfile::Protector::Passphrase { log_n, .. } => {
+            Some(log_n.unwrap_or(coffer_repo::crypto::DEFAULT_KDF_LOG_N))
+        }
+        _ => None,
+    };
+    let mib = |n: Option<u8>| n.map(|n| (128u64 * 8) << n >> 20);
+    if g.json {
+        print_json(&serde_json::json!({
+            "id": id.to_hex(), "previous": repo.key_id().to_hex(),
+            "kdf_log_n": new, "kdf_mib": mib(new), "previous_kdf_log_n": old,
+        }));
+    } else {
+        out!(
+            "{what}: key {} is now {} (scrypt 2^{} takes {} MiB to open{})",
+            repo.key_id().short(),
+            id.short(),
+            new.unwrap_or(0),
+            mib(new).unwrap_or(0),
+            old.map(|o| format!("; it took {} MiB", mib(Some(o)).unwrap_or(0)))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
 }

@@ -579,3 +579,14 @@ pub fn upgrade_phases(r: &serde_json::Value) -> String {
         r["downtime_secs"].as_f64().unwrap_or(f64::NAN)
     )
 }
+
+/// Runs a prepared command, expecting success; its output.
+pub fn succeed(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
