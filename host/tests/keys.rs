@@ -192,7 +192,7 @@ fn passphrase_keys_unlock_in_64_mib_and_old_keys_are_resealed() {
         "the age tool is needed: apt-get install age (.ci/run does)"
     );
     // An "old" key: made at 2^18 (256 MiB), as age's default made them.
-    let out = succeed(env.cmd(&["init"]).env("COFFER_KDF_LOG_N", "18"));
+    succeed(env.cmd(&["init"]).env("COFFER_KDF_LOG_N", "18"));
     assert_eq!(key_log_ns(&env), [18]);
     let src = env.path("src");
     std::fs::create_dir(&src).unwrap();
@@ -241,7 +241,7 @@ fn passphrase_keys_unlock_in_64_mib_and_old_keys_are_resealed() {
     // A new passphrase; the old one opens nothing after.
     std::fs::write(env.path("new-pass"), "a new passphrase\n").unwrap();
     let newp = env.path("new-pass");
-    let out = succeed(
+    succeed(
         env.cmd(&[
             "key",
             "passwd",
@@ -259,7 +259,7 @@ fn passphrase_keys_unlock_in_64_mib_and_old_keys_are_resealed() {
 
     // A repository made today: 2^16 from the start; unlocking it, measured.
     let fresh = Env::uninit();
-    let out = succeed(fresh.cmd(&["init"]).env_remove("COFFER_KDF_LOG_N"));
+    succeed(fresh.cmd(&["init"]).env_remove("COFFER_KDF_LOG_N"));
     assert_eq!(key_log_ns(&fresh), [16]);
     let begun = std::time::Instant::now();
     let out = succeed(fresh.cmd(&["snapshots"]).env_remove("COFFER_KDF_LOG_N"));
