@@ -262,7 +262,7 @@ fn passphrase_keys_unlock_in_64_mib_and_old_keys_are_resealed() {
     succeed(fresh.cmd(&["init"]).env_remove("COFFER_KDF_LOG_N"));
     assert_eq!(key_log_ns(&fresh), [16]);
     let begun = std::time::Instant::now();
-    let out = succeed(fresh.cmd(&["snapshots"]).env_remove("COFFER_KDF_LOG_N"));
+    succeed(fresh.cmd(&["snapshots"]).env_remove("COFFER_KDF_LOG_N"));
     eprintln!(
         "unlock + snapshots with a 2^16 passphrase key: {:.2} s",
         begun.elapsed().as_secs_f64()
