@@ -930,10 +930,23 @@ impl Walker {
         Ok((chunks, size))
     }
 
-    /// Chunks a stream, hands new chunks to the workers; returns the chunk list and size.
-    fn chunk_stream(&mut self, path: &Path, source: impl Read) -> Result<(Vec<ChunkId>, u64)> {
+    /// Chunks a stream, hands new chunks to the workers; returns the chunk list and size. A
+    /// stream that starts like a SQLite database is cut at its pages, anything else by content.
+    fn chunk_stream(&mut self, path: &Path, mut source: impl Read) -> Result<(Vec<ChunkId>, u64)> {
+        let mut head = [0u8; 100];
+        let mut n = 0;
+        while n < head.len() {
+            match source.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(path, e)),
+            }
+        }
+        let page = crate::chunker::page_size_of(&head[..n]);
+        let source = std::io::Cursor::new(&head[..n]).chain(source);
         let mut buf = std::mem::take(&mut self.buf);
-        let r = self.chunk_into(path, source, &mut buf);
+        let r = self.chunk_into(path, source, &mut buf, page);
         self.buf = buf;
         r
     }
@@ -943,9 +956,13 @@ impl Walker {
         path: &Path,
         source: impl Read,
         buf: &mut [u8],
+        page: Option<usize>,
     ) -> Result<(Vec<ChunkId>, u64)> {
         let chunker = self.chunker.clone();
-        let mut stream = chunker.stream(source, buf);
+        let mut stream = match page {
+            Some(size) => chunker.stream_fixed(source, buf, size),
+            None => chunker.stream(source, buf),
+        };
         let mut chunks = vec![];
         let mut size = 0u64;
         while let Some(data) = stream.next_chunk().map_err(|e| Error::io(path, e))? {

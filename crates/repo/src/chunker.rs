@@ -1,4 +1,9 @@
-//! Content-defined chunking: FastCDC (2020) over a stream, with the repository's gear seed.
+//! Content-defined chunking: FastCDC (2020) over a stream, with the repository's gear seed;
+//! and page-aligned chunking for files made of fixed-size pages (SQLite databases).
+//!
+//! A database changes a few pages in place from one day to the next; content-defined chunks of
+//! a megabyte around each changed page would all be new. Cut at its pages, only the changed
+//! pages are ([`page_size_of`] recognises a SQLite file by its header).
 //!
 //! Boundaries depend only on content, so inserting bytes into the middle of a file changes the
 //! chunks around the edit and nothing after it. fastcdc's own `StreamCDC` moves the rest of its
@@ -96,7 +101,21 @@ impl Chunker {
             start: 0,
             end: 0,
             eof: false,
+            fixed: None,
         }
+    }
+
+    /// Chunks of exactly `size` bytes (the last one shorter), for paged files; `size` at most
+    /// the maximum chunk size.
+    pub fn stream_fixed<'a, R: Read>(
+        &'a self,
+        source: R,
+        buf: &'a mut [u8],
+        size: usize,
+    ) -> ChunkStream<'a, R> {
+        let mut s = self.stream(source, buf);
+        s.fixed = Some(size.clamp(1, self.params.max_size as usize));
+        s
     }
 
     fn cut(&self, data: &[u8]) -> usize {
@@ -124,6 +143,7 @@ pub struct ChunkStream<'a, R> {
     start: usize,
     end: usize,
     eof: bool,
+    fixed: Option<usize>,
 }
 
 impl<R: Read> ChunkStream<'_, R> {
@@ -159,11 +179,30 @@ impl<R: Read> ChunkStream<'_, R> {
         if self.start == self.end {
             return Ok(None);
         }
-        let n = self.chunker.cut(&self.buf[self.start..self.end]).max(1);
+        let n = match self.fixed {
+            Some(size) => size.min(self.end - self.start),
+            None => self.chunker.cut(&self.buf[self.start..self.end]).max(1),
+        };
         let chunk = &self.buf[self.start..self.start + n];
         self.start += n;
         Ok(Some(chunk))
     }
+}
+
+/// The chunk size for a file that starts with `head` (its first 100 bytes or more), when it is
+/// made of fixed-size pages: a SQLite database (`SQLite format 3\0`, the page size at offset
+/// 16, big-endian; 1 means 65536). Pages smaller than 4 KiB are taken four at a time or more, so
+/// chunks stay at least 4 KiB.
+pub fn page_size_of(head: &[u8]) -> Option<usize> {
+    if head.len() < 100 || !head.starts_with(b"SQLite format 3\0") {
+        return None;
+    }
+    let page = match u16::from_be_bytes([head[16], head[17]]) {
+        1 => 65536,
+        p if p >= 512 && p.is_power_of_two() => p as usize,
+        _ => return None,
+    };
+    Some(page.max(4096))
 }
 
 #[cfg(test)]
@@ -215,6 +254,36 @@ mod tests {
         let b = chunks(&c, &edited);
         let new = b.iter().filter(|ch| !a.contains(*ch)).count();
         assert!(new <= 2, "{new} chunks changed for one insertion");
+    }
+
+    #[test]
+    fn paged_files_are_cut_at_their_pages() {
+        let c = Chunker::new(ChunkerParams::default(), 7);
+        let data = pseudo_random(1_000_000, 5);
+        let mut buf = c.buffer();
+        let mut s = c.stream_fixed(&data[..], &mut buf, 4096);
+        let mut out = vec![];
+        while let Some(ch) = s.next_chunk().unwrap() {
+            out.push(ch.to_vec());
+        }
+        assert_eq!(out.concat(), data);
+        assert!(out[..out.len() - 1].iter().all(|c| c.len() == 4096));
+        assert_eq!(out.last().unwrap().len(), 1_000_000 % 4096);
+        let mut head = b"SQLite format 3\0".to_vec();
+        head.extend_from_slice(&[0x10, 0x00]);
+        head.resize(100, 0);
+        assert_eq!(page_size_of(&head), Some(4096));
+        head[16..18].copy_from_slice(&[0, 1]);
+        assert_eq!(page_size_of(&head), Some(65536));
+        head[16..18].copy_from_slice(&[0x04, 0x00]);
+        assert_eq!(
+            page_size_of(&head),
+            Some(4096),
+            "1 KiB pages, four at a time"
+        );
+        head[16..18].copy_from_slice(&[0x03, 0x00]);
+        assert_eq!(page_size_of(&head), None);
+        assert_eq!(page_size_of(b"SQLite format 3"), None);
     }
 
     #[test]
