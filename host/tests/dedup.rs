@@ -172,3 +172,60 @@ fn a_sqlite_database_is_cut_at_its_pages() {
         "the paged database restores to its bytes"
     );
 }
+
+/// What a plugin can ask for (`capture-path-cut`, WIT 0.1.3), through the archiver: fixed pages,
+/// whole pieces (the largest the repository allows), and a page size that is not one refused.
+#[test]
+fn an_item_is_cut_as_asked() {
+    use coffer_repo::archiver::{Counters, Cut, Session, SnapshotInfo};
+    use std::sync::Arc;
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("pages.bin"), noise(1_000_000, 11)).unwrap();
+    std::fs::write(src.join("media.bin"), noise(10 << 20, 12)).unwrap();
+    let repo = Arc::new(env.open_repo());
+    let mut s = Session::start(repo.clone(), None, Arc::new(Counters::default())).unwrap();
+    s.add_path_cut(
+        std::path::Path::new("db"),
+        &src.join("pages.bin"),
+        Cut::Pages(8192),
+    )
+    .unwrap();
+    s.add_path_cut(
+        std::path::Path::new("media"),
+        &src.join("media.bin"),
+        Cut::Whole,
+    )
+    .unwrap();
+    let err = s
+        .add_path_cut(
+            std::path::Path::new("bad"),
+            &src.join("pages.bin"),
+            Cut::Pages(1000),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("power of two"), "{err}");
+    s.finish(SnapshotInfo {
+        paths: vec![src.display().to_string()],
+        ..Default::default()
+    })
+    .unwrap();
+    let (index, _) = repo.load_index().unwrap();
+    let mut sizes: Vec<u32> = index
+        .chunks()
+        .filter(|(_, _, e)| e.tag == coffer_repo::crypto::Tag::Data)
+        .map(|(_, _, e)| e.raw_length)
+        .collect();
+    sizes.sort();
+    let pages = 1_000_000 / 8192;
+    let max = 4 << 20;
+    let mut want: Vec<u32> = vec![8192; pages];
+    want.push(1_000_000 % 8192);
+    want.extend([2 << 20, max, max]);
+    want.sort();
+    assert_eq!(sizes, want);
+    // Both restore to their bytes.
+    let back = env.restore("latest", "db");
+    assert_eq!(hash_file(&back), hash_file(&src.join("pages.bin")));
+}

@@ -152,7 +152,7 @@ fn plugin_files_are_pinned_by_blake3() {
     let info = env.json(&["plugin", "inspect", wasm.to_str().unwrap()]);
     assert_eq!(info["name"], "hostile");
     assert_eq!(info["blake3"], hash);
-    assert_eq!(info["wit"], "0.1.2");
+    assert_eq!(info["wit"], "0.1.3");
     let x = env.json(&["plugin", "inspect", "xianyu"]);
     let caps: Vec<String> = x["capabilities"]
         .as_array()

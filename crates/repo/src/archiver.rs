@@ -48,6 +48,20 @@ pub struct BackupOptions {
     pub cache_dir: Option<PathBuf>,
 }
 
+/// How a file's bytes are cut into chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cut {
+    /// Content-defined, but pages for a file that starts like a SQLite database.
+    #[default]
+    Auto,
+    /// Content-defined.
+    Content,
+    /// Fixed pieces of this many bytes.
+    Pages(usize),
+    /// The largest pieces the repository allows, no boundary search.
+    Whole,
+}
+
 /// Live counters, read by whoever shows progress.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -335,6 +349,7 @@ impl Session {
             hardlinks: HashMap::new(),
             pool: pool_rx,
             racy_after_ns: time.timestamp_nanos_opt().unwrap_or(i64::MAX) - 1_000_000_000,
+            cut: Cut::default(),
         };
         Ok(Session {
             repo,
@@ -423,6 +438,21 @@ impl Session {
         })?;
         self.item_paths.push(item.to_string_lossy().into_owned());
         Ok(())
+    }
+
+    /// [`Session::add_path`], its files cut as `cut` says.
+    pub fn add_path_cut(&mut self, item: &Path, path: &Path, cut: Cut) -> Result<u64> {
+        if let Cut::Pages(n) = cut {
+            if !(512..=65536).contains(&n) || !n.is_power_of_two() {
+                return Err(Error::Invalid(format!(
+                    "pages of {n} bytes: a page size is a power of two from 512 to 65536"
+                )));
+            }
+        }
+        let before = std::mem::replace(&mut self.walker.cut, cut);
+        let r = self.add_path(item, path);
+        self.walker.cut = before;
+        r
     }
 
     /// Captures a file or folder (recursively) as `item`; returns the bytes it holds.
@@ -686,6 +716,8 @@ struct Walker {
     /// Files modified after this instant are not cached: a write in the same timestamp tick as
     /// our read would go unnoticed next time.
     racy_after_ns: i64,
+    /// How the item being captured is cut.
+    cut: Cut,
 }
 
 fn mtime_ns(m: &std::fs::Metadata) -> i64 {
@@ -943,7 +975,12 @@ impl Walker {
                 Err(e) => return Err(Error::io(path, e)),
             }
         }
-        let page = crate::chunker::page_size_of(&head[..n]);
+        let page = match self.cut {
+            Cut::Auto => crate::chunker::page_size_of(&head[..n]),
+            Cut::Content => None,
+            Cut::Pages(size) => Some(size),
+            Cut::Whole => Some(usize::MAX),
+        };
         let source = std::io::Cursor::new(&head[..n]).chain(source);
         let mut buf = std::mem::take(&mut self.buf);
         let r = self.chunk_into(path, source, &mut buf, page);

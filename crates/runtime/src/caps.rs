@@ -387,6 +387,15 @@ impl wit_host::Host for State {
     fn capture_path(&mut self, item: String, path: String) -> R<u64> {
         self.caps.capture_path(item, path)
     }
+    fn capture_path_cut(&mut self, item: String, path: String, cut: wit_host::Cut) -> R<u64> {
+        use coffer_repo::archiver::Cut;
+        let cut = match cut {
+            wit_host::Cut::Content => Cut::Content,
+            wit_host::Cut::Pages(n) => Cut::Pages(n as usize),
+            wit_host::Cut::Whole => Cut::Whole,
+        };
+        self.caps.capture_path_cut(item, path, cut)
+    }
     fn capture_bytes(&mut self, item: String, data: Vec<u8>) -> R<()> {
         self.caps.capture_bytes(item, data)
     }

@@ -39,7 +39,7 @@ pub use info::{Capability, Check, PluginInfo, SettingSpec, Settings, Snapshot};
 pub use serde_json::{self, json, Map as JsonMap, Value as Json};
 
 /// The version of the `coffer:plugin` WIT package this SDK implements.
-pub const WIT_VERSION: &str = "0.1.2";
+pub const WIT_VERSION: &str = "0.1.3";
 
 /// An error a plugin reports: one line that tells the user what failed and what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -79,7 +79,8 @@ impl Plugin for Xianyu {
             items.push("config");
         }
         if exists("static/uploads/images") {
-            host::capture_path("uploads", "static/uploads/images")?;
+            // Images never change in part: no boundary search (WIT 0.1.3).
+            host::capture_path_cut("uploads", "static/uploads/images", host::Cut::Whole)?;
             items.push("uploads");
         }
         // The version, when global_config.yml names it (`app_version: 1.4`): what an upgrade goes from.

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use coffer_repo::archiver::Session;
+use coffer_repo::archiver::{Cut, Session};
 use coffer_repo::id::{ChunkId, PackId};
 use coffer_repo::index::Index;
 use coffer_repo::restorer::{self, OutsideLinks, RestoreOptions};
@@ -86,6 +86,10 @@ impl Caps {
     /// points at is captured (it must lie inside the app folder: [`Caps::resolve`] refuses
     /// otherwise, naming the link); links further down are kept as links.
     pub(super) fn capture_path(&mut self, item: String, path: String) -> R<u64> {
+        self.capture_path_cut(item, path, Cut::Auto)
+    }
+
+    pub(super) fn capture_path_cut(&mut self, item: String, path: String, cut: Cut) -> R<u64> {
         let mut full = self.resolve(&path)?;
         let meta = std::fs::symlink_metadata(&full).map_err(|e| format!("{path}: {e}"))?;
         if meta.file_type().is_symlink() {
@@ -94,7 +98,7 @@ impl Caps {
                 .map_err(|e| format!("{path} is a symlink that leads nowhere: {e}"))?;
         }
         self.session()?
-            .add_path(Path::new(&item), &full)
+            .add_path_cut(Path::new(&item), &full, cut)
             .map_err(|e| e.to_string())
     }
 
