@@ -471,6 +471,44 @@ fn disaster_recovery_and_failure_paths() {
     let snapshots = |env: &Env| env.json(&["snapshots"]).as_array().unwrap().len();
     assert_eq!(snapshots(&env), 1);
 
+    // A drill first: the dump into a scratch database on the same server, the files and vector
+    // snapshots into scratch space, compared with the snapshot and cleaned up; nothing live is
+    // touched (the live database's sums, the bucket, the collection, the server's snapshots).
+    let live = table_sums(&stack.pg, "zhiyun");
+    let d = ok(&env, &cfg, &["drill", "zhiyun"]);
+    assert_eq!(d["ok"], true, "{d}");
+    let checks = d["verify"].as_array().unwrap();
+    for name in ["database rows", "files", "collection knowledge"] {
+        assert!(
+            checks.iter().any(|c| c["name"] == name && c["ok"] == true),
+            "{name}: {d}"
+        );
+    }
+    assert_eq!(table_sums(&stack.pg, "zhiyun"), live);
+    assert_eq!(
+        stack
+            .pg
+            .sql(
+                "postgres",
+                "SELECT count(*) FROM pg_database WHERE datname LIKE 'zhiyun_drill_%'"
+            )
+            .trim(),
+        "0",
+        "the scratch database is dropped"
+    );
+    assert_eq!(stack.objects().len(), 13);
+    assert_eq!(
+        stack
+            .qdrant
+            .points("knowledge")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .len(),
+        300
+    );
+    assert!(stack.qdrant.snapshots().is_empty());
+
     // Disaster: the database dropped, the bucket emptied, the collection deleted.
     stack
         .pg

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::compose::{Exec, Project};
 use crate::host::{self, Command, Process};
-use crate::{bail, json, Error, Json, JsonMap, Result, Settings};
+use crate::{bail, json, serde_json, Error, Json, JsonMap, Result, Settings};
 
 /// Marks the end of one answer on the psql session's output.
 const END: &str = "__coffer_end__";
@@ -407,6 +407,57 @@ impl Pg {
             "loading the dump failed and nothing of it was kept ({}): {err}",
             undo.join("; ")
         )
+    }
+}
+
+/// The file a drill's restore leaves in the scratch folder, naming its scratch database.
+pub const DRILL_MARKER: &str = ".coffer-drill.json";
+
+impl Pg {
+    /// A drill's load: the dump `item` into a scratch database `<database>_drill_<UTC time>` on
+    /// the same server, never the live one (scratch databases an earlier drill left, killed
+    /// before its verify, are dropped first). Its name goes into [`DRILL_MARKER`] in the scratch
+    /// folder, where the drill's verify finds it ([`Pg::drill_scratch`]).
+    pub fn drill_load(&self, item: &str, format: Format) -> Result<()> {
+        let prefix = format!("{}_drill_", self.database);
+        let stale = self.query(
+            &self.maintenance_db,
+            &format!("SELECT datname FROM pg_database WHERE starts_with(datname, {})", literal(&prefix)),
+        )?;
+        let mut scratch = self.clone();
+        for r in stale {
+            if let Some(old) = r.first() {
+                host::info(format!("dropping the scratch database {old} an earlier drill left"));
+                scratch.database = old.clone();
+                self.drop_scratch(&scratch)?;
+            }
+        }
+        scratch.database = format!("{prefix}{}", stamp());
+        host::info(format!("drill: loading the dump into the scratch database {}", scratch.database));
+        host::write_file(DRILL_MARKER, json!({ "database": scratch.database }).to_string())?;
+        scratch.restore(item, format, false)
+    }
+
+    /// The scratch database the drill's restore loaded, from [`DRILL_MARKER`].
+    pub fn drill_scratch(&self) -> Result<Pg> {
+        let text = std::fs::read(format!("/app/{DRILL_MARKER}"))
+            .map_err(|e| Error(format!("the drill's restore left no {DRILL_MARKER}: {e}")))?;
+        let marker: Json = serde_json::from_slice(&text)?;
+        let mut scratch = self.clone();
+        scratch.database = marker["database"].as_str().unwrap_or_default().to_string();
+        if !scratch.database.starts_with(&format!("{}_drill_", self.database)) {
+            bail!("{DRILL_MARKER} names {}, not a scratch database of {}", scratch.database, self.database);
+        }
+        Ok(scratch)
+    }
+
+    /// Drops a drill's scratch database (sessions on it are ended).
+    pub fn drop_scratch(&self, scratch: &Pg) -> Result<()> {
+        if !scratch.database.starts_with(&format!("{}_drill_", self.database)) {
+            bail!("refusing to drop {}: not a scratch database", scratch.database);
+        }
+        self.query(&self.maintenance_db, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(&scratch.database)))?;
+        Ok(())
     }
 }
 

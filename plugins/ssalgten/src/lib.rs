@@ -23,7 +23,7 @@
 use std::time::{Duration, Instant};
 
 use coffer_plugin_sdk::compose::{env_value, with_env_value};
-use coffer_plugin_sdk::pg::{self, Format, Pg, Via};
+use coffer_plugin_sdk::pg::{Format, Pg, Via};
 use coffer_plugin_sdk::prelude::*;
 use coffer_plugin_sdk::retry_until;
 
@@ -31,8 +31,6 @@ use coffer_plugin_sdk::retry_until;
 const FILES: [&str; 7] = [".env", "docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml", "docker-compose.override.yml", "configs"];
 /// Tags that move: a snapshot bound to one of them cannot say which image wrote it.
 const MOVING_TAGS: [&str; 5] = ["", "latest", "main", "master", "edge"];
-/// The marker a drill's restore leaves in the scratch folder for its verify.
-const DRILL_MARKER: &str = ".coffer-drill.json";
 
 #[derive(Default)]
 struct Ssalgten;
@@ -236,37 +234,20 @@ fn restore_files(meta: &Json) -> Result<()> {
 
 /// A drill: files and volume into the scratch folder, the dump into a scratch database on the
 /// live server (a name of its own; nothing live is stopped or written).
-fn drill_restore(c: &Conf, pg: &Pg, meta: &Json) -> Result<()> {
+fn drill_restore(pg: &Pg, meta: &Json) -> Result<()> {
     for name in meta["files"].as_array().into_iter().flatten().filter_map(Json::as_str) {
         host::restore_item(&format!("files/{name}"), name)?;
     }
-    if meta["volume"]["item"].is_string() {
-        host::restore_item(meta["volume"]["item"].as_str().unwrap_or_default(), "volume")?;
+    if let Some(item) = meta["volume"]["item"].as_str() {
+        host::restore_item(item, "volume")?;
     }
-    // Scratch databases a drill left (killed before its verify) go first.
-    let prefix = format!("{}_drill_", c.database);
-    for r in pg.query(&pg.maintenance_db, &format!("SELECT datname FROM pg_database WHERE starts_with(datname, {})", pg::literal(&prefix)))? {
-        if let Some(old) = r.first() {
-            host::info(format!("dropping the scratch database {old} an earlier drill left"));
-            pg.query(&pg.maintenance_db, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg::ident(old)))?;
-        }
-    }
-    let mut scratch = pg.clone();
-    scratch.database = format!("{prefix}{}", pg::stamp());
     let item = meta["db"]["item"].as_str().ok_or_else(|| Error::msg("the snapshot has no database dump"))?;
-    host::info(format!("drill: loading the dump into the scratch database {}", scratch.database));
-    host::write_file(DRILL_MARKER, json!({ "database": scratch.database }).to_string())?;
-    scratch.restore(item, Format::Plain, false)
+    pg.drill_load(item, Format::Plain)
 }
 
 /// A drill's verify: the scratch database against the snapshot, exactly; then it is dropped.
-fn drill_verify(c: &Conf, pg: &Pg, snap: &Snapshot) -> Result<Vec<Check>> {
-    let marker: Json = serde_json_from(&std::fs::read(format!("/app/{DRILL_MARKER}")).map_err(|e| Error::msg(format!("the drill's restore left no {DRILL_MARKER}: {e}")))?)?;
-    let mut scratch = pg.clone();
-    scratch.database = marker["database"].as_str().unwrap_or_default().to_string();
-    if !scratch.database.starts_with(&format!("{}_drill_", c.database)) {
-        bail!("{DRILL_MARKER} names {}, not a scratch database", scratch.database);
-    }
+fn drill_verify(pg: &Pg, snap: &Snapshot) -> Result<Vec<Check>> {
+    let scratch = pg.drill_scratch()?;
     let meta = &snap.metadata;
     let checked = (|| -> Result<Vec<Check>> {
         let now = scratch.facts_now()?;
@@ -279,7 +260,7 @@ fn drill_verify(c: &Conf, pg: &Pg, snap: &Snapshot) -> Result<Vec<Check>> {
         }
         Ok(checks)
     })();
-    let dropped = pg.query(&pg.maintenance_db, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg::ident(&scratch.database)));
+    let dropped = pg.drop_scratch(&scratch);
     let mut checks = checked?;
     dropped?;
     for name in meta["files"].as_array().into_iter().flatten().filter_map(Json::as_str) {
@@ -291,10 +272,6 @@ fn drill_verify(c: &Conf, pg: &Pg, snap: &Snapshot) -> Result<Vec<Check>> {
         checks.push(Check::new("volume", there, if there { "restored" } else { "missing from the restore" }));
     }
     Ok(checks)
-}
-
-fn serde_json_from(bytes: &[u8]) -> Result<Json> {
-    Ok(coffer_plugin_sdk::serde_json::from_slice(bytes)?)
 }
 
 impl Plugin for Ssalgten {
@@ -375,7 +352,7 @@ impl Plugin for Ssalgten {
         let env = String::from_utf8_lossy(&host::read_item("files/.env")?).into_owned();
         let pg = c.pg(&env)?;
         if c.drill {
-            return drill_restore(&c, &pg, meta);
+            return drill_restore(&pg, meta);
         }
         let (files, db, volume) = (wanted(only, "files"), wanted(only, "db"), wanted(only, "volume"));
         if !files && !db && !volume {
@@ -425,7 +402,7 @@ impl Plugin for Ssalgten {
             return Ok(checks);
         };
         if c.drill {
-            return drill_verify(&c, &pg, snap);
+            return drill_verify(&pg, snap);
         }
         let meta = &snap.metadata;
         // After an upgrade (coffer_verify = at_least) the app has moved on: rows and migrations

@@ -114,6 +114,7 @@ impl Plugin for Zhiyun {
         .setting_or("start_command", "command that starts the app after a restore", "")
         .setting_or("image_tag_var", "under Compose: the variable of the project's .env that names the app's image tag; `coffer upgrade` sets it and starts app_compose_services", "")
         .setting_or("upgrade_command", "otherwise: the command that upgrades the app (\"{version}\" replaced by the version)", "")
+        .drills()
         .runs("pg_dump")
         .runs("psql")
         .runs("pg_restore")
@@ -185,6 +186,9 @@ impl Plugin for Zhiyun {
                 bail!("unknown item `{o}`: zhiyun has db, files and vectors");
             }
         }
+        if settings.drill() {
+            return drill_restore(settings, snapshot);
+        }
         let app = app_services(settings);
         if let Some((p, services)) = &app {
             host::info(format!("stopping {} of project {}", services.join(", "), p.name()));
@@ -201,6 +205,9 @@ impl Plugin for Zhiyun {
     }
 
     fn verify(settings: &Settings, snapshot: Option<&Snapshot>) -> Result<Vec<Check>> {
+        if let (true, Some(s)) = (settings.drill(), snapshot) {
+            return drill_verify(settings, s);
+        }
         let mut checks = vec![];
         let meta = snapshot.map(|s| &s.metadata);
         let restored = |item: &str| snapshot.is_none_or(|s| s.has(item));
@@ -313,21 +320,79 @@ impl Plugin for Zhiyun {
 }
 
 /// Database, then files, then vectors: the manual's disaster-recovery order.
+/// The dump's item and form in a snapshot.
+fn dump_of(pg: &Pg, snapshot: &Snapshot) -> Result<(String, Format)> {
+    let format = Format::parse(snapshot.metadata["database"]["format"].as_str().unwrap_or("plain"))?;
+    let item = snapshot.metadata["database"]["item"].as_str().map(String::from).unwrap_or_else(|| format.item(&pg.database));
+    if !snapshot.has(&item) {
+        bail!("the snapshot has no database dump ({item})");
+    }
+    Ok((item, format))
+}
+
+/// A drill touches no live service: the dump goes into a scratch database on the same server,
+/// the MinIO files and Qdrant snapshots into the scratch folder; no stop or start.
+fn drill_restore(settings: &Settings, snapshot: &Snapshot) -> Result<()> {
+    let pg = Pg::from(settings, ("postgres", "zhiyun", "db"))?;
+    let (item, format) = dump_of(&pg, snapshot)?;
+    if snapshot.has("files") {
+        host::restore_item("files", "files")?;
+    }
+    if snapshot.has("vectors") {
+        host::restore_item("vectors", "vectors")?;
+    }
+    pg.drill_load(&item, format)
+}
+
+/// The scratch database against the snapshot (every table's rows and checksum), then dropped;
+/// the files and vector snapshots counted in the scratch folder.
+fn drill_verify(settings: &Settings, snapshot: &Snapshot) -> Result<Vec<Check>> {
+    let pg = Pg::from(settings, ("postgres", "zhiyun", "db"))?;
+    let scratch = pg.drill_scratch()?;
+    let facts = scratch.facts_now();
+    pg.drop_scratch(&scratch)?;
+    let now = facts?;
+    let meta = &snapshot.metadata;
+    let mut checks = vec![];
+    if let Some(expected) = meta["database"]["tables"].as_object() {
+        let bad: Vec<String> = expected
+            .iter()
+            .filter(|(t, exp)| now.get(*t) != Some(*exp))
+            .map(|(t, exp)| format!("{t}: expected {} rows (checksum {}), found {}", exp["rows"], exp["checksum"], now.get(t).map(|f| format!("{} ({})", f["rows"], f["checksum"])).unwrap_or_else(|| "nothing".into())))
+            .collect();
+        checks.push(if bad.is_empty() {
+            Check::pass("database rows", format!("{} tables in the scratch database, every count and checksum as captured", expected.len()))
+        } else {
+            Check::fail("database rows", bad.join("; "))
+        });
+    }
+    if let Some(want) = meta["files"]["objects"].as_u64() {
+        let got = count_files(std::path::Path::new("/app/files"));
+        checks.push(Check::new("files", got == want, format!("{got} objects restored, {want} captured")));
+    }
+    if let Some(cols) = meta["collections"].as_object() {
+        for c in cols.keys() {
+            let f = std::path::Path::new("/app/vectors").join(format!("{c}.snapshot"));
+            let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+            checks.push(Check::new(&format!("collection {c}"), size > 0, format!("snapshot file of {size} bytes restored")));
+        }
+    }
+    Ok(checks)
+}
+
+fn count_files(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| if e.file_type().is_ok_and(|t| t.is_dir()) { count_files(&e.path()) } else { 1 })
+        .sum()
+}
+
 fn restore_parts(settings: &Settings, snapshot: &Snapshot, only: &[String]) -> Result<()> {
     if wanted(only, "db") {
         let pg = Pg::from(settings, ("postgres", "zhiyun", "db"))?;
-        let format = Format::parse(
-            snapshot.metadata["database"]["format"]
-                .as_str()
-                .unwrap_or("plain"),
-        )?;
-        let item = snapshot.metadata["database"]["item"]
-            .as_str()
-            .map(String::from)
-            .unwrap_or_else(|| format.item(&pg.database));
-        if !snapshot.has(&item) {
-            bail!("the snapshot has no database dump ({item})");
-        }
+        let (item, format) = dump_of(&pg, snapshot)?;
         pg.restore(&item, format, flag(settings, "replace_database"))?;
         host::info(format!("restored database {}", pg.database));
     }
