@@ -101,10 +101,15 @@ fn generate(root: &Path, size_mib: u64, day: u32) -> Result<()> {
             *b = b"record-field-value;"[i % 19];
         }
     }
+    // Page 0 starts with SQLite's header (magic, page size 8192 at offset 16), as a real
+    // database file does; the rest is the generator's.
+    db[..16].copy_from_slice(b"SQLite format 3\0");
+    db[16..18].copy_from_slice(&8192u16.to_be_bytes());
+    db[18..100].fill(1);
     if day == 2 {
         let mut r2 = Rng(5);
         for _ in 0..500 {
-            let p = (r2.next() % pages) as usize;
+            let p = (1 + r2.next() % (pages - 1)) as usize;
             r2.fill(&mut db[p * 8192 + 16..p * 8192 + 4096]);
         }
         let mut extra = vec![0u8; 1000 * 8192];
