@@ -186,6 +186,20 @@ struct Run {
 }
 
 /// Runs `cmd` in a fresh child of a fresh child, so resource usage is this command's alone.
+/// The last JSON object a command printed into the log (`coffer --json` pretty-prints: it starts
+/// with a `{` line).
+fn last_json(log: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let at = text
+        .rfind("\n{\n")
+        .map(|i| i + 1)
+        .or_else(|| text.starts_with("{\n").then_some(0))?;
+    serde_json::Deserializer::from_str(&text[at..])
+        .into_iter()
+        .next()?
+        .ok()
+}
+
 fn measure(cmd: &mut Command, log: &Path) -> Result<Run> {
     let me = std::env::current_exe()?;
     let mut m = Command::new(me);
@@ -343,7 +357,7 @@ fn main() -> Result<()> {
         }
         for t in &mut tools {
             let mut c = if t.name == "coffer" {
-                coffer_cmd(&t.repo, &["backup", &src])
+                coffer_cmd(&t.repo, &["--json", "backup", &src])
             } else {
                 restic_cmd(&t.repo, &["backup", "-q", &src])
             };
@@ -352,6 +366,19 @@ fn main() -> Result<()> {
                 "{:<7} {step:<17} {:>7.2}s wall {:>7.2}s cpu {:>6.0} MiB rss",
                 t.name, r.wall, r.cpu, r.rss_mib
             );
+            if t.name == "coffer" {
+                if let Some(stages) = last_json(&log).map(|v| v["stages"].clone()) {
+                    let parts: Vec<String> =
+                        ["read", "chunk", "hash", "compress", "encrypt", "write"]
+                            .iter()
+                            .map(|k| format!("{k} {:.2}s", stages[*k].as_f64().unwrap_or(0.0)))
+                            .collect();
+                    eprintln!(
+                        "        where the time went (summed over threads): {}",
+                        parts.join(", ")
+                    );
+                }
+            }
             t.runs.push((step, r));
             t.sizes.push(du(&t.repo));
         }

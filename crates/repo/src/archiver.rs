@@ -73,6 +73,41 @@ pub struct Counters {
     /// stops at the next chunk or file with [`Error::Cancelled`] and saves no snapshot. What it
     /// uploaded so far is unreferenced data, which prune removes.
     pub cancel: std::sync::atomic::AtomicBool,
+    /// Where the time goes, in nanoseconds summed over threads: reading files, finding chunk
+    /// boundaries, hashing chunks (ids), compressing, encrypting packs (and their id hash),
+    /// writing packs to the store.
+    pub stages: Stages,
+}
+
+/// Nanoseconds per stage of a backup, summed over the threads doing it.
+#[derive(Debug, Default)]
+pub struct Stages {
+    pub read_ns: AtomicU64,
+    pub chunk_ns: AtomicU64,
+    pub hash_ns: AtomicU64,
+    pub compress_ns: AtomicU64,
+    pub encrypt_ns: AtomicU64,
+    pub write_ns: AtomicU64,
+}
+
+impl Stages {
+    /// Seconds per stage, for reports.
+    pub fn secs(&self) -> [(&'static str, f64); 6] {
+        let s = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
+        [
+            ("read", s(&self.read_ns)),
+            ("chunk", s(&self.chunk_ns)),
+            ("hash", s(&self.hash_ns)),
+            ("compress", s(&self.compress_ns)),
+            ("encrypt", s(&self.encrypt_ns)),
+            ("write", s(&self.write_ns)),
+        ]
+    }
+}
+
+/// Adds the time since `t` to `a`.
+fn spent(a: &AtomicU64, t: std::time::Instant) {
+    a.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
 }
 
 #[derive(Debug)]
@@ -309,15 +344,16 @@ impl Session {
         ));
         let mut threads = vec![];
         for _ in 0..workers {
-            let (repo, rx, tx, pool, failure) = (
+            let (repo, rx, tx, pool, failure, counters) = (
                 repo.clone(),
                 job_rx.clone(),
                 pack_tx.clone(),
                 pool_tx.clone(),
                 failure.clone(),
+                counters.clone(),
             );
             threads.push(std::thread::spawn(move || {
-                worker(&repo, rx, tx, pool, &failure)
+                worker(&repo, rx, tx, pool, &failure, &counters.stages)
             }));
         }
         // Remote stores hide their latency behind more uploads in flight (`COFFER_S3_UPLOADS`).
@@ -643,6 +679,7 @@ fn worker(
     tx: Sender<SealedPack>,
     pool: Sender<Vec<u8>>,
     failure: &Mutex<Option<Error>>,
+    stages: &Stages,
 ) {
     let target = repo.config().pack_size as u64;
     let recipient = &repo.secrets().data_recipient;
@@ -651,7 +688,10 @@ fn worker(
     let mut encoder = pack::ChunkEncoder::new(repo.config().compression);
     let mut frame = Vec::new();
     for job in rx {
+        let t = std::time::Instant::now();
         encoder.encode_into(&job.data, &mut frame);
+        spent(&stages.compress_ns, t);
+        let t = std::time::Instant::now();
         let slot = if job.tag == Tag::Tree {
             &mut trees
         } else {
@@ -660,8 +700,10 @@ fn worker(
         let w = slot.get_or_insert_with(|| PackWriter::new(recipient, target as usize));
         w.add(job.id, job.tag, &frame, job.data.len());
         let _ = pool.try_send(job.data);
-        if w.size() >= target {
-            let sealed = slot.take().expect("just used").finish();
+        let full = w.size() >= target;
+        let sealed = full.then(|| slot.take().expect("just used").finish());
+        spent(&stages.encrypt_ns, t);
+        if let Some(sealed) = sealed {
             if tx.send(sealed).is_err() {
                 fail(failure, Error::Invalid("uploaders stopped".into()));
             }
@@ -684,7 +726,9 @@ fn uploader(
             continue; // drain so the workers never block
         }
         let size = p.bytes.len() as u64;
+        let t = std::time::Instant::now();
         let r = repo.upload_pack(p).and_then(|entry| indexer.add(entry));
+        spent(&counters.stages.write_ns, t);
         match r {
             Ok(()) => {
                 counters.bytes_added.fetch_add(size, Ordering::Relaxed);
@@ -1002,13 +1046,32 @@ impl Walker {
         };
         let mut chunks = vec![];
         let mut size = 0u64;
-        while let Some(data) = stream.next_chunk().map_err(|e| Error::io(path, e))? {
+        let stages = self.counters.clone();
+        // Each `next_chunk` reads and cuts; the stream tells how much was reading (asked once
+        // the chunk it lent is gone), the rest was finding the cut.
+        let account = |stream: &mut crate::chunker::ChunkStream<'_, _>, total: u64| {
+            let read = stream.take_read_ns();
+            stages.stages.read_ns.fetch_add(read, Ordering::Relaxed);
+            stages
+                .stages
+                .chunk_ns
+                .fetch_add(total.saturating_sub(read), Ordering::Relaxed);
+        };
+        let mut last = 0u64;
+        loop {
+            account(&mut stream, last);
+            let t = std::time::Instant::now();
+            let next = stream.next_chunk().map_err(|e| Error::io(path, e))?;
+            last = t.elapsed().as_nanos() as u64;
+            let Some(data) = next else { break };
             size += data.len() as u64;
             self.summary.bytes_read += data.len() as u64;
             self.counters
                 .bytes_read
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
+            let t = std::time::Instant::now();
             let id = ChunkId(self.repo.secrets().id(Tag::Data, data));
+            spent(&stages.stages.hash_ns, t);
             chunks.push(id);
             if self.is_new(&id) {
                 let mut owned = self.pool.try_recv().unwrap_or_default();
@@ -1018,6 +1081,7 @@ impl Walker {
             }
             self.check_failed()?;
         }
+        account(&mut stream, last);
         Ok((chunks, size))
     }
 }

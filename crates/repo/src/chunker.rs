@@ -102,6 +102,7 @@ impl Chunker {
             end: 0,
             eof: false,
             fixed: None,
+            read_ns: 0,
         }
     }
 
@@ -144,6 +145,8 @@ pub struct ChunkStream<'a, R> {
     end: usize,
     eof: bool,
     fixed: Option<usize>,
+    /// Nanoseconds spent in the source's `read` since [`ChunkStream::take_read_ns`].
+    read_ns: u64,
 }
 
 impl<R: Read> ChunkStream<'_, R> {
@@ -158,7 +161,10 @@ impl<R: Read> ChunkStream<'_, R> {
             self.start = 0;
         }
         while self.end < self.buf.len() {
-            match self.source.read(&mut self.buf[self.end..]) {
+            let t = std::time::Instant::now();
+            let r = self.source.read(&mut self.buf[self.end..]);
+            self.read_ns += t.elapsed().as_nanos() as u64;
+            match r {
                 Ok(0) => {
                     self.eof = true;
                     break;
@@ -169,6 +175,11 @@ impl<R: Read> ChunkStream<'_, R> {
             }
         }
         Ok(())
+    }
+
+    /// Time spent reading the source since the last call (for where-the-time-goes reports).
+    pub fn take_read_ns(&mut self) -> u64 {
+        std::mem::take(&mut self.read_ns)
     }
 
     /// The next chunk, or `None` at the end of the stream. The slice borrows the stream's

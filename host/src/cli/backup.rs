@@ -82,6 +82,9 @@ pub fn run(g: &Global, a: &Args) -> Result<ExitCode> {
             "bytes_added": s.bytes_added,
             "duration_secs": s.duration_secs,
             "warnings": r.warnings,
+            // Where the time went (seconds summed over threads): read, chunk, hash, compress,
+            // encrypt, write.
+            "stages": counters.stages.secs().iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
         }));
     } else {
         out!(
