@@ -261,21 +261,14 @@ impl Global {
             .map_err(coffer_repo::Error::from)?;
         // Say "no repository" before asking for a passphrase it could not use.
         Repository::read_config(backend.as_ref())?;
-        let unlocker = self.unlocker()?;
-        let repo = Repository::open(backend, &unlocker)?;
-        if matches!(unlocker, Unlocker::Passphrase(_)) {
-            let n = repo
-                .key_file()
-                .ok()
-                .flatten()
-                .and_then(|f| f.scrypt_log_n());
-            if let Some(n) = n.filter(|n| *n > coffer_repo::crypto::DEFAULT_KDF_LOG_N) {
-                eout!(
-                    "coffer: note: this key's passphrase takes {} MiB of memory to open (scrypt 2^{n}); `coffer key upgrade` re-seals it at {} MiB",
-                    (1024u64 << n) >> 20,
-                    (1024u64 << coffer_repo::crypto::DEFAULT_KDF_LOG_N) >> 20
-                );
-            }
+        let repo = Repository::open(backend, &self.unlocker()?)?;
+        let default = coffer_repo::crypto::DEFAULT_KDF_LOG_N;
+        if let Some(n) = repo.key_kdf_log_n().filter(|n| *n > default) {
+            eout!(
+                "coffer: note: this key's passphrase takes {} MiB of memory to open (scrypt 2^{n}); `coffer key upgrade` re-seals it at {} MiB",
+                coffer_repo::crypto::kdf_mib(n),
+                coffer_repo::crypto::kdf_mib(default)
+            );
         }
         Ok(repo)
     }

@@ -239,6 +239,11 @@ pub fn decrypt_into(
 /// age file that the stock `age` tool decrypts with the passphrase.
 pub const DEFAULT_KDF_LOG_N: u8 = 16;
 
+/// The memory scrypt takes at work factor 2^`log_n` (r = 8: 1 KiB per unit of N), in MiB.
+pub fn kdf_mib(log_n: u8) -> u64 {
+    (1024u64 << log_n) >> 20
+}
+
 /// A passphrase recipient with an explicit scrypt work factor (log2 N), [`DEFAULT_KDF_LOG_N`]
 /// unless given.
 pub fn passphrase_recipient(

@@ -70,6 +70,8 @@ pub struct Repository {
     key_signers: Vec<keyfile::SignerRecord>,
     /// Signers full keys vouched for, checked once (see [`Repository::writer`]).
     signers: std::sync::OnceLock<Vec<keyfile::SignerRecord>>,
+    /// The scrypt work factor of the key this repository was opened with, if a passphrase key.
+    key_kdf_log_n: Option<u8>,
 }
 
 /// Largest index object or snapshot a reader decompresses (prune writes index objects of at most
@@ -110,6 +112,12 @@ impl Repository {
             key_id: KeyId([0; 32]),
             key_signers: vec![],
             signers: Default::default(),
+            key_kdf_log_n: match protector {
+                Protector::Passphrase { log_n, .. } => {
+                    Some(log_n.unwrap_or(crate::crypto::DEFAULT_KDF_LOG_N))
+                }
+                Protector::Recipients(_) => None,
+            },
         };
         // The first key holds exactly the secrets this repository object signs with.
         let (key_id, signer) = repo.store_key(repo.secrets.clone(), protector, None)?;
@@ -164,6 +172,7 @@ impl Repository {
                         key_id: *key_id,
                         key_signers,
                         signers: Default::default(),
+                        key_kdf_log_n: file.scrypt_log_n(),
                     });
                 }
                 Ok(None) => {}
@@ -355,12 +364,10 @@ impl Repository {
         Ok(id)
     }
 
-    /// The key file this repository was opened with.
-    pub fn key_file(&self) -> Result<Option<KeyFile>> {
-        Ok(Self::read_key_files(self.backend.as_ref(), &self.config)?
-            .into_iter()
-            .find(|(_, id, _)| *id == self.key_id)
-            .map(|(_, _, f)| f))
+    /// The scrypt work factor (log2 N) of the passphrase key this repository was opened with;
+    /// `None` for a key sealed to recipients.
+    pub fn key_kdf_log_n(&self) -> Option<u8> {
+        self.key_kdf_log_n
     }
 
     /// Seals `secrets` into a key file (with its signer record, when this key can vouch);

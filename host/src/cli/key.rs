@@ -164,7 +164,7 @@ fn resealed(
     protector: &coffer_repo::keyfile::Protector,
     what: &str,
 ) -> Result<()> {
-    let old = repo.key_file()?.and_then(|f| f.scrypt_log_n());
+    let old = repo.key_kdf_log_n();
     let id = repo.reseal_key(protector)?;
     let new = match protector {
         coffer_repo::keyfile::Protector::Passphrase { log_n, .. } => {
@@ -172,7 +172,7 @@ fn resealed(
         }
         _ => None,
     };
-    let mib = |n: Option<u8>| n.map(|n| (128u64 * 8) << n >> 20);
+    let mib = |n: Option<u8>| n.map(coffer_repo::crypto::kdf_mib);
     if g.json {
         print_json(&serde_json::json!({
             "id": id.to_hex(), "previous": repo.key_id().to_hex(),
