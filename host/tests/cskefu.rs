@@ -546,12 +546,10 @@ fn a_failing_upgrade_rolls_back_data_and_image_and_a_good_one_stays() {
     let v1 = image_id("cskefu/contact-center:4b70d05");
     assert_eq!(running_image(&app), v1);
 
-    let out = env.run(&[
-        "--json", "--config", cfg, "upgrade", "cskefu", "--to", "9f3e1aa",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(17), "rolled back: {stderr}");
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (r, stderr) = env.json_exit(
+        &["--config", cfg, "upgrade", "cskefu", "--to", "9f3e1aa"],
+        17,
+    );
     assert_eq!(r["outcome"], "rolled_back", "{r}");
     eprintln!("upgrade to 9f3e1aa, rolled back: {}", upgrade_phases(&r));
     assert_eq!(r["from"], "4b70d05");

@@ -116,6 +116,22 @@ impl Daemon {
         (s, serde_json::from_str(&b).unwrap_or_default())
     }
 
+    /// The first job the daemon has, polled every 20 ms until `limit` has passed since `begun`.
+    fn first_job(&self, begun: Instant, limit: Duration) -> serde_json::Value {
+        loop {
+            let jobs = self.api("/api/v1/jobs");
+            if let Some(j) = jobs["jobs"].as_array().unwrap().first() {
+                return j.clone();
+            }
+            assert!(
+                begun.elapsed() < limit,
+                "no job after {limit:?}: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn wait_job(&self, id: &str, limit: Duration) -> serde_json::Value {
         let begun = Instant::now();
         loop {
@@ -204,18 +220,8 @@ fn a_schedule_fires_on_time_overlaps_are_refused_and_a_missed_run_runs_once() {
         &cfg,
         &[("COFFER_CLOCK_OFFSET_SECS", &offset.to_string())],
     );
-    let fired = loop {
-        let jobs = d.api("/api/v1/jobs");
-        if let Some(j) = jobs["jobs"].as_array().unwrap().first() {
-            break (j.clone(), started.elapsed());
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no job: {}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let fired = d.first_job(started, Duration::from_secs(20));
+    let fired = (fired, started.elapsed());
     let late = fired.1.as_secs_f64() - slot_in.as_secs_f64();
     eprintln!(
         "the schedule's slot came {:.2} s after start; the job appeared {late:+.3} s from it",
@@ -263,18 +269,7 @@ fn a_schedule_fires_on_time_overlaps_are_refused_and_a_missed_run_runs_once() {
         &[("COFFER_CLOCK_OFFSET_SECS", &offset.to_string())],
     );
     let begun = Instant::now();
-    let missed = loop {
-        let jobs = d.api("/api/v1/jobs");
-        if let Some(j) = jobs["jobs"].as_array().unwrap().first() {
-            break j.clone();
-        }
-        assert!(
-            begun.elapsed() < Duration::from_secs(10),
-            "no missed run: {}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let missed = d.first_job(begun, Duration::from_secs(10));
     assert_eq!(missed["trigger"], "missed");
     d.wait_job(missed["id"].as_str().unwrap(), Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(2));

@@ -76,12 +76,7 @@ fn a_failing_upgrade_rolls_back_exactly_and_a_good_one_stays() {
     let v1 = image_id("ssalgten/backend:v1");
     assert_eq!(app.image_of("backend"), v1);
 
-    let out = env.run(&[
-        "--json", "--config", cfg, "upgrade", "ssalgten", "--to", "v2",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(17), "rolled back: {stderr}");
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (r, stderr) = env.json_exit(&["--config", cfg, "upgrade", "ssalgten", "--to", "v2"], 17);
     assert_eq!(r["outcome"], "rolled_back", "{r}");
     assert_eq!(
         (r["from"].as_str(), r["to"].as_str()),
@@ -247,10 +242,7 @@ fn a_drill_passes_on_a_good_snapshot_and_fails_on_an_inconsistent_dump() {
     env.ok(&["--config", cfg, "backup", "ssalgten"]);
     let started_at = app.started_at();
 
-    let out = env.run(&["--json", "--config", cfg, "drill", "ssalgten"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (d, _) = env.json_exit(&["--config", cfg, "drill", "ssalgten"], 0);
     assert_eq!(d["ok"], true, "{d}");
     let checks = d["verify"].as_array().unwrap();
     for name in [
@@ -274,14 +266,7 @@ fn a_drill_passes_on_a_good_snapshot_and_fails_on_an_inconsistent_dump() {
     // cannot be loaded into a database with the constraint.
     app.sql("BEGIN; SET LOCAL session_replication_role = replica; INSERT INTO heartbeat_logs (node_id, status) VALUES (999999, 'orphan'); COMMIT;");
     env.ok(&["--config", cfg, "backup", "ssalgten"]);
-    let out = env.run(&["--json", "--config", cfg, "drill", "ssalgten"]);
-    assert_eq!(
-        out.status.code(),
-        Some(19),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (d, _) = env.json_exit(&["--config", cfg, "drill", "ssalgten"], 19);
     assert_eq!(d["ok"], false, "{d}");
     assert!(
         d["error"]

@@ -318,10 +318,7 @@ fn a_drill_verifies_in_scratch_space_and_never_touches_the_live_app() {
     };
     let live = files(&app);
 
-    let out = env.run(&["--json", "--config", cfg, "drill", "xianyu"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (d, stderr) = env.json_exit(&["--config", cfg, "drill", "xianyu"], 0);
     assert_eq!(d["ok"], true, "{d}");
     assert_eq!(d["snapshot"], b["snapshot"]);
     let checks = d["verify"].as_array().unwrap();
@@ -355,14 +352,7 @@ fn a_drill_verifies_in_scratch_space_and_never_touches_the_live_app() {
         bytes[mid] ^= 0x55;
         std::fs::write(&p, bytes).unwrap();
     }
-    let out = env.run(&["--json", "--config", cfg, "drill", "xianyu"]);
-    assert_eq!(
-        out.status.code(),
-        Some(19),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (d, _) = env.json_exit(&["--config", cfg, "drill", "xianyu"], 19);
     assert_eq!(d["ok"], false, "{d}");
     let snaps = env.json(&["--config", cfg, "snapshots", "--app", "xianyu"]);
     assert_eq!(snaps[0]["drill"]["ok"], false, "{snaps}");
@@ -402,18 +392,10 @@ fn a_scripted_upgrade_rolls_back_an_unhealthy_version_and_keeps_a_good_one() {
             .find_map(|l| l.strip_prefix("app_version: ").map(str::to_string))
             .unwrap()
     };
-    let out = env.run(&[
-        "--json",
-        "--config",
-        cfg,
-        "upgrade",
-        "xianyu",
-        "--to",
-        "2.0-broken",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(17), "{stderr}");
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (r, stderr) = env.json_exit(
+        &["--config", cfg, "upgrade", "xianyu", "--to", "2.0-broken"],
+        17,
+    );
     assert_eq!(
         (r["from"].as_str(), r["outcome"].as_str()),
         (Some("1.0"), Some("rolled_back")),

@@ -454,50 +454,38 @@ impl Ssalgten {
             .unwrap()
     }
 
-    /// psql in the database service (unaligned, tuples only).
-    pub fn sql(&self, sql: &str) -> String {
-        run_ok(&mut self.compose(&[
+    /// A PostgreSQL client program in the database service, connected to `ssalgten`; its stdout.
+    fn in_database(&self, program: &str, args: &[&str]) -> String {
+        let mut argv = vec![
             "exec",
             "-T",
             "-e",
             "PGPASSWORD=s3cret-db",
             "database",
-            "psql",
+            program,
             "-h",
             "127.0.0.1",
             "-U",
             "ssalgten",
             "-d",
             "ssalgten",
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ]))
+        ];
+        argv.extend_from_slice(args);
+        run_ok(&mut self.compose(&argv))
+    }
+
+    /// psql in the database service (unaligned, tuples only).
+    pub fn sql(&self, sql: &str) -> String {
+        self.in_database(
+            "psql",
+            &["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        )
     }
 
     /// The schema as pg_dump prints it, and every table's rows in order: what "exactly as
     /// before" compares.
     pub fn state(&self) -> String {
-        let schema = run_ok(&mut self.compose(&[
-            "exec",
-            "-T",
-            "-e",
-            "PGPASSWORD=s3cret-db",
-            "database",
-            "pg_dump",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "ssalgten",
-            "-d",
-            "ssalgten",
-            "--schema-only",
-        ]));
+        let schema = self.in_database("pg_dump", &["--schema-only"]);
         let tables =
             self.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1");
         // pg_dump's `\restrict KEY` lines carry a new random key each run.

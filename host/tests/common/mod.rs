@@ -183,6 +183,19 @@ impl Env {
         serde_json::from_str(&self.ok(&a)).unwrap()
     }
 
+    /// Runs with `--json` and expects exit `code`; the JSON on stdout and what went to stderr
+    /// (the live log).
+    pub fn json_exit(&self, args: &[&str], code: i32) -> (serde_json::Value, String) {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.run(&a);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "coffer {args:?}: {stderr}");
+        let v = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("coffer {args:?}: stdout is not JSON ({e}): {stderr}"));
+        (v, stderr)
+    }
+
     /// Runs and expects failure with `code`; returns stderr.
     pub fn fails(&self, args: &[&str], code: i32) -> String {
         let out = self.run(args);
