@@ -554,7 +554,7 @@ async fn metrics(State(d): D, headers: HeaderMap) -> Response {
             .filter_map(|s| {
                 let next = (*s.next.lock().unwrap())?;
                 Some((
-                    lk(s.app.as_deref().unwrap_or("repository"), &s.kind),
+                    lk(super::jobs::key_of(s.app.as_deref()), &s.kind),
                     next.timestamp().to_string(),
                 ))
             })

@@ -55,6 +55,18 @@ pub struct Status {
     pub logfile: String,
 }
 
+impl Status {
+    /// What the job holds while it runs: its app, or the whole repository (`check`, `prune`).
+    pub fn key(&self) -> &str {
+        key_of(self.app.as_deref())
+    }
+}
+
+/// The key of a job for `app` (none: the repository).
+pub fn key_of(app: Option<&str>) -> &str {
+    app.unwrap_or("repository")
+}
+
 pub struct Job {
     pub status: Mutex<Status>,
     lines: Mutex<Vec<String>>,
@@ -93,8 +105,7 @@ impl Job {
     }
 
     fn key(&self) -> String {
-        let s = self.status.lock().unwrap();
-        s.app.clone().unwrap_or_else(|| "repository".into())
+        self.status.lock().unwrap().key().to_string()
     }
 }
 
@@ -150,12 +161,12 @@ impl Jobs {
         trigger: &str,
         refuse_busy: bool,
     ) -> Result<Arc<Job>, Busy> {
-        let key = app.clone().unwrap_or_else(|| "repository".into());
+        let key = key_of(app.as_deref());
         let mut list = self.list.lock().unwrap();
         if refuse_busy {
             if let Some(j) = list.iter().find(|j| {
                 let s = j.status.lock().unwrap();
-                !s.state.done() && s.app.clone().unwrap_or_else(|| "repository".into()) == key
+                !s.state.done() && s.key() == key
             }) {
                 return Err(Busy(Box::new(j.snapshot())));
             }

@@ -305,10 +305,7 @@ fn finish(d: &Arc<Daemon>, job: &Arc<Job>, ended: Ended, secs: f64) {
     };
     {
         let mut m = d.metrics.lock().unwrap();
-        let key = (
-            st.app.clone().unwrap_or_else(|| "repository".into()),
-            st.kind.clone(),
-        );
+        let key = (st.key().to_string(), st.kind.clone());
         let k = m.kinds.entry(key).or_default();
         k.runs += 1;
         k.last_duration = secs;

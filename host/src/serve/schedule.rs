@@ -33,7 +33,7 @@ impl Scheduled {
     fn key(&self) -> String {
         format!(
             "{}/{}/{} {}",
-            self.app.as_deref().unwrap_or("repository"),
+            super::jobs::key_of(self.app.as_deref()),
             self.kind,
             self.cron.text(),
             self.cron.tz
