@@ -11,7 +11,8 @@ act as the running app: write to the database continuously, serve GET /health, s
     xianyu_sim.py start DIR --port P           # serve in the background (pid in DIR/run/xianyu.pid)
     xianyu_sim.py stop DIR
     xianyu_sim.py upgrade DIR --to V --port P  # stop, migrate the database forward, set app_version, start;
-                                               # a version containing "broken" starts unhealthy
+                                               # a version containing "broken" starts unhealthy,
+                                               # one containing "slow" answers 503 for its first 4 s
 
 Only the Python standard library is used (sqlite3 is real SQLite).
 """
@@ -124,6 +125,7 @@ def write(a):
 
 class Health(http.server.BaseHTTPRequestHandler):
     app_dir = "."
+    started = time.monotonic()
 
     def do_GET(self):
         if self.path != "/health":
@@ -134,6 +136,13 @@ class Health(http.server.BaseHTTPRequestHandler):
         version = app_version(self.app_dir)
         if "broken" in version:
             problems.append(f"version {version} fails its self-check")
+        if "slow" in version and time.monotonic() - Health.started < 4:
+            body = b"starting"
+            self.send_response(503)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         for name in SCHEMA:
             try:
                 c = sqlite3.connect(os.path.join(self.app_dir, "data", name), timeout=5)
@@ -181,6 +190,7 @@ def upgrade(a):
 
 def serve(a):
     Health.app_dir = a.dir
+    Health.started = time.monotonic()
     http.server.ThreadingHTTPServer(("127.0.0.1", a.port), Health).serve_forever()
 
 
@@ -194,11 +204,15 @@ def start(a):
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     with open(pidfile(a.dir), "w") as f:
         f.write(str(p.pid))
+    import urllib.error
     import urllib.request
     for _ in range(100):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{a.port}/health", timeout=1)
             print(f"started (pid {p.pid})")
+            return
+        except urllib.error.HTTPError as e:
+            print(f"started (pid {p.pid}), not healthy yet: {e.code}")
             return
         except Exception:  # noqa: BLE001 - not up yet
             time.sleep(0.05)

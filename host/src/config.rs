@@ -200,14 +200,16 @@ pub struct WebhookConfig {
 }
 
 /// The analysis after an upgrade step (Argo Rollouts' analysis, Helm's `--atomic --timeout`):
-/// `checks` health checks `interval_secs` apart; more than `failure_limit` failed ones fail the
-/// upgrade.
+/// the new version has `start_secs` to turn healthy once (failures before then do not count; 0:
+/// no start period), then `checks` health checks `interval_secs` apart; more than
+/// `failure_limit` failed ones fail the upgrade.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpgradePolicy {
     pub checks: u32,
     pub interval_secs: u64,
     pub failure_limit: u32,
+    pub start_secs: u64,
 }
 
 impl Default for UpgradePolicy {
@@ -216,6 +218,7 @@ impl Default for UpgradePolicy {
             checks: 5,
             interval_secs: 2,
             failure_limit: 0,
+            start_secs: 120,
         }
     }
 }

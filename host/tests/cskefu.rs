@@ -533,7 +533,9 @@ fn a_failing_upgrade_rolls_back_data_and_image_and_a_good_one_stays() {
     }
     let cfg = config(&env, &app, "");
     let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text.push_str("[apps.cskefu.upgrade]\nchecks = 3\ninterval_secs = 1\nfailure_limit = 0\n");
+    text.push_str(
+        "[apps.cskefu.upgrade]\nchecks = 3\ninterval_secs = 1\nfailure_limit = 0\nstart_secs = 30\n",
+    );
     std::fs::write(&cfg, text).unwrap();
     let cfg = cfg.to_str().unwrap();
     let channel = |app: &Cskefu| {

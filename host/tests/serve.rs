@@ -181,7 +181,7 @@ fn config(env: &Env, app: &Path, port: u16, app_extra: &str, extra: &str) -> Pat
     std::fs::write(
         &p,
         format!(
-            "[apps.xianyu]\nplugin = \"xianyu\"\ndir = \"{dir}\"\n[apps.xianyu.settings]\nhealth_url = \"http://127.0.0.1:{port}/health\"\nstop_command = \"python3 {sim} stop .\"\nstart_command = \"python3 {sim} start . --port {port}\"\nupgrade_command = \"python3 {sim} upgrade . --to {{version}} --port {port}\"\n[apps.xianyu.grants]\nprograms = [\"python3\"]\nhttp = [\"http://127.0.0.1:{port}\"]\n[apps.xianyu.upgrade]\nchecks = 2\ninterval_secs = 1\n{app_extra}\n[serve]\ntoken_file = \"token\"\n{extra}\n",
+            "[apps.xianyu]\nplugin = \"xianyu\"\ndir = \"{dir}\"\n[apps.xianyu.settings]\nhealth_url = \"http://127.0.0.1:{port}/health\"\nstop_command = \"python3 {sim} stop .\"\nstart_command = \"python3 {sim} start . --port {port}\"\nupgrade_command = \"python3 {sim} upgrade . --to {{version}} --port {port}\"\n[apps.xianyu.grants]\nprograms = [\"python3\"]\nhttp = [\"http://127.0.0.1:{port}\"]\n[apps.xianyu.upgrade]\nchecks = 2\ninterval_secs = 1\nstart_secs = 5\n{app_extra}\n[serve]\ntoken_file = \"token\"\n{extra}\n",
             dir = app.display(),
             sim = sim().display(),
         ),

@@ -69,7 +69,7 @@ fn a_failing_upgrade_rolls_back_exactly_and_a_good_one_stays() {
     let cfg = config(
         &env,
         &app,
-        "checks = 3\ninterval_secs = 1\nfailure_limit = 0",
+        "checks = 3\ninterval_secs = 1\nfailure_limit = 0\nstart_secs = 20",
     );
     let cfg = cfg.to_str().unwrap();
     let before = app.state();
@@ -170,7 +170,7 @@ fn an_upgrade_killed_mid_way_is_undone_by_restoring_its_pre_upgrade_snapshot() {
     let cfg = config(
         &env,
         &app,
-        "checks = 120\ninterval_secs = 1\nfailure_limit = 200",
+        "checks = 120\ninterval_secs = 1\nfailure_limit = 200\nstart_secs = 0",
     );
     let cfg = cfg.to_str().unwrap();
     let before = app.state();

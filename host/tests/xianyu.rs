@@ -362,7 +362,9 @@ fn a_drill_verifies_in_scratch_space_and_never_touches_the_live_app() {
 /// A guarded upgrade of an app that does not run under Compose: the deployment's own update
 /// script (`upgrade_command`, here the simulator's: stop, a forward migration of the database,
 /// the new `app_version`, start). A version that comes up unhealthy is rolled back by coffer:
-/// the database without the migration, the old version, the app healthy; a good one stays.
+/// the database without the migration, the old version, the app healthy; a good one stays,
+/// though it answers 503 for its first 4 s: coffer gives it `start_secs` to turn healthy once
+/// before its checks count.
 #[test]
 fn a_scripted_upgrade_rolls_back_an_unhealthy_version_and_keeps_a_good_one() {
     let env = Env::new();
@@ -374,7 +376,7 @@ fn a_scripted_upgrade_rolls_back_an_unhealthy_version_and_keeps_a_good_one() {
             "[apps.xianyu.settings]\nupgrade_command = \"python3 {} upgrade . --to {{version}} --port {port}\"\n",
             sim().display()
         ),
-    ) + "[apps.xianyu.upgrade]\nchecks = 2\ninterval_secs = 1\n";
+    ) + "[apps.xianyu.upgrade]\nchecks = 2\ninterval_secs = 1\nstart_secs = 10\n";
     std::fs::write(&cfg, text).unwrap();
     let cfg = cfg.to_str().unwrap();
     let db = app.join("data/xianyu_data.db");
@@ -410,10 +412,15 @@ fn a_scripted_upgrade_rolls_back_an_unhealthy_version_and_keeps_a_good_one() {
     let (status, _) = coffer_testkit::compose::http("GET", port, "/health").unwrap();
     assert_eq!(status, 200);
 
-    let r = env.json(&["--config", cfg, "upgrade", "xianyu", "--to", "2.0"]);
+    let (r, stderr) = env.json_exit(
+        &["--config", cfg, "upgrade", "xianyu", "--to", "2.0-slow"],
+        0,
+    );
     assert_eq!(r["outcome"], "upgraded", "{r}");
+    assert!(stderr.contains("waiting for xianyu to start"), "{stderr}");
+    assert!(r["downtime_secs"].as_f64().unwrap() >= 3.0, "{r}");
     assert_eq!(migrations(&db), "1");
-    assert_eq!(version(&app), "2.0");
+    assert_eq!(version(&app), "2.0-slow");
     // A version that is not one argument's worth of text is refused before anything runs.
     let err = env.fails(
         &[
@@ -427,5 +434,5 @@ fn a_scripted_upgrade_rolls_back_an_unhealthy_version_and_keeps_a_good_one() {
         1,
     );
     assert!(err.contains("may hold only"), "{err}");
-    assert_eq!(version(&app), "2.0");
+    assert_eq!(version(&app), "2.0-slow");
 }

@@ -3,8 +3,9 @@
 //! The loop the seeds ask for (a versioned backup before every update, checks after it, an
 //! automatic rollback, a live log) for every app with a plugin: the app must be healthy and
 //! verified before; a snapshot tagged `pre-upgrade` records the from and to versions; the
-//! plugin's `upgrade` step runs; `checks` health checks `interval_secs` apart follow (more than
-//! `failure_limit` failures fail it), then verify against the pre-upgrade snapshot (rows may
+//! plugin's `upgrade` step runs; the new version has `start_secs` to turn healthy once, then
+//! `checks` health checks `interval_secs` apart follow (more than `failure_limit` failures fail
+//! it), then verify against the pre-upgrade snapshot (rows may
 //! grow, never vanish). Any failure restores the pre-upgrade snapshot, data and version (its
 //! recorded images), and checks health again.
 //!
@@ -249,38 +250,83 @@ pub fn upgrade(
         Ok(()) => {
             let t = Instant::now();
             let policy = &live.app.upgrade;
-            let mut failures = 0;
-            let mut outcome = Ok(());
-            for i in 0..policy.checks.max(1) {
-                if i > 0 {
-                    std::thread::sleep(Duration::from_secs(policy.interval_secs));
-                }
-                let checks = live.health().unwrap_or_else(|e| {
+            let health_now = || {
+                live.health().unwrap_or_else(|e| {
                     vec![Check {
                         name: "health".into(),
                         ok: false,
                         detail: e.to_string(),
                     }]
-                });
-                let bad = failing(&checks);
-                if bad.is_none() && downtime.is_none() {
-                    downtime = Some(step_began.elapsed().as_secs_f64());
+                })
+            };
+            // The start period: the new version has `start_secs` to turn healthy once (a
+            // Spring Boot app migrating its schema takes a while); checks failing before then
+            // do not count, like a Kubernetes startup probe or Compose's `start_period`.
+            // `start_secs = 0`: no start period, the analysis counts from the first check.
+            let mut outcome = Ok(());
+            let mut first = None;
+            let mut waited = 0u32;
+            loop {
+                let checks = health_now();
+                if policy.start_secs == 0 {
+                    first = Some(checks);
+                    break;
                 }
-                say(format!(
-                    "health check {}/{}: {}",
-                    i + 1,
-                    policy.checks.max(1),
-                    bad.as_deref().unwrap_or("ok")
-                ));
-                health = checks;
-                if let Some(b) = bad {
-                    failures += 1;
-                    if failures > policy.failure_limit {
-                        outcome = Err(format!(
-                            "{failures} health check(s) failed after the upgrade (failure_limit {}): {b}",
-                            policy.failure_limit
-                        ));
+                match failing(&checks) {
+                    None => {
+                        first = Some(checks);
                         break;
+                    }
+                    Some(b) => {
+                        let elapsed = t.elapsed().as_secs();
+                        if elapsed >= policy.start_secs {
+                            health = checks;
+                            outcome = Err(format!(
+                                "{} did not turn healthy within start_secs ({} s) after the upgrade: {b}",
+                                live.name, policy.start_secs
+                            ));
+                            break;
+                        }
+                        waited += 1;
+                        if waited == 1 || waited % 10 == 0 {
+                            say(format!(
+                                "waiting for {} to start ({elapsed} s of {} s): {b}",
+                                live.name, policy.start_secs
+                            ));
+                        }
+                        std::thread::sleep(Duration::from_secs(policy.interval_secs.max(1)));
+                    }
+                }
+            }
+            if let Some(first) = first {
+                let mut failures = 0;
+                let total = policy.checks.max(1);
+                for i in 0..total {
+                    let checks = if i == 0 {
+                        first.clone()
+                    } else {
+                        std::thread::sleep(Duration::from_secs(policy.interval_secs));
+                        health_now()
+                    };
+                    let bad = failing(&checks);
+                    if bad.is_none() && downtime.is_none() {
+                        downtime = Some(step_began.elapsed().as_secs_f64());
+                    }
+                    say(format!(
+                        "health check {}/{total}: {}",
+                        i + 1,
+                        bad.as_deref().unwrap_or("ok")
+                    ));
+                    health = checks;
+                    if let Some(b) = bad {
+                        failures += 1;
+                        if failures > policy.failure_limit {
+                            outcome = Err(format!(
+                                "{failures} health check(s) failed after the upgrade (failure_limit {}): {b}",
+                                policy.failure_limit
+                            ));
+                            break;
+                        }
                     }
                 }
             }
