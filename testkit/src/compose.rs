@@ -113,12 +113,24 @@ pub fn running(project: &str, service: Option<&str>) -> Vec<String> {
 
 /// A tiny HTTP/1.0 client: (status, body).
 pub fn http(method: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    http_body(method, port, path, b"")
+}
+
+/// [`http`] with a request body.
+pub fn http_body(
+    method: &str,
+    port: u16,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
     )?;
+    s.write_all(body)?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     let status = text

@@ -161,9 +161,13 @@ impl Runtime {
                     caps.dir.display()
                 ))
             })?;
+        // A Rust plugin is a handful of core instances; a componentize-py one (CPython and its
+        // libraries linked as separate modules sharing one memory) a few dozen. The memory limit
+        // is per linear memory, so their count is capped too.
         let limits = StoreLimitsBuilder::new()
             .memory_size((memory_mib as usize) << 20)
-            .instances(4)
+            .instances(64)
+            .memories(4)
             .trap_on_grow_failure(true)
             .build();
         let mut store = Store::new(
