@@ -88,6 +88,8 @@ impl Plan {
 #[derive(Default)]
 struct State {
     counts: BTreeMap<Kind, u64>,
+    /// Body bytes of the answers to GETs of objects (what a restore downloads).
+    get_bytes: u64,
     injected: BTreeMap<String, u64>,
     /// Requests of each kind seen while a plan with `every` is in force.
     turns: BTreeMap<Kind, u64>,
@@ -148,6 +150,11 @@ impl FaultProxy {
         self.state.lock().unwrap().counts.clone()
     }
 
+    /// Body bytes the server sent in answer to GETs of objects (not LISTs) since the last reset.
+    pub fn get_bytes(&self) -> u64 {
+        self.state.lock().unwrap().get_bytes
+    }
+
     /// Faults injected so far, by name.
     pub fn injected(&self) -> BTreeMap<String, u64> {
         self.state.lock().unwrap().injected.clone()
@@ -156,6 +163,7 @@ impl FaultProxy {
     pub fn reset_counts(&self) {
         let mut s = self.state.lock().unwrap();
         s.counts.clear();
+        s.get_bytes = 0;
         s.injected.clear();
     }
 }
@@ -366,6 +374,9 @@ fn serve(
         let Some(resp) = read_message(&mut up_reader, is_head)? else {
             return Ok(());
         };
+        if k == Kind::Get {
+            state.lock().unwrap().get_bytes += resp.body.len() as u64;
+        }
         match fault {
             Some((Fault::Error500After, _)) => {
                 client.write_all(&error_response(

@@ -251,6 +251,32 @@ impl PackWriter {
     }
 }
 
+/// When `entries` make up less than half of a pack of `size` stored bytes, the plaintext ranges
+/// to read instead of the whole pack (chunks less than 256 KiB apart read as one); `None` to
+/// read it whole.
+pub fn partial_ranges<'a>(
+    size: u64,
+    entries: impl Iterator<Item = &'a PackEntry>,
+) -> Option<Vec<std::ops::Range<u64>>> {
+    const GAP: u64 = 256 * 1024;
+    let mut spans: Vec<std::ops::Range<u64>> = entries
+        .map(|e| e.offset as u64..e.offset as u64 + e.length as u64)
+        .collect();
+    let needed: u64 = spans.iter().map(|r| r.end - r.start).sum();
+    if needed.saturating_mul(2) >= size {
+        return None;
+    }
+    spans.sort_by_key(|r| r.start);
+    let mut ranges: Vec<std::ops::Range<u64>> = vec![];
+    for r in spans {
+        match ranges.last_mut() {
+            Some(m) if r.start <= m.end + GAP => m.end = m.end.max(r.end),
+            _ => ranges.push(r),
+        }
+    }
+    Some(ranges)
+}
+
 /// Checks a stored pack against its name and decrypts it; `Err` names the pack.
 pub fn open(id: &PackId, stored: &[u8], identity: &dyn age::Identity) -> Result<Vec<u8>> {
     let mut out = Vec::new();

@@ -569,7 +569,8 @@ pub fn restore(
         };
     parallel_map(&packs, |(pack_id, chunks)| {
         BUFS.with_borrow_mut(|(plain, data)| {
-            if let Err(e) = repo.read_pack_into(pack_id, plain) {
+            let wanted = chunks.values().map(|c| &c.0);
+            if let Err(e) = repo.read_pack_for(pack_id, index.pack_size(pack_id), wanted, plain) {
                 for (c, (_, places)) in chunks {
                     rescue(c, places, Error::Invalid(e.to_string()));
                 }

@@ -78,7 +78,7 @@ impl Caps {
             next: 0,
             buf: vec![],
             pos: 0,
-            pack: None,
+            packs: vec![],
         })
     }
 
@@ -277,19 +277,64 @@ pub struct ItemReader {
     next: usize,
     buf: Vec<u8>,
     pos: usize,
-    pack: Option<(PackId, Vec<u8>)>,
+    /// Packs read for this item, the oldest first.
+    packs: Vec<Held>,
 }
 
+/// A pack's plaintext, and the ranges of it read (`None`: all of it).
+type Held = (PackId, Vec<u8>, Option<Vec<std::ops::Range<u64>>>);
+
 impl ItemReader {
+    const PACKS: usize = 4;
+    /// How far ahead a pack's wanted chunks are looked for (a pack holds far fewer).
+    const LOOKAHEAD: usize = 4096;
+
     fn load(&mut self, id: &ChunkId) -> coffer_repo::Result<()> {
         let (pack_id, entry) = self
             .index
             .get(id)
             .ok_or_else(|| coffer_repo::Error::MissingChunk { chunk: id.to_hex() })?;
-        if self.pack.as_ref().map(|p| p.0) != Some(pack_id) {
-            self.pack = Some((pack_id, self.repo.read_pack(&pack_id)?));
-        }
-        let plain = &self.pack.as_ref().expect("just loaded").1;
+        // Consecutive chunks of an item usually alternate between packs (each compressing
+        // thread fills its own), so a few packs stay at hand. A pack is read for everything the
+        // item still wants from it: when that is a small part of it, only that part is fetched
+        // (an item of a big snapshot restored from S3).
+        let (start, end) = (
+            entry.offset as u64,
+            entry.offset as u64 + entry.length as u64,
+        );
+        let held = |p: &Held| {
+            p.0 == pack_id
+                && p.2
+                    .as_ref()
+                    .is_none_or(|r| r.iter().any(|r| r.start <= start && end <= r.end))
+        };
+        let at = match self.packs.iter().position(held) {
+            Some(i) => i,
+            None => {
+                self.packs.retain(|p| p.0 != pack_id);
+                let wanted: Vec<pack::PackEntry> = self.chunks[self.next.saturating_sub(1)..]
+                    .iter()
+                    .take(ItemReader::LOOKAHEAD)
+                    .filter_map(|c| self.index.get(c))
+                    .filter(|(p, _)| *p == pack_id)
+                    .map(|(_, e)| e)
+                    .collect();
+                let mut plain = if self.packs.len() >= ItemReader::PACKS {
+                    self.packs.remove(0).1
+                } else {
+                    vec![]
+                };
+                let ranges = self.repo.read_pack_for(
+                    &pack_id,
+                    self.index.pack_size(&pack_id),
+                    wanted.iter(),
+                    &mut plain,
+                )?;
+                self.packs.push((pack_id, plain, ranges));
+                self.packs.len() - 1
+            }
+        };
+        let plain = &self.packs[at].1;
         pack::extract_into(plain, &entry, self.repo.secrets(), &pack_id, &mut self.buf)
     }
 }
