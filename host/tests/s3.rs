@@ -440,9 +440,9 @@ fn upload_refused_mid_backup_names_the_stores_answer() {
 
 /// A restore of one part of a snapshot from S3 downloads little more than that part (issue 14):
 /// only the encrypted segments of each pack that hold its chunks, with ranged GETs, not whole
-/// packs. The database here shares every pack with the uploads backed up after it (each
-/// compressing thread fills a pack with some of the database and then uploads), so whole packs
-/// would be ~4x its size.
+/// packs. The database here shares every pack with the uploads backed up after it (each of the
+/// two compressing threads fills an 8 MiB pack with ~2 MiB of the database, then uploads), so
+/// whole packs would be ~4x its size.
 #[test]
 fn restoring_one_file_from_s3_fetches_little_more_than_the_file() {
     let garage = coffer_testkit::Garage::shared();
@@ -451,7 +451,7 @@ fn restoring_one_file_from_s3_fetches_little_more_than_the_file() {
     env.ok(&["init"]);
     let src = env.path("app");
     std::fs::create_dir_all(src.join("uploads")).unwrap();
-    std::fs::write(src.join("db.bin"), noise(8 << 20, 41)).unwrap();
+    std::fs::write(src.join("db.bin"), noise(4 << 20, 41)).unwrap();
     std::fs::write(src.join("uploads/a.bin"), noise(40 << 20, 42)).unwrap();
     let snap = env.backup(&src)["snapshot"].as_str().unwrap().to_string();
     let stored = std::fs::metadata(src.join("db.bin")).unwrap().len();

@@ -343,21 +343,36 @@ impl Session {
             repo.secrets().chunker_seed,
         ));
         let mut threads = vec![];
+        // Remote stores hide their latency behind uploads in flight (`COFFER_S3_UPLOADS`); a
+        // local one is written by the workers themselves.
+        let uploaders = match std::env::var("COFFER_LOCAL_UPLOADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            Some(n) if repo.is_local() => n,
+            _ if repo.is_local() => 0,
+            _ => repo.upload_parallelism(),
+        };
         for _ in 0..workers {
-            let (repo, rx, tx, pool, failure, counters) = (
+            let (repo, rx, tx, pool, failure, counters, indexer) = (
                 repo.clone(),
                 job_rx.clone(),
                 pack_tx.clone(),
                 pool_tx.clone(),
                 failure.clone(),
                 counters.clone(),
+                indexer.clone(),
             );
             threads.push(std::thread::spawn(move || {
-                worker(&repo, rx, tx, pool, &failure, &counters.stages)
+                let sink = if uploaders == 0 {
+                    Sink::Inline(&indexer, &counters)
+                } else {
+                    Sink::Uploaders(tx)
+                };
+                worker(&repo, rx, sink, pool, &failure, &counters.stages)
             }));
         }
-        // Remote stores hide their latency behind more uploads in flight (`COFFER_S3_UPLOADS`).
-        for _ in 0..repo.upload_parallelism() {
+        for _ in 0..uploaders {
             let (repo, rx, indexer, counters, failure) = (
                 repo.clone(),
                 pack_rx.clone(),
@@ -673,10 +688,18 @@ fn fail(failure: &Mutex<Option<Error>>, e: Error) {
     }
 }
 
+/// Where a worker's sealed packs go: to the uploader threads, or (a local store, where a write
+/// is quick and no latency needs hiding) stored by the worker itself, so no sealed pack waits
+/// in memory for an uploader.
+enum Sink<'a> {
+    Uploaders(Sender<SealedPack>),
+    Inline(&'a Indexer, &'a Counters),
+}
+
 fn worker(
     repo: &Repository,
     rx: Receiver<Job>,
-    tx: Sender<SealedPack>,
+    sink: Sink,
     pool: Sender<Vec<u8>>,
     failure: &Mutex<Option<Error>>,
     stages: &Stages,
@@ -687,6 +710,14 @@ fn worker(
     let mut trees: Option<PackWriter> = None;
     let mut encoder = pack::ChunkEncoder::new(repo.config().compression);
     let mut frame = Vec::new();
+    let seal = |sealed: SealedPack| match &sink {
+        Sink::Uploaders(tx) => {
+            if tx.send(sealed).is_err() {
+                fail(failure, Error::Invalid("uploaders stopped".into()));
+            }
+        }
+        Sink::Inline(indexer, counters) => store_pack(repo, sealed, indexer, counters, failure),
+    };
     for job in rx {
         let t = std::time::Instant::now();
         encoder.encode_into(&job.data, &mut frame);
@@ -704,13 +735,11 @@ fn worker(
         let sealed = full.then(|| slot.take().expect("just used").finish());
         spent(&stages.encrypt_ns, t);
         if let Some(sealed) = sealed {
-            if tx.send(sealed).is_err() {
-                fail(failure, Error::Invalid("uploaders stopped".into()));
-            }
+            seal(sealed);
         }
     }
     for w in [data, trees].into_iter().flatten() {
-        let _ = tx.send(w.finish());
+        seal(w.finish());
     }
 }
 
@@ -722,19 +751,30 @@ fn uploader(
     failure: &Mutex<Option<Error>>,
 ) {
     for p in rx {
-        if failure.lock().unwrap().is_some() {
-            continue; // drain so the workers never block
+        store_pack(repo, p, indexer, counters, failure);
+    }
+}
+
+/// Uploads and indexes a sealed pack; after a failure, drops it (so nobody ever blocks).
+fn store_pack(
+    repo: &Repository,
+    p: SealedPack,
+    indexer: &Indexer,
+    counters: &Counters,
+    failure: &Mutex<Option<Error>>,
+) {
+    if failure.lock().unwrap().is_some() {
+        return;
+    }
+    let size = p.bytes.len() as u64;
+    let t = std::time::Instant::now();
+    let r = repo.upload_pack(p).and_then(|entry| indexer.add(entry));
+    spent(&counters.stages.write_ns, t);
+    match r {
+        Ok(()) => {
+            counters.bytes_added.fetch_add(size, Ordering::Relaxed);
         }
-        let size = p.bytes.len() as u64;
-        let t = std::time::Instant::now();
-        let r = repo.upload_pack(p).and_then(|entry| indexer.add(entry));
-        spent(&counters.stages.write_ns, t);
-        match r {
-            Ok(()) => {
-                counters.bytes_added.fetch_add(size, Ordering::Relaxed);
-            }
-            Err(e) => fail(failure, e),
-        }
+        Err(e) => fail(failure, e),
     }
 }
 

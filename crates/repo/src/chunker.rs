@@ -83,9 +83,10 @@ impl Chunker {
     }
 
     /// A buffer for [`Chunker::stream`]; allocate once and reuse it for every file (zeroing a
-    /// fresh buffer per small file once cost more than all the hashing).
+    /// fresh buffer per small file once cost more than all the hashing). Twice the largest
+    /// chunk: a chunk always fits after the one being cut, and a backup's peak memory stays small.
     pub fn buffer(&self) -> Vec<u8> {
-        vec![0; self.params.max_size as usize * 4]
+        vec![0; self.params.max_size as usize * 2]
     }
 
     /// Chunks everything `source` yields, using `buf` (from [`Chunker::buffer`]).

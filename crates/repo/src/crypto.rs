@@ -221,12 +221,23 @@ pub fn decrypt_into(
     out: &mut Vec<u8>,
 ) -> Result<()> {
     out.clear();
+    out.reserve(ciphertext.len());
+    decrypt_reader_into(identity, ciphertext, object, out)
+}
+
+/// [`decrypt_into`] from a stream: only the plaintext is held.
+pub fn decrypt_reader_into<R: Read>(
+    identity: &dyn age::Identity,
+    ciphertext: R,
+    object: &str,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    out.clear();
     let dec = age::Decryptor::new(ciphertext)
         .map_err(|e| Error::corrupt(object, format!("not an age file: {e}")))?;
     let mut r = dec
         .decrypt(std::iter::once(identity))
         .map_err(|e| Error::corrupt(object, format!("cannot decrypt: {e}")))?;
-    out.reserve(ciphertext.len());
     r.read_to_end(out)
         .map_err(|e| Error::corrupt(object, format!("authentication failed: {e}")))?;
     Ok(())

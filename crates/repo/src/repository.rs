@@ -23,6 +23,29 @@ use crate::pack;
 use crate::snapshot::{self, Snapshot};
 use crate::tree::Tree;
 
+/// A reader that hashes what passes through it, and remembers the first error of the store
+/// beneath (which is the store's failure, not the data's).
+struct Hashing<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+    failed: Option<String>,
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                Ok(n)
+            }
+            Err(e) => {
+                self.failed.get_or_insert_with(|| e.to_string());
+                Err(e)
+            }
+        }
+    }
+}
+
 /// Settings fixed at `init`.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -35,7 +58,7 @@ impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {
             chunker: ChunkerParams::default(),
-            pack_size: 16 << 20,
+            pack_size: 8 << 20,
             compression: 3,
         }
     }
@@ -873,16 +896,34 @@ impl Repository {
         Ok(out)
     }
 
-    /// [`Repository::read_pack`] into a reusable buffer.
+    /// [`Repository::read_pack`] into a reusable buffer. The pack is decrypted as it streams in
+    /// and hashed on the way, so only its plaintext is held (a restore or check thread holds one
+    /// pack, not two); nothing it returns has escaped the check against its name.
     pub fn read_pack_into(&self, id: &PackId, out: &mut Vec<u8>) -> Result<()> {
-        thread_local! {
-            static STORED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
         let identity = self.secrets.data_identity("read data")?;
-        STORED.with_borrow_mut(|stored| {
-            self.backend.get_into(&pack::key(id), stored)?;
-            pack::open_into(id, stored, identity, out)
-        })
+        let name = pack::key(id);
+        let mut r = Hashing {
+            inner: self.backend.open_read(&name, 0)?,
+            hasher: blake3::Hasher::new(),
+            failed: None,
+        };
+        let decrypted = crypto::decrypt_reader_into(identity, &mut r, &name, out);
+        // Whatever decryption made of it, the stored bytes must hash to the pack's name; a
+        // mismatch is the finding that explains a failed decryption too. A store that failed
+        // mid-way is that, not damage.
+        let _ = std::io::copy(&mut r, &mut std::io::sink());
+        if let Some(message) = r.failed {
+            out.clear();
+            return Err(Error::Backend(BackendError::Store { key: name, message }));
+        }
+        if r.hasher.finalize().as_bytes() != &id.0 {
+            out.clear();
+            return Err(Error::corrupt(
+                &name,
+                "content does not match its id (bit rot or tampering)",
+            ));
+        }
+        decrypted
     }
 
     /// A pack's plaintext, for reading `entries` from it: the whole pack, or only their ranges

@@ -94,6 +94,11 @@ pub trait Backend: Send + Sync {
     fn parallelism(&self) -> usize {
         2
     }
+    /// Whether the store is a folder on this machine: writes are quick and need no uploads in
+    /// flight to hide their latency.
+    fn is_local(&self) -> bool {
+        false
+    }
     /// The store's own clock: the time it stamps on a small object written now. Prune measures
     /// its grace period on this clock, so hosts with skewed clocks cannot shorten it.
     fn now(&self) -> Result<DateTime<Utc>, BackendError> {

@@ -141,6 +141,10 @@ impl Backend for Retrying {
         self.inner.parallelism()
     }
 
+    fn is_local(&self) -> bool {
+        self.inner.is_local()
+    }
+
     /// A stream that picks up where it broke: a body cut mid-way is asked for again from the
     /// first byte not yet read (a ranged GET), so a long object survives a flaky connection.
     fn open_read(&self, key: &str, from: u64) -> Result<Box<dyn Read + Send>, BackendError> {

@@ -128,6 +128,17 @@ impl Backend for StoreBackend {
         key: &str,
         from: u64,
     ) -> Result<Box<dyn std::io::Read + Send>, BackendError> {
+        // A local object is read straight from its file (object_store's stream hands a local
+        // file over in small pieces through the runtime).
+        if let Some(mut f) = self.open_local(key)? {
+            use std::io::Seek;
+            f.seek(std::io::SeekFrom::Start(from))
+                .map_err(|e| BackendError::Store {
+                    key: key.to_string(),
+                    message: e.to_string(),
+                })?;
+            return Ok(Box::new(f));
+        }
         Ok(Box::new(self.get_reader(key, from)?))
     }
 
@@ -174,6 +185,10 @@ impl Backend for StoreBackend {
         self.parallelism
     }
 
+    fn is_local(&self) -> bool {
+        self.local_root.is_some()
+    }
+
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, BackendError> {
         let path = StorePath::from(key);
         self.runtime
@@ -207,7 +222,7 @@ impl Backend for StoreBackend {
     }
 
     fn get_into(&self, key: &str, out: &mut Vec<u8>) -> Result<(), BackendError> {
-        let Some(root) = &self.local_root else {
+        let Some(mut f) = self.open_local(key)? else {
             let b = self.get(key)?;
             out.clear();
             out.extend_from_slice(&b);
@@ -215,16 +230,6 @@ impl Backend for StoreBackend {
         };
         use std::io::Read;
         out.clear();
-        let path = root.join(key);
-        let mut f = std::fs::File::open(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => BackendError::NotFound {
-                key: key.to_string(),
-            },
-            _ => BackendError::Store {
-                key: key.to_string(),
-                message: e.to_string(),
-            },
-        })?;
         f.read_to_end(out).map_err(|e| BackendError::Store {
             key: key.to_string(),
             message: e.to_string(),
@@ -302,6 +307,24 @@ impl std::io::Read for ObjectReader {
 impl StoreBackend {
     /// Streams one object from byte `from` on: for objects too big to hold in memory (a
     /// bucket's files).
+    /// A local object's file, opened; `None` for a remote store.
+    fn open_local(&self, key: &str) -> Result<Option<std::fs::File>, BackendError> {
+        let Some(root) = &self.local_root else {
+            return Ok(None);
+        };
+        std::fs::File::open(root.join(key))
+            .map(Some)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => BackendError::NotFound {
+                    key: key.to_string(),
+                },
+                _ => BackendError::Store {
+                    key: key.to_string(),
+                    message: e.to_string(),
+                },
+            })
+    }
+
     pub fn get_reader(&self, key: &str, from: u64) -> Result<ObjectReader, BackendError> {
         let path = StorePath::from(key);
         let opts = object_store::GetOptions {

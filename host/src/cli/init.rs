@@ -14,8 +14,9 @@ pub struct Args {
     /// zstd level for chunks, 1..=22
     #[arg(long, default_value_t = 3)]
     pub compression: i32,
-    /// Target pack size in MiB
-    #[arg(long, default_value_t = 16)]
+    /// Target pack size in MiB (8: a backup, restore or check then holds a few packs in well
+    /// under 90 MiB; bigger packs mean fewer objects on S3 and more memory)
+    #[arg(long, default_value_t = 8)]
     pub pack_size: u32,
     /// Smallest, average and largest chunk in KiB
     #[arg(long, value_names = ["MIN", "AVG", "MAX"], num_args = 3)]
