@@ -1,4 +1,5 @@
-//! `coffer plugin list|inspect`: what plugins there are and what they ask for.
+//! `coffer plugin list|inspect|new`: what plugins there are, what they ask for, and a skeleton
+//! to write a new one.
 
 use std::path::Path;
 
@@ -18,6 +19,111 @@ pub enum Command {
         /// A built-in plugin's name, an app of coffer.toml, or a path to a .wasm
         plugin: String,
     },
+    /// Writes a working plugin skeleton into a new folder NAME, with coffer's WIT, that builds
+    /// and passes `plugin inspect` as it is
+    New {
+        /// The plugin's name: lowercase letters, digits and '-'
+        name: String,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Lang,
+        /// The folder to create NAME in (default: the current one)
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Lang {
+    /// wit-bindgen, `cargo build --release --target wasm32-wasip2`
+    Rust,
+    /// componentize-py (`pip install componentize-py`)
+    Python,
+}
+
+/// coffer's WIT, written into every skeleton: the plugin is built against exactly this host.
+const WIT: &str = include_str!("../../../wit/world.wit");
+
+/// The files of a new plugin, `{{name}}`, `{{crate}}` and `{{crate_file}}` to be filled in.
+fn skeleton(lang: Lang) -> Vec<(&'static str, &'static str)> {
+    match lang {
+        Lang::Rust => vec![
+            (
+                "Cargo.toml",
+                include_str!("../../templates/plugin-rust/Cargo.toml"),
+            ),
+            (
+                "src/lib.rs",
+                include_str!("../../templates/plugin-rust/src/lib.rs"),
+            ),
+            ("wit/world.wit", WIT),
+            (".gitignore", "target/\n"),
+        ],
+        Lang::Python => vec![
+            (
+                "app.py",
+                include_str!("../../templates/plugin-python/app.py"),
+            ),
+            ("wit/world.wit", WIT),
+            (".gitignore", "__pycache__/\n*.wasm\n"),
+        ],
+    }
+}
+
+fn new_plugin(g: &Global, name: &str, lang: Lang, dir: Option<&Path>) -> Result<ExitCode> {
+    let valid = name.len() <= 40
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    anyhow::ensure!(
+        valid,
+        "'{name}' cannot name a plugin: use lowercase letters, digits and '-', starting with a letter"
+    );
+    let root = dir.unwrap_or(Path::new(".")).join(name);
+    anyhow::ensure!(
+        !root.exists(),
+        "{} already exists: choose another name or --dir",
+        root.display()
+    );
+    let krate = format!("{name}-plugin");
+    let krate_file = krate.replace('-', "_");
+    let (build, wasm) = match lang {
+        Lang::Rust => (
+            "cargo build --release --target wasm32-wasip2".to_string(),
+            format!("target/wasm32-wasip2/release/{krate_file}.wasm"),
+        ),
+        Lang::Python => (
+            format!("componentize-py -d wit -w app componentize app -o {name}.wasm"),
+            format!("{name}.wasm"),
+        ),
+    };
+    let readme = format!(
+        "# {name}: a coffer plugin\n\nMade by `coffer plugin new`. Build it and see what it asks for:\n\n```sh\n{build}\ncoffer plugin inspect {wasm}\n```\n\nThen pin it in coffer.toml (`plugin = \"/path/to/{wasm}\"`, `blake3 = \"<the hash inspect printed>\"`,\n`dir = \"/srv/{name}\"`) and run `coffer backup {name}`. `wit/world.wit` documents every host\nfunction; coffer's docs/PLUGINS.md walks through writing a plugin.\n"
+    );
+    let mut files: Vec<(&str, &str)> = skeleton(lang);
+    files.push(("README.md", &readme));
+    let mut written = vec![];
+    for (rel, text) in files {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().expect("under the root"))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", root.display()))?;
+        let text = text
+            .replace("{{name}}", name)
+            .replace("{{crate}}", &krate)
+            .replace("{{crate_file}}", &krate_file);
+        std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        written.push(rel.to_string());
+    }
+    if g.json {
+        print_json(&serde_json::json!({
+            "dir": root, "files": written, "build": build, "wasm": root.join(&wasm),
+        }));
+    } else {
+        out!("created {} ({})", root.display(), written.join(", "));
+        out!("build it:    cd {} && {build}", root.display());
+        out!("inspect it:  coffer plugin inspect {wasm}");
+    }
+    Ok(ExitCode::Ok)
 }
 
 pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
@@ -61,6 +167,7 @@ pub fn run(g: &Global, c: &Command) -> Result<ExitCode> {
                 }
             }
         }
+        Command::New { name, lang, dir } => return new_plugin(g, name, *lang, dir.as_deref()),
         Command::Inspect { plugin: which } => {
             let app = g.config()?.and_then(|c| c.apps.get(which));
             let (wasm, origin) = if let Some(app) = app {
