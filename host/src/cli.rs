@@ -52,7 +52,8 @@ use coffer_repo::Repository;
 #[command(
     name = "coffer",
     version,
-    about = "Back up and restore whole self-hosted applications"
+    about = "Back up and restore whole self-hosted applications",
+    after_help = "Commands, environment and exit codes: docs/CLI.md. 中文说明（简体中文）：README.zh-CN.md"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -131,13 +132,23 @@ pub enum Command {
     Serve(serve::Args),
     /// Back up and restore the bundled example app in a local demo repository, and verify it
     Demo(demo::Args),
+    /// Print shell completions, e.g. `coffer completions bash > /etc/bash_completion.d/coffer`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `coffer man > /usr/local/share/man/man1/coffer.1`
+    Man,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let g = &args.global;
     // An invalid coffer.toml stops every command that could read it, before anything is done:
     // skipping it would send `init` or `backup PATH` to the default repository.
-    if !matches!(args.command, Command::Demo(_)) {
+    if !matches!(
+        args.command,
+        Command::Demo(_) | Command::Completions { .. } | Command::Man
+    ) {
         g.config()?;
     }
     match &args.command {
@@ -159,6 +170,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Upgrade(a) => upgrade::run(g, a),
         Command::Serve(a) => serve::run(g, a),
         Command::Demo(a) => demo::run(g, a),
+        Command::Completions { shell } => {
+            let mut buf = vec![];
+            let mut cmd = <Args as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "coffer", &mut buf);
+            out!("{}", String::from_utf8_lossy(&buf).trim_end());
+            Ok(ExitCode::Ok)
+        }
+        Command::Man => {
+            let mut buf = vec![];
+            clap_mangen::Man::new(<Args as clap::CommandFactory>::command()).render(&mut buf)?;
+            out!("{}", String::from_utf8_lossy(&buf).trim_end());
+            Ok(ExitCode::Ok)
+        }
     }
 }
 
