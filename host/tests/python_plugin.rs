@@ -59,13 +59,15 @@ fn tasks_app(args: &[&str]) -> Command {
 }
 
 fn serve(dir: &Path, port: u16) -> App {
-    let child = tasks_app(&["serve", dir.to_str().unwrap(), "--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let app = App(
+        tasks_app(&["serve", dir.to_str().unwrap(), "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     for _ in 0..100 {
         if coffer_testkit::compose::http("GET", port, "/health").is_ok_and(|(s, _)| s == 200) {
-            return App(child);
+            return app;
         }
         std::thread::sleep(Duration::from_millis(50));
     }

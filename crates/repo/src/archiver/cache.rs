@@ -63,11 +63,11 @@ impl FilesCache {
     }
 
     pub fn get(&self, path: &[u8]) -> Option<&CacheEntry> {
-        self.entries.get(&hex::encode(path))
+        self.entries.get(&crate::id::hex_string(path))
     }
 
     pub fn insert(&mut self, path: &[u8], e: CacheEntry) {
-        self.entries.insert(hex::encode(path), e);
+        self.entries.insert(crate::id::hex_string(path), e);
     }
 
     /// Writes the cache atomically (temporary file, then rename).
