@@ -122,7 +122,7 @@ pub fn backup(
     let cache_dir = cache_dir.as_deref();
     let live = Live::load(config, name, cache_dir, events)?;
     let (app, plugin) = (live.app, &live.plugin);
-    let cache_path = cache_dir.map(|d| d.join(&repo.config().id).join(format!("app-{name}.json")));
+    let cache_path = cache_dir.map(|d| d.join(&repo.config().id).join(format!("app-{name}.cache")));
     let _phase = Phase::begin(events.as_ref(), "backup", counters.clone());
     let mut session = Session::start(repo.clone(), cache_path, counters)?;
     let content = session.store_blob(&plugin.wasm)?;
