@@ -49,7 +49,7 @@ fn skeleton(lang: Lang) -> Vec<(&'static str, &'static str)> {
         Lang::Rust => vec![
             (
                 "Cargo.toml",
-                include_str!("../../templates/plugin-rust/Cargo.toml"),
+                include_str!("../../templates/plugin-rust/Cargo.toml.in"),
             ),
             (
                 "src/lib.rs",
