@@ -136,12 +136,7 @@ fn a_python_plugin_backs_up_restores_verifies_and_checks_health() {
     let r = env.json(&["--config", cfg, "restore", &snap]);
     assert_eq!(r["verified"], true, "{r}");
     assert_eq!(r["healthy"], true, "{r}");
-    let names: Vec<&str> = r["verify"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let names = check_names(&r["verify"]);
     assert_eq!(names, ["integrity", "tasks", "attachments"], "{r}");
     assert_eq!(tasks(&dir.join("data/tasks.db")), "20");
     assert_same(&before, &manifest(&dir.join("attachments")));

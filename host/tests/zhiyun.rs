@@ -552,19 +552,9 @@ fn disaster_recovery_and_failure_paths() {
         (Some(true), Some(true)),
         "{r}"
     );
-    let names: Vec<&str> = r["verify"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let names = check_names(&r["verify"]);
     assert_eq!(names, ["database rows", "collection knowledge"], "{r}");
-    let health: Vec<&str> = r["health"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let health = check_names(&r["health"]);
     assert_eq!(
         health,
         ["health", "component database", "component qdrant"],
@@ -630,12 +620,7 @@ fn disaster_recovery_and_failure_paths() {
         "INSERT INTO customers (name, channel) VALUES ('later', 'app')",
     );
     let r = ok(&env, &cfg, &["restore", &snap, "--only", "vectors"]);
-    let names: Vec<&str> = r["verify"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let names = check_names(&r["verify"]);
     assert_eq!(names, ["collection knowledge"], "{r}");
 
     // Vectors by recover from a location the server reads, files alone: each part restores on

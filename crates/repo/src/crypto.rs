@@ -208,24 +208,25 @@ pub fn encrypt(recipient: &dyn age::Recipient, plaintext: &[u8]) -> Vec<u8> {
 
 /// Decrypts a whole age object; `object` names it in the error.
 pub fn decrypt(identity: &dyn age::Identity, ciphertext: &[u8], object: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    decrypt_into(identity, ciphertext, object, &mut out)?;
+    let mut out = Vec::with_capacity(ciphertext.len());
+    decrypt_reader_into(identity, ciphertext, object, &mut out)?;
     Ok(out)
 }
 
-/// Decrypts into `out` (cleared first), so hot loops can reuse one buffer.
-pub fn decrypt_into(
+/// The plaintext of the age file `ciphertext`, as a reader (seekable when `ciphertext` is).
+fn plaintext<R: Read>(
     identity: &dyn age::Identity,
-    ciphertext: &[u8],
+    ciphertext: R,
     object: &str,
-    out: &mut Vec<u8>,
-) -> Result<()> {
-    out.clear();
-    out.reserve(ciphertext.len());
-    decrypt_reader_into(identity, ciphertext, object, out)
+) -> Result<age::stream::StreamReader<R>> {
+    age::Decryptor::new(ciphertext)
+        .map_err(|e| Error::corrupt(object, format!("not an age file: {e}")))?
+        .decrypt(std::iter::once(identity))
+        .map_err(|e| Error::corrupt(object, format!("cannot decrypt: {e}")))
 }
 
-/// [`decrypt_into`] from a stream: only the plaintext is held.
+/// Decrypts an age stream into `out` (cleared first; a reused buffer): only the plaintext is
+/// held.
 pub fn decrypt_reader_into<R: Read>(
     identity: &dyn age::Identity,
     ciphertext: R,
@@ -233,12 +234,8 @@ pub fn decrypt_reader_into<R: Read>(
     out: &mut Vec<u8>,
 ) -> Result<()> {
     out.clear();
-    let dec = age::Decryptor::new(ciphertext)
-        .map_err(|e| Error::corrupt(object, format!("not an age file: {e}")))?;
-    let mut r = dec
-        .decrypt(std::iter::once(identity))
-        .map_err(|e| Error::corrupt(object, format!("cannot decrypt: {e}")))?;
-    r.read_to_end(out)
+    plaintext(identity, ciphertext, object)?
+        .read_to_end(out)
         .map_err(|e| Error::corrupt(object, format!("authentication failed: {e}")))?;
     Ok(())
 }
@@ -329,15 +326,15 @@ pub fn decrypt_ranges<B: AsRef<[u8]>>(
 ) -> Result<()> {
     use std::io::Seek;
     out.clear();
-    let dec = age::Decryptor::new(Parts {
-        size,
-        pos: 0,
-        parts,
-    })
-    .map_err(|e| Error::corrupt(object, format!("not an age file: {e}")))?;
-    let mut r = dec
-        .decrypt(std::iter::once(identity))
-        .map_err(|e| Error::corrupt(object, format!("cannot decrypt: {e}")))?;
+    let mut r = plaintext(
+        identity,
+        Parts {
+            size,
+            pos: 0,
+            parts,
+        },
+        object,
+    )?;
     let end = ranges.last().map(|r| r.end).unwrap_or(0);
     out.resize(end as usize, 0);
     for range in ranges {

@@ -259,46 +259,41 @@ pub fn partial_ranges<'a>(
     entries: impl Iterator<Item = &'a PackEntry>,
 ) -> Option<Vec<std::ops::Range<u64>>> {
     const GAP: u64 = 256 * 1024;
-    let mut spans: Vec<std::ops::Range<u64>> = entries
+    let spans: Vec<std::ops::Range<u64>> = entries
         .map(|e| e.offset as u64..e.offset as u64 + e.length as u64)
         .collect();
     let needed: u64 = spans.iter().map(|r| r.end - r.start).sum();
     if needed.saturating_mul(2) >= size {
         return None;
     }
-    spans.sort_by_key(|r| r.start);
-    let mut ranges: Vec<std::ops::Range<u64>> = vec![];
-    for r in spans {
-        match ranges.last_mut() {
-            Some(m) if r.start <= m.end + GAP => m.end = m.end.max(r.end),
-            _ => ranges.push(r),
+    Some(merge_ranges(spans, GAP))
+}
+
+/// `ranges` sorted, and merged where they overlap or lie at most `gap` bytes apart.
+pub fn merge_ranges(mut ranges: Vec<std::ops::Range<u64>>, gap: u64) -> Vec<std::ops::Range<u64>> {
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<std::ops::Range<u64>> = vec![];
+    for r in ranges {
+        match merged.last_mut() {
+            Some(m) if r.start <= m.end + gap => m.end = m.end.max(r.end),
+            _ => merged.push(r),
         }
     }
-    Some(ranges)
+    merged
 }
 
 /// Checks a stored pack against its name and decrypts it; `Err` names the pack.
 pub fn open(id: &PackId, stored: &[u8], identity: &dyn age::Identity) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    open_into(id, stored, identity, &mut out)?;
-    Ok(out)
-}
-
-/// [`open`] into a reusable buffer.
-pub fn open_into(
-    id: &PackId,
-    stored: &[u8],
-    identity: &dyn age::Identity,
-    out: &mut Vec<u8>,
-) -> Result<()> {
     let name = key(id);
     if blake3::hash(stored).as_bytes() != &id.0 {
-        return Err(Error::corrupt(
-            &name,
-            "content does not match its id (bit rot or tampering)",
-        ));
+        return Err(not_its_id(&name));
     }
-    crypto::decrypt_into(identity, stored, &name, out)
+    crypto::decrypt(identity, stored, &name)
+}
+
+/// A pack whose stored bytes do not hash to its name.
+pub fn not_its_id(name: &str) -> Error {
+    Error::corrupt(name, "content does not match its id (bit rot or tampering)")
 }
 
 /// Reads the table of contents at the end of a pack's plaintext.

@@ -918,10 +918,7 @@ impl Repository {
         }
         if r.hasher.finalize().as_bytes() != &id.0 {
             out.clear();
-            return Err(Error::corrupt(
-                &name,
-                "content does not match its id (bit rot or tampering)",
-            ));
+            return Err(pack::not_its_id(&name));
         }
         decrypted
     }
@@ -965,24 +962,16 @@ impl Repository {
             // A header this long is not one coffer writes; read it whole, which checks it all.
             return self.read_pack_into(id, out);
         };
-        // The byte ranges to fetch, merged where they touch.
-        let mut want: Vec<std::ops::Range<u64>> = ranges
+        // The byte ranges to fetch beyond the head, merged where they touch.
+        let want: Vec<std::ops::Range<u64>> = ranges
             .iter()
             .map(|r| crypto::sealed_range(payload, size, r))
             .chain(std::iter::once(crypto::last_segment(payload, size)))
             .map(|r| r.start.max(head.len() as u64)..r.end)
             .filter(|r| !r.is_empty())
             .collect();
-        want.sort_by_key(|r| r.start);
-        let mut merged: Vec<std::ops::Range<u64>> = vec![];
-        for r in want {
-            match merged.last_mut() {
-                Some(m) if r.start <= m.end => m.end = m.end.max(r.end),
-                _ => merged.push(r),
-            }
-        }
         let mut parts = vec![(0, head)];
-        for r in merged {
+        for r in pack::merge_ranges(want, 0) {
             let bytes = self.backend.get_range(&key, r.clone())?;
             if bytes.len() as u64 != r.end - r.start {
                 return Err(Error::corrupt(

@@ -305,8 +305,6 @@ impl std::io::Read for ObjectReader {
 }
 
 impl StoreBackend {
-    /// Streams one object from byte `from` on: for objects too big to hold in memory (a
-    /// bucket's files).
     /// A local object's file, opened; `None` for a remote store.
     fn open_local(&self, key: &str) -> Result<Option<std::fs::File>, BackendError> {
         let Some(root) = &self.local_root else {
@@ -325,6 +323,8 @@ impl StoreBackend {
             })
     }
 
+    /// Streams one object from byte `from` on: for objects too big to hold in memory (a
+    /// bucket's files).
     pub fn get_reader(&self, key: &str, from: u64) -> Result<ObjectReader, BackendError> {
         let path = StorePath::from(key);
         let opts = object_store::GetOptions {

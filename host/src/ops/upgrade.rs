@@ -5,9 +5,9 @@
 //! verified before; a snapshot tagged `pre-upgrade` records the from and to versions; the
 //! plugin's `upgrade` step runs; the new version has `start_secs` to turn healthy once, then
 //! `checks` health checks `interval_secs` apart follow (more than `failure_limit` failures fail
-//! it), then verify against the pre-upgrade snapshot (rows may
-//! grow, never vanish). Any failure restores the pre-upgrade snapshot, data and version (its
-//! recorded images), and checks health again.
+//! it), then verify against the pre-upgrade snapshot (rows may grow, never vanish). Any failure
+//! restores the pre-upgrade snapshot, data and version (its recorded images), and checks health
+//! again.
 //!
 //! An upgrade killed mid-way (a crash, `kill -9`, a reboot) leaves a journal on this host
 //! (`<cache>/<repository id>/upgrade-<app>.json`, written once the pre-upgrade snapshot is
@@ -266,18 +266,10 @@ pub fn upgrade(
             let mut outcome = Ok(());
             let mut first = None;
             let mut waited = 0u32;
-            loop {
+            while first.is_none() {
                 let checks = health_now();
-                if policy.start_secs == 0 {
-                    first = Some(checks);
-                    break;
-                }
                 match failing(&checks) {
-                    None => {
-                        first = Some(checks);
-                        break;
-                    }
-                    Some(b) => {
+                    Some(b) if policy.start_secs > 0 => {
                         let elapsed = t.elapsed().as_secs();
                         if elapsed >= policy.start_secs {
                             health = checks;
@@ -296,17 +288,20 @@ pub fn upgrade(
                         }
                         std::thread::sleep(Duration::from_secs(policy.interval_secs.max(1)));
                     }
+                    _ => first = Some(checks),
                 }
             }
-            if let Some(first) = first {
+            // The analysis, counting from the first check the start period let through.
+            if outcome.is_ok() {
                 let mut failures = 0;
                 let total = policy.checks.max(1);
                 for i in 0..total {
-                    let checks = if i == 0 {
-                        first.clone()
-                    } else {
-                        std::thread::sleep(Duration::from_secs(policy.interval_secs));
-                        health_now()
+                    let checks = match first.take() {
+                        Some(checks) => checks,
+                        None => {
+                            std::thread::sleep(Duration::from_secs(policy.interval_secs));
+                            health_now()
+                        }
                     };
                     let bad = failing(&checks);
                     if bad.is_none() && downtime.is_none() {

@@ -603,3 +603,13 @@ pub fn succeed(cmd: &mut Command) -> Output {
     );
     out
 }
+
+/// The names of the checks in a JSON list (a restore's or drill's `verify` or `health`).
+pub fn check_names(checks: &serde_json::Value) -> Vec<&str> {
+    checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
+}
