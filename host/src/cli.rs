@@ -285,7 +285,8 @@ impl Global {
             .map_err(coffer_repo::Error::from)?;
         // Say "no repository" before asking for a passphrase it could not use.
         Repository::read_config(backend.as_ref())?;
-        let repo = Repository::open(backend, &self.unlocker()?)?;
+        let mut repo = Repository::open(backend, &self.unlocker()?)?;
+        repo.set_cache_dir(&self.cache_dir());
         let default = coffer_repo::crypto::DEFAULT_KDF_LOG_N;
         if let Some(n) = repo.key_kdf_log_n().filter(|n| *n > default) {
             eout!(

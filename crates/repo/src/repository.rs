@@ -3,7 +3,8 @@
 //! This layer knows nothing of the CLI or of plugins. It opens a repository with a key, reads and
 //! writes its objects, and checks everything it reads against its id before handing it on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
@@ -95,6 +96,8 @@ pub struct Repository {
     signers: std::sync::OnceLock<Vec<keyfile::SignerRecord>>,
     /// The scrypt work factor of the key this repository was opened with, if a passphrase key.
     key_kdf_log_n: Option<u8>,
+    /// Where this repository's index table is cached (see [`Repository::set_cache_dir`]).
+    index_table: Option<PathBuf>,
 }
 
 /// Largest index object or snapshot a reader decompresses (prune writes index objects of at most
@@ -141,6 +144,7 @@ impl Repository {
                 }
                 Protector::Recipients(_) => None,
             },
+            index_table: None,
         };
         // The first key holds exactly the secrets this repository object signs with.
         let (key_id, signer) = repo.store_key(repo.secrets.clone(), protector, None)?;
@@ -196,6 +200,7 @@ impl Repository {
                         key_signers,
                         signers: Default::default(),
                         key_kdf_log_n: file.scrypt_log_n(),
+                        index_table: None,
                     });
                 }
                 Ok(None) => {}
@@ -290,6 +295,21 @@ impl Repository {
     /// The secrets of the key this repository was opened with.
     pub fn secrets(&self) -> &Secrets {
         &self.secrets
+    }
+
+    /// Keeps the index as a table under `dir` (the cache folder; this repository's subfolder
+    /// of it), so that [`Repository::load_index`] fetches only the index objects written since.
+    pub fn set_cache_dir(&mut self, dir: &Path) {
+        self.index_table = Some(dir.join(&self.config.id).join("index.table"));
+    }
+
+    /// The key of the index table's hash: a table made for another repository, or damaged,
+    /// does not open.
+    fn table_key(&self) -> [u8; 32] {
+        let mut m = Vec::with_capacity(64);
+        m.extend_from_slice(&self.secrets.id_key);
+        m.extend_from_slice(self.config.id.as_bytes());
+        blake3::derive_key("coffer index table v1", &m)
     }
 
     /// The key file this repository was opened with.
@@ -658,27 +678,40 @@ impl Repository {
     #[allow(clippy::type_complexity)]
     pub fn load_index_files(&self) -> Result<(Vec<(IndexId, IndexFile)>, Vec<(IndexId, Error)>)> {
         let mut files = vec![];
+        let errors = self.each_index_file(&HashSet::new(), |id, f| files.push((id, f)))?;
+        Ok((files, errors))
+    }
+
+    /// Reads every index object not in `skip`, a few at a time in parallel, handing each to `f`
+    /// (so that a large index never sits in memory twice, as objects and as an index).
+    fn each_index_file(
+        &self,
+        skip: &HashSet<IndexId>,
+        mut f: impl FnMut(IndexId, IndexFile),
+    ) -> Result<Vec<(IndexId, Error)>> {
         let mut errors = vec![];
-        let mut done: std::collections::HashSet<IndexId> = std::collections::HashSet::new();
+        let mut done: HashSet<IndexId> = HashSet::new();
         for _ in 0..3 {
             let ids: Vec<IndexId> = self
                 .list_index_ids()?
                 .into_iter()
-                .filter(|id| !done.contains(id))
+                .filter(|id| !done.contains(id) && !skip.contains(id))
                 .collect();
-            let results = parallel_map(&ids, |id| self.load_index_file(id));
             let mut vanished = false;
-            for (id, r) in ids.into_iter().zip(results) {
-                match r {
-                    Ok(f) => {
-                        done.insert(id);
-                        files.push((id, f));
-                    }
-                    Err(Error::Backend(BackendError::NotFound { .. })) => vanished = true,
-                    Err(Error::Backend(e)) => return Err(e.into()),
-                    Err(e) => {
-                        done.insert(id);
-                        errors.push((id, e));
+            for batch in ids.chunks(32) {
+                let results = parallel_map(batch, |id| self.load_index_file(id));
+                for (id, r) in batch.iter().copied().zip(results) {
+                    match r {
+                        Ok(file) => {
+                            done.insert(id);
+                            f(id, file);
+                        }
+                        Err(Error::Backend(BackendError::NotFound { .. })) => vanished = true,
+                        Err(Error::Backend(e)) => return Err(e.into()),
+                        Err(e) => {
+                            done.insert(id);
+                            errors.push((id, e));
+                        }
                     }
                 }
             }
@@ -686,13 +719,27 @@ impl Repository {
                 break;
             }
         }
-        Ok((files, errors))
+        Ok(errors)
     }
 
-    /// Loads the prune marks, then every index object, into one index that keeps backups off
-    /// marked packs. Damaged index objects are returned beside the index, not fatal: a backup
-    /// can still run (it re-uploads what it cannot find) and `check` reports them.
+    /// Loads the prune marks, then the index: from the cached table (when a cache folder is set
+    /// and the table is whole and current) and the index objects it does not hold, else from
+    /// every index object; an index that keeps backups off marked packs. Damaged index objects
+    /// are returned beside the index, not fatal: a backup can still run (it re-uploads what it
+    /// cannot find) and `check` reports them.
     pub fn load_index(&self) -> Result<(Index, Vec<(IndexId, Error)>)> {
+        self.load_index_with(self.index_table.as_deref())
+    }
+
+    /// [`Repository::load_index`] from the index objects alone, the cached table not read (it
+    /// is written anew): what `check` verifies.
+    pub fn load_index_from_store(&self) -> Result<(Index, Vec<(IndexId, Error)>)> {
+        let (index, errors) = self.load_index_with(None)?;
+        self.save_table(&index);
+        Ok((index, errors))
+    }
+
+    fn load_index_with(&self, table: Option<&Path>) -> Result<(Index, Vec<(IndexId, Error)>)> {
         // Marks first: a mark written after this listing is caught by `check_commit`.
         let (marks, mark_errors) = self.load_marks()?;
         for (key, e) in &mark_errors {
@@ -703,12 +750,50 @@ impl Repository {
             .flat_map(|m| m.mark.packs.iter().copied())
             .collect();
         let seen = marks.iter().map(|m| m.key.clone()).collect();
-        let (files, errors) = self.load_index_files()?;
         let mut index = Index::with_doomed(doomed, seen);
-        for (_, f) in &files {
-            index.add_file(f);
+        if let Some(path) = table {
+            let listed: HashSet<IndexId> = self.list_index_ids()?.into_iter().collect();
+            match index::open_table(path, &self.table_key(), &listed) {
+                Ok(Some(t)) => index.attach(t),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("{}: {e}; rebuilding it from the index objects", path.display()),
+            }
+        }
+        let have = index.objects.clone();
+        let before = index.record_counts().1;
+        let errors = self.each_index_file(&have, |id, f| {
+            index.add_file_unsorted(&f);
+            index.objects.insert(id);
+            index.fetched += 1;
+        })?;
+        index.sort();
+        if table.is_some() && index.fetched > 0 {
+            let (on_disk, in_memory) = index.record_counts();
+            let added = in_memory.saturating_sub(before);
+            // A table kept on disk is rewritten once enough has piled up beside it; a small one
+            // whenever anything was added.
+            if on_disk == 0 || added * 16 > on_disk || index.fetched >= 64 {
+                self.save_table(&index);
+            }
         }
         Ok((index, errors))
+    }
+
+    /// Brings the cached index table up to date (if a cache folder is set).
+    pub fn refresh_index_table(&self) -> Result<()> {
+        if let Some(path) = &self.index_table {
+            self.load_index_with(Some(path))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the index table, if a cache folder is set. A failure costs only speed: warned.
+    pub fn save_table(&self, index: &Index) {
+        if let Some(path) = &self.index_table {
+            if let Err(e) = index.save_table(path, &self.table_key()) {
+                tracing::warn!("could not write the index table {}: {e}", path.display());
+            }
+        }
     }
 
     // ----- prune marks -----
