@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::index::{self, Index};
-use crate::tree::Node;
+use crate::tree::{Node, NodeKind};
 use crate::walk::{walk, Visitor};
 use crate::{pack, parallel_map, snapshot, ChunkReader, Repository};
 
@@ -50,7 +50,7 @@ pub struct CheckReport {
 
 pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     let mut report = CheckReport::default();
-    let (index, index_errors) = repo.load_index()?;
+    let (index, index_errors) = repo.load_index_from_store()?;
     let mut damaged_index = vec![];
     for (id, e) in index_errors {
         damaged_index.push(index::key(&id));
@@ -112,9 +112,13 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
         ));
     }
 
-    // Snapshots and their trees: who uses which chunk.
-    let mut users: HashMap<ChunkId, Vec<u32>> = HashMap::new();
-    let mut snap_names: Vec<String> = vec![];
+    // Snapshots and their trees, each tree walked once however many snapshots share it (a
+    // thousand daily snapshots share most of theirs): which trees each snapshot reaches, and
+    // which chunks no index holds.
+    let mut walked = Walked::default();
+    let mut roots: Vec<(String, ChunkId)> = vec![];
+    // Chunks snapshots use outside trees (stored plugins), by snapshot.
+    let mut direct: HashMap<ChunkId, Vec<u32>> = HashMap::new();
     if repo.secrets().is_write_only() {
         report
             .notes
@@ -134,21 +138,13 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
                     continue;
                 }
             };
-            let n = snap_names.len() as u32;
-            snap_names.push(id.short());
-            walk_snapshot(
-                &reader,
-                &id,
-                &snap.tree,
-                n,
-                &mut users,
-                &mut report,
-                &damaged_index,
-            );
+            let n = roots.len() as u32;
+            roots.push((id.short(), snap.tree));
+            walk_snapshot(&reader, &id, &snap.tree, &mut walked, &mut report, &damaged_index);
             // The stored plugin is part of what the snapshot needs to be restored.
             if let Some(p) = &snap.plugin {
                 for c in &p.content {
-                    users.entry(*c).or_default().push(n);
+                    direct.entry(*c).or_default().push(n);
                     if !index.contains(c) {
                         report.problems.push(Problem {
                             object: format!("chunk {}", c.short()),
@@ -163,17 +159,48 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
             }
         }
     }
-    let affected = |chunks: &mut dyn Iterator<Item = ChunkId>| -> Vec<String> {
-        let mut s: Vec<u32> = chunks
-            .filter_map(|c| users.get(&c))
+    // Which snapshots reach each tree.
+    let reach = walked.reach(&roots);
+    let snapshots_of = |trees: &mut dyn Iterator<Item = ChunkId>, also: &mut dyn Iterator<Item = u32>| {
+        let mut s: Vec<u32> = trees
+            .filter_map(|t| reach.get(&t))
             .flatten()
             .copied()
+            .chain(also)
             .collect();
         s.sort();
         s.dedup();
         s.into_iter()
-            .map(|i| snap_names[i as usize].clone())
-            .collect()
+            .map(|i| roots[i as usize].0.clone())
+            .collect::<Vec<String>>()
+    };
+    // A missing chunk or unreadable tree many snapshots share affects them all.
+    for (i, tree) in std::mem::take(&mut walked.missing_in) {
+        report.problems[i].snapshots = snapshots_of(&mut std::iter::once(tree), &mut std::iter::empty());
+    }
+    // The snapshots using any of `chunks`: a second walk over the trees (only for damaged
+    // packs) finds which trees hold them.
+    let affected = |chunks: &mut dyn Iterator<Item = ChunkId>| -> Vec<String> {
+        let wanted: HashSet<ChunkId> = chunks.collect();
+        if wanted.is_empty() {
+            return vec![];
+        }
+        let reader = ChunkReader::new(repo, &index);
+        let mut holding = Holding {
+            wanted: &wanted,
+            trees: HashSet::new(),
+            seen: HashSet::new(),
+        };
+        for (_, root) in &roots {
+            let _ = walk(&reader, *root, Path::new(""), &mut holding);
+        }
+        let also: Vec<u32> = wanted
+            .iter()
+            .filter_map(|c| direct.get(c))
+            .flatten()
+            .copied()
+            .collect();
+        snapshots_of(&mut holding.trees.into_iter(), &mut also.into_iter())
     };
     // The chunks a pack holds, by the index: where it is their place or one of their copies.
     let chunks_of = |p: PackId| -> Vec<ChunkId> {
@@ -251,37 +278,54 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     Ok(report)
 }
 
-/// Records which chunks a snapshot uses (snapshot `n` of the list), and every tree it cannot
+/// What walking the snapshots found: the trees (each walked once) and the trees below each, and
+/// the problems about missing chunks with the tree that named them.
+#[derive(Default)]
+struct Walked {
+    seen: HashSet<ChunkId>,
+    children: HashMap<ChunkId, Vec<ChunkId>>,
+    missing_in: Vec<(usize, ChunkId)>,
+}
+
+impl Walked {
+    /// For every tree, the snapshots (numbers into `roots`) whose walk reaches it.
+    fn reach(&self, roots: &[(String, ChunkId)]) -> HashMap<ChunkId, Vec<u32>> {
+        let mut reach: HashMap<ChunkId, Vec<u32>> = HashMap::new();
+        for (n, (_, root)) in roots.iter().enumerate() {
+            let mut stack = vec![*root];
+            let mut mine = HashSet::new();
+            while let Some(t) = stack.pop() {
+                if !mine.insert(t) {
+                    continue;
+                }
+                reach.entry(t).or_default().push(n as u32);
+                stack.extend(self.children.get(&t).into_iter().flatten());
+            }
+        }
+        reach
+    }
+}
+
+/// Walks one snapshot's trees that no earlier snapshot's walk read, noting every tree it cannot
 /// read and chunk no index holds as a problem.
 struct SnapshotUse<'a> {
     index: &'a Index,
     snapshot: &'a SnapshotId,
-    n: u32,
-    users: &'a mut HashMap<ChunkId, Vec<u32>>,
+    walked: &'a mut Walked,
     report: &'a mut CheckReport,
     damaged_index: &'a [String],
     missing: usize,
-    seen: HashSet<ChunkId>,
-}
-
-impl SnapshotUse<'_> {
-    fn use_chunk(&mut self, c: ChunkId) {
-        let v = self.users.entry(c).or_default();
-        if v.last() != Some(&self.n) {
-            v.push(self.n);
-        }
-    }
 }
 
 impl Visitor for SnapshotUse<'_> {
     type Error = Error;
 
     fn tree(&mut self, id: &ChunkId, _: &Path) -> bool {
-        self.use_chunk(*id);
-        self.seen.insert(*id)
+        self.walked.seen.insert(*id)
     }
 
     fn unreadable(&mut self, id: &ChunkId, path: &Path, e: Error) -> Result<()> {
+        self.walked.missing_in.push((self.report.problems.len(), *id));
         self.report.problems.push(Problem {
             object: format!("tree {} (/{})", id.short(), path.display()),
             message: e.to_string(),
@@ -290,13 +334,16 @@ impl Visitor for SnapshotUse<'_> {
         Ok(())
     }
 
-    fn node(&mut self, _: &ChunkId, dir: &Path, node: Node) -> Result<bool> {
-        let path = dir.join(&node.name);
+    fn node(&mut self, tree: &ChunkId, dir: &Path, node: Node) -> Result<bool> {
+        if let Some(sub) = node.subtree.filter(|_| node.kind == NodeKind::Dir) {
+            self.walked.children.entry(*tree).or_default().push(sub);
+        }
         for c in &node.content {
-            self.use_chunk(*c);
             if !self.index.contains(c) {
                 self.missing += 1;
                 if self.missing <= 5 {
+                    let path = dir.join(&node.name);
+                    self.walked.missing_in.push((self.report.problems.len(), *tree));
                     self.report.problems.push(Problem {
                         object: format!("chunk {}", c.short()),
                         message: format!(
@@ -317,24 +364,50 @@ impl Visitor for SnapshotUse<'_> {
     }
 }
 
+/// Finds the trees that hold (as content, or are) any of the `wanted` chunks.
+struct Holding<'a> {
+    wanted: &'a HashSet<ChunkId>,
+    trees: HashSet<ChunkId>,
+    seen: HashSet<ChunkId>,
+}
+
+impl Visitor for Holding<'_> {
+    type Error = Error;
+
+    fn tree(&mut self, id: &ChunkId, _: &Path) -> bool {
+        if self.wanted.contains(id) {
+            self.trees.insert(*id);
+        }
+        self.seen.insert(*id)
+    }
+
+    fn unreadable(&mut self, _: &ChunkId, _: &Path, _: Error) -> Result<()> {
+        Ok(())
+    }
+
+    fn node(&mut self, tree: &ChunkId, _: &Path, node: Node) -> Result<bool> {
+        if node.content.iter().any(|c| self.wanted.contains(c)) {
+            self.trees.insert(*tree);
+        }
+        Ok(true)
+    }
+}
+
 fn walk_snapshot(
     reader: &ChunkReader,
     id: &SnapshotId,
     root: &ChunkId,
-    n: u32,
-    users: &mut HashMap<ChunkId, Vec<u32>>,
+    walked: &mut Walked,
     report: &mut CheckReport,
     damaged_index: &[String],
 ) {
     let mut v = SnapshotUse {
         index: reader.index(),
         snapshot: id,
-        n,
-        users,
+        walked,
         report,
         damaged_index,
         missing: 0,
-        seen: HashSet::new(),
     };
     // A walk that stops (a tree nested past any file system's depth) is a damaged snapshot.
     if let Err(e) = walk(reader, *root, Path::new(""), &mut v) {
