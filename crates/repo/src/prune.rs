@@ -29,7 +29,7 @@ use serde::Serialize;
 use crate::crypto::Tag;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, IndexId, PackId};
-use crate::index::{self, Index, IndexFile, IndexPack};
+use crate::index::{self, ChunkSet, Index, IndexFile, IndexPack};
 use crate::marks::{Mark, MarkState, StoredMark};
 use crate::pack::{self, PackEntry, PackWriter};
 use crate::tree::Node;
@@ -108,6 +108,17 @@ pub fn parse_grace(s: &str) -> std::result::Result<Duration, String> {
 }
 
 pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary> {
+    let sum = sweep(repo, opts)?;
+    // A compacted index leaves the cached index table stale: the next command would rebuild it
+    // from every index object, at the cost of holding them all; do that here, where memory was
+    // budgeted for the whole index anyway.
+    if !opts.dry_run {
+        repo.refresh_index_table()?;
+    }
+    Ok(sum)
+}
+
+fn sweep(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary> {
     repo.secrets()
         .data_identity("prune (it must read every snapshot)")?;
     let grace = chrono::Duration::from_std(opts.grace)
@@ -135,12 +146,13 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
     }
     let mut full = Index::default();
     for (_, f) in &files {
-        full.add_file(f);
+        full.add_file_unsorted(f);
     }
+    full.sort();
     let needed = needed_chunks(repo, snapshots, &full, &mut sum)?;
     // A needed chunk no index lists lies in a pack prune would take for a killed backup's
     // leftover and delete: stop instead (the packs' own tables of contents can rebuild it).
-    let unindexed = needed.iter().filter(|c| !full.contains(c)).count();
+    let unindexed = needed.unindexed();
     if unindexed > 0 {
         return Err(Error::Invalid(format!(
             "{unindexed} chunk(s) that snapshots need are in no index object (one was lost or damaged): prune deletes nothing until `coffer repair index` has rebuilt the index from the packs"
@@ -153,25 +165,20 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
         .into_iter()
         .map(|p| (p.id, (p.size, p.modified)))
         .collect();
-    let mut contents: HashMap<PackId, (u64, Vec<PackEntry>)> = HashMap::new();
+    // (Borrowed from the index objects read: at ten million chunks a copy is half a GiB.)
+    let mut contents: HashMap<PackId, (u64, &[PackEntry])> = HashMap::new();
     for (_, f) in &files {
         for p in &f.packs {
-            contents
-                .entry(p.id)
-                .or_insert_with(|| (p.size, p.chunks.clone()));
+            contents.entry(p.id).or_insert((p.size, &p.chunks));
         }
     }
-    let mut holders: HashMap<ChunkId, Vec<PackId>> = HashMap::new();
-    for (id, (_, entries)) in &contents {
-        if !stored.contains_key(id) {
-            continue;
-        }
-        for e in entries {
-            if needed.contains(&e.id) {
-                holders.entry(e.id).or_default().push(*id);
-            }
-        }
-    }
+    // The stored packs holding a chunk (asked of the index: a map of every needed chunk to its
+    // packs took more memory than the rest of prune).
+    let holders = |c: &ChunkId| -> Vec<PackId> {
+        let mut h = full.places(c);
+        h.retain(|p| stored.contains_key(p) && contents.contains_key(p));
+        h
+    };
 
     // ----- phase 2: sweep marks whose grace period has passed -----
     let mut delete: HashSet<PackId> = HashSet::new();
@@ -194,12 +201,12 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
             // (its bytes hash to its name) before this copy goes: never keep a rotten copy and
             // delete the good one.
             let mut keep = false;
-            for e in contents.get(p).map(|(_, es)| &es[..]).unwrap_or(&[]) {
+            for e in contents.get(p).map(|(_, es)| *es).unwrap_or(&[]) {
                 if !needed.contains(&e.id) {
                     continue;
                 }
                 let mut survives = false;
-                for h in &holders[&e.id] {
+                for h in &holders(&e.id) {
                     if h != p && !delete.contains(h) && intact(repo, &mut verified, h)? {
                         survives = true;
                         break;
@@ -227,18 +234,17 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
         .flat_map(|m| m.mark.packs.iter().copied())
         .collect();
     // Each needed chunk counts as used in one pack: a live one that is not being deleted.
-    let mut home: HashMap<ChunkId, PackId> = HashMap::new();
-    for (c, hs) in &holders {
+    let home = |c: &ChunkId| -> Option<PackId> {
+        if !needed.contains(c) {
+            return None;
+        }
         // A pack found damaged above is nobody's home: its chunks' other copies are kept, and
         // it is marked in turn as unused.
-        let best = hs
-            .iter()
+        holders(c)
+            .into_iter()
             .filter(|h| !delete.contains(h) && verified.get(h) != Some(&false))
-            .min_by_key(|h| (in_marks.contains(h), **h));
-        if let Some(h) = best {
-            home.insert(*c, *h);
-        }
-    }
+            .min_by_key(|h| (in_marks.contains(h), *h))
+    };
     let old_enough = |p: &PackId| stored[p].1.is_some_and(|t| t + grace <= now);
     let mut to_mark: Vec<PackId> = vec![];
     let mut to_repack: Vec<PackId> = vec![];
@@ -255,7 +261,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
                 *size,
                 entries
                     .iter()
-                    .filter(|e| home.get(&e.id) == Some(p))
+                    .filter(|e| home(&e.id) == Some(*p))
                     .map(|e| e.length as u64)
                     .sum::<u64>(),
             ),
@@ -295,7 +301,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
                 contents[p]
                     .1
                     .iter()
-                    .filter(move |e| home.get(&e.id) == Some(p))
+                    .filter(move |e| home(&e.id) == Some(*p))
             })
             .map(|e| e.length as u64)
             .sum();
@@ -320,7 +326,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary
             .map(|(id, (size, entries))| IndexPack {
                 id: *id,
                 size: *size,
-                chunks: entries.clone(),
+                chunks: entries.to_vec(),
             })
             .collect();
         packs.sort_by_key(|p| p.id);
@@ -385,14 +391,14 @@ fn intact(repo: &Repository, verified: &mut HashMap<PackId, bool>, p: &PackId) -
 
 /// Every chunk a snapshot needs: trees, file contents and stored plugins. A snapshot that cannot
 /// be read stops the prune, since what it needs is unknown; one forgotten meanwhile is skipped.
-fn needed_chunks(
+fn needed_chunks<'i>(
     repo: &Repository,
     snapshots: Vec<(crate::id::SnapshotId, Result<crate::snapshot::Snapshot>)>,
-    index: &Index,
+    index: &'i Index,
     sum: &mut PruneSummary,
-) -> Result<HashSet<ChunkId>> {
+) -> Result<ChunkSet<'i>> {
     let reader = ChunkReader::new(repo, index);
-    let mut needed = HashSet::new();
+    let mut needed = index.chunk_set();
     for (id, s) in snapshots {
         let snap = match s {
             Ok(s) => s,
@@ -407,7 +413,9 @@ fn needed_chunks(
         };
         sum.snapshots += 1;
         if let Some(p) = &snap.plugin {
-            needed.extend(p.content.iter().copied());
+            for c in &p.content {
+                needed.insert(c);
+            }
         }
         walk(
             &reader,
@@ -424,16 +432,16 @@ fn needed_chunks(
 
 /// Collects what one snapshot needs; a tree already collected (shared with another folder or
 /// snapshot) is not read again.
-struct Needed<'a> {
-    needed: &'a mut HashSet<ChunkId>,
+struct Needed<'a, 'i> {
+    needed: &'a mut ChunkSet<'i>,
     snapshot: crate::id::SnapshotId,
 }
 
-impl Visitor for Needed<'_> {
+impl Visitor for Needed<'_, '_> {
     type Error = Error;
 
     fn tree(&mut self, id: &ChunkId, _: &Path) -> bool {
-        self.needed.insert(*id)
+        self.needed.insert(id)
     }
 
     fn unreadable(&mut self, _: &ChunkId, _: &Path, e: Error) -> Result<()> {
@@ -444,7 +452,9 @@ impl Visitor for Needed<'_> {
     }
 
     fn node(&mut self, _: &ChunkId, _: &Path, node: Node) -> Result<bool> {
-        self.needed.extend(node.content);
+        for c in &node.content {
+            self.needed.insert(c);
+        }
         Ok(true)
     }
 }
@@ -454,8 +464,8 @@ impl Visitor for Needed<'_> {
 fn repack(
     repo: &Repository,
     packs: &[PackId],
-    contents: &HashMap<PackId, (u64, Vec<PackEntry>)>,
-    home: &HashMap<ChunkId, PackId>,
+    contents: &HashMap<PackId, (u64, &[PackEntry])>,
+    home: &dyn Fn(&ChunkId) -> Option<PackId>,
 ) -> Result<u64> {
     let target = repo.config().pack_size as u64;
     let mut writers: BTreeMap<bool, PackWriter> = BTreeMap::new();
@@ -465,8 +475,8 @@ fn repack(
     let mut index_file = IndexFile::default();
     for p in packs {
         let plain = repo.read_pack(p)?;
-        for e in &contents[p].1 {
-            if home.get(&e.id) != Some(p) {
+        for e in contents[p].1 {
+            if home(&e.id) != Some(*p) {
                 continue;
             }
             // Never copy a damaged chunk into a new pack: decode and verify it first.
