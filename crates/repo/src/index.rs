@@ -26,6 +26,16 @@ pub struct IndexPack {
     pub chunks: Vec<PackEntry>,
 }
 
+impl IndexPack {
+    pub fn borrowed(&self) -> IndexPackRef<'_> {
+        IndexPackRef {
+            id: self.id,
+            size: self.size,
+            chunks: &self.chunks,
+        }
+    }
+}
+
 /// The plaintext of one index object.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct IndexFile {
@@ -34,6 +44,42 @@ pub struct IndexFile {
 
 /// Packs per index object when the whole index is written anew (prune's compaction, repair).
 pub const PACKS_PER_OBJECT: usize = 2000;
+/// Chunks per index object then (~17 MB of JSON): packs of small files hold thousands, and two
+/// thousand such packs made one object larger than a reader accepts.
+pub const CHUNKS_PER_OBJECT: usize = 100_000;
+
+/// An index object's pack, borrowed: what compaction writes without copying every entry.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct IndexPackRef<'a> {
+    pub id: PackId,
+    pub size: u64,
+    pub chunks: &'a [PackEntry],
+}
+
+#[derive(Serialize)]
+pub(crate) struct IndexFileRef<'a> {
+    pub packs: &'a [IndexPackRef<'a>],
+}
+
+/// Cuts `packs` into index objects of at most [`PACKS_PER_OBJECT`] packs and (unless one pack
+/// alone has more) [`CHUNKS_PER_OBJECT`] chunks.
+pub fn object_groups<'p, 'a>(packs: &'p [IndexPackRef<'a>]) -> Vec<&'p [IndexPackRef<'a>]> {
+    let mut groups = vec![];
+    let (mut start, mut chunks) = (0, 0);
+    for (i, p) in packs.iter().enumerate() {
+        if i > start
+            && (i - start >= PACKS_PER_OBJECT || chunks + p.chunks.len() > CHUNKS_PER_OBJECT)
+        {
+            groups.push(&packs[start..i]);
+            (start, chunks) = (i, 0);
+        }
+        chunks += p.chunks.len();
+    }
+    if start < packs.len() {
+        groups.push(&packs[start..]);
+    }
+    groups
+}
 
 pub fn key(id: &crate::id::IndexId) -> String {
     format!("index/{}", id.to_hex())
@@ -492,6 +538,34 @@ mod tests {
         out.extend(i.chunks().map(|(c, p, e)| format!("{:?} {p:?} {}", c, e.offset)));
         out.extend(i.alternate_places().map(|(c, p)| format!("alt {c:?} {p:?}")));
         out
+    }
+
+    /// Index objects written anew stay below what a reader accepts, however many chunks a pack
+    /// holds.
+    #[test]
+    fn index_objects_are_cut_by_packs_and_by_chunks() {
+        let big = vec![entry(1, 0); 60_000];
+        let small = vec![entry(2, 0); 3];
+        let refs = |n: usize, chunks: &'static [PackEntry]| -> Vec<IndexPackRef<'static>> {
+            (0..n)
+                .map(|i| IndexPackRef {
+                    id: PackId([i as u8; 32]),
+                    size: 1,
+                    chunks,
+                })
+                .collect()
+        };
+        let big: &'static [PackEntry] = Box::leak(big.into_boxed_slice());
+        let small: &'static [PackEntry] = Box::leak(small.into_boxed_slice());
+        let sizes = |p: &[IndexPackRef]| -> Vec<usize> {
+            object_groups(p).iter().map(|g| g.len()).collect()
+        };
+        assert_eq!(sizes(&refs(3, big)), vec![1, 1, 1]);
+        assert_eq!(sizes(&refs(2001, small)), vec![2000, 1]);
+        assert_eq!(sizes(&refs(0, small)), Vec::<usize>::new());
+        let one_huge = vec![entry(3, 0); 150_000];
+        let one_huge: &'static [PackEntry] = Box::leak(one_huge.into_boxed_slice());
+        assert_eq!(sizes(&refs(1, one_huge)), vec![1]);
     }
 
     /// The table, read back in memory or searched on disk, answers as the index it was written

@@ -29,7 +29,7 @@ use serde::Serialize;
 use crate::crypto::Tag;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, IndexId, PackId};
-use crate::index::{self, ChunkSet, Index, IndexFile, IndexPack};
+use crate::index::{self, ChunkSet, Index, IndexFile, IndexPackRef};
 use crate::marks::{Mark, MarkState, StoredMark};
 use crate::pack::{self, PackEntry, PackWriter};
 use crate::tree::Node;
@@ -313,20 +313,25 @@ fn sweep(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary> {
     if !to_repack.is_empty() {
         sum.bytes_repacked = repack(repo, &to_repack, &contents, &home)?;
     }
+    // The whole index is not needed past here: freed before compaction writes it out again.
+    drop(needed);
+    drop(full);
 
     // Compact the index when packs go, when entries name packs that are gone, or when backups
     // have left many small objects.
     let gone = contents.keys().any(|p| !stored.contains_key(p));
-    let fragmented = files.len() > 1 + contents.len() / 256;
+    let chunks: usize = contents.values().map(|(_, es)| es.len()).sum();
+    let fragmented =
+        files.len() > 1 + (contents.len() / 256).max(chunks / (index::CHUNKS_PER_OBJECT / 8));
     let mut written: HashSet<IndexId> = HashSet::new();
     if !delete.is_empty() || gone || fragmented {
-        let mut packs: Vec<IndexPack> = contents
+        let mut packs: Vec<IndexPackRef> = contents
             .iter()
             .filter(|(id, _)| stored.contains_key(id) && !delete.contains(id))
-            .map(|(id, (size, entries))| IndexPack {
+            .map(|(id, (size, entries))| IndexPackRef {
                 id: *id,
                 size: *size,
-                chunks: entries.to_vec(),
+                chunks: entries,
             })
             .collect();
         packs.sort_by_key(|p| p.id);

@@ -77,7 +77,8 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairSummary> {
     }
     rebuilt.sort_by_key(|p| p.id);
     sum.packs_indexed = rebuilt.len();
-    let written = repo.save_index_groups(&rebuilt)?;
+    let refs: Vec<_> = rebuilt.iter().map(IndexPack::borrowed).collect();
+    let written = repo.save_index_groups(&refs)?;
     sum.index_objects_written = written.len();
     // The damaged objects go last, when what they may have listed is indexed again; one
     // rebuilt exactly as it was has been written over with its sound content, and stays.

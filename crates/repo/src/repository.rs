@@ -635,18 +635,20 @@ impl Repository {
         Ok(id)
     }
 
-    /// Saves `packs` as index objects of at most [`index::PACKS_PER_OBJECT`] packs each (a
-    /// compacted or rebuilt index); returns their ids.
-    pub fn save_index_groups(
-        &self,
-        packs: &[index::IndexPack],
-    ) -> Result<std::collections::HashSet<IndexId>> {
-        packs
-            .chunks(index::PACKS_PER_OBJECT)
+    /// Saves `packs` as index objects cut by [`index::object_groups`] (a compacted or rebuilt
+    /// index); returns their ids.
+    pub fn save_index_groups(&self, packs: &[index::IndexPackRef]) -> Result<HashSet<IndexId>> {
+        index::object_groups(packs)
+            .into_iter()
             .map(|group| {
-                self.save_index(&IndexFile {
-                    packs: group.to_vec(),
-                })
+                let (id, bytes) = self.seal_doc(
+                    Tag::Index,
+                    &index::IndexFileRef { packs: group },
+                    &self.secrets.index_identity.to_public(),
+                );
+                let id = IndexId(id);
+                self.backend.put(&index::key(&id), bytes)?;
+                Ok(id)
             })
             .collect()
     }
