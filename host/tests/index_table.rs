@@ -13,7 +13,12 @@ fn table_of(env: &Env) -> PathBuf {
         .map(|e| e.unwrap().path().join("index.table"))
         .filter(|p| p.exists())
         .collect();
-    assert_eq!(tables.len(), 1, "one index table in {}", env.cache.display());
+    assert_eq!(
+        tables.len(),
+        1,
+        "one index table in {}",
+        env.cache.display()
+    );
     tables[0].clone()
 }
 
@@ -32,7 +37,10 @@ fn the_index_table_is_used_while_current_and_never_believed_when_stale_or_damage
     std::fs::write(src.join("dropped"), noise(3 << 20, 2)).unwrap();
     settle();
     let s = src.to_str().unwrap();
-    let first = env.json(&["backup", s])["snapshot"].as_str().unwrap().to_string();
+    let first = env.json(&["backup", s])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // The next command to read the index writes the table (the first found an empty one).
     env.ok(&["backup", s]);
     let table = table_of(&env);
@@ -46,14 +54,20 @@ fn the_index_table_is_used_while_current_and_never_believed_when_stale_or_damage
     let out = env.run(&["backup", s]);
     assert!(out.status.success());
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(!log.contains("unreadable"), "the backup read an index object the table holds: {log}");
+    assert!(
+        !log.contains("unreadable"),
+        "the backup read an index object the table holds: {log}"
+    );
     restored_same(&env, &first, &src, "r1");
     // ...but not by check, which verifies the objects themselves.
     let out = env.run(&["check"]);
     assert_eq!(out.status.code(), Some(13));
     let report = String::from_utf8_lossy(&out.stdout);
     let name = victim.file_name().unwrap().to_str().unwrap();
-    assert!(report.contains(name), "check did not name the damaged {name}: {report}");
+    assert!(
+        report.contains(name),
+        "check did not name the damaged {name}: {report}"
+    );
     std::fs::write(&victim, &original).unwrap();
     env.ok(&["check"]);
 
@@ -65,8 +79,15 @@ fn the_index_table_is_used_while_current_and_never_believed_when_stale_or_damage
     let out = env.run(&["backup", s]);
     assert!(out.status.success());
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("hash does not match"), "no warning about the damaged table: {log}");
-    assert_ne!(std::fs::read(&table).unwrap(), bytes, "the damaged table was not rebuilt");
+    assert!(
+        log.contains("hash does not match"),
+        "no warning about the damaged table: {log}"
+    );
+    assert_ne!(
+        std::fs::read(&table).unwrap(),
+        bytes,
+        "the damaged table was not rebuilt"
+    );
     restored_same(&env, &first, &src, "r2");
 
     // Another repository's table in this one's place: not opened (its hash is keyed).
@@ -86,14 +107,21 @@ fn the_index_table_is_used_while_current_and_never_believed_when_stale_or_damage
     // below would take `dropped` as stored and save a snapshot that cannot be restored.
     let before_prune = std::fs::read(&table).unwrap();
     std::fs::remove_file(src.join("dropped")).unwrap();
-    let only_kept = env.json(&["backup", s])["snapshot"].as_str().unwrap().to_string();
+    let only_kept = env.json(&["backup", s])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
     env.ok(&["forget", "--keep-last", "1"]);
     // Marks, deletes, then retires the mark that named the deleted packs (from then on only the
     // index tells what is stored).
     for _ in 0..3 {
         env.ok(&["prune", "--grace", "0s"]);
     }
-    assert!(env.objects("marks").is_empty(), "a prune mark is left: {:?}", env.objects("marks"));
+    assert!(
+        env.objects("marks").is_empty(),
+        "a prune mark is left: {:?}",
+        env.objects("marks")
+    );
     std::fs::write(&table, &before_prune).unwrap();
     std::fs::write(src.join("dropped"), noise(3 << 20, 2)).unwrap();
     settle();

@@ -63,7 +63,11 @@ fn args() -> Result<Args> {
     let coffer = std::env::var_os("COFFER_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/release/coffer"));
-    Ok(Args { dir, chunks, coffer })
+    Ok(Args {
+        dir,
+        chunks,
+        coffer,
+    })
 }
 
 /// 64 bytes unique to `n`.
@@ -97,9 +101,9 @@ impl Generator {
             pack::encode_chunk(data, 3)
         };
         let repo = self.repo.clone();
-        let w = self.writer.get_or_insert_with(|| {
-            pack::PackWriter::new(&repo.secrets().data_recipient, 1 << 20)
-        });
+        let w = self
+            .writer
+            .get_or_insert_with(|| pack::PackWriter::new(&repo.secrets().data_recipient, 1 << 20));
         w.add(id, tag, &frame, data.len());
         self.in_pack += 1;
         if self.in_pack == CHUNKS_PER_PACK || w.size() > 8 << 20 {
@@ -188,7 +192,11 @@ fn generate(a: &Args, repo_dir: &Path) -> Result<()> {
         day_trees.push(g.tree(&files)?);
         let mut days_tree = Tree::default();
         for d in day.saturating_sub(DAYS_KEPT - 1)..=day {
-            days_tree.nodes.push(dir_node(&format!("day-{d:04}"), day_trees[d as usize], mtime));
+            days_tree.nodes.push(dir_node(
+                &format!("day-{d:04}"),
+                day_trees[d as usize],
+                mtime,
+            ));
         }
         let days_id = g.tree(&days_tree)?;
         let root = Tree {
@@ -310,7 +318,12 @@ fn main() -> Result<()> {
     step(&a, "backup, no change", &["backup", &src_s])?;
 
     let list = Command::new(&a.coffer)
-        .args(["--repo", &repo_dir.display().to_string(), "--json", "snapshots"])
+        .args([
+            "--repo",
+            &repo_dir.display().to_string(),
+            "--json",
+            "snapshots",
+        ])
         .args(["--host", "scale"])
         .env("COFFER_PASSWORD", PASSWORD)
         .env("COFFER_CACHE_DIR", a.dir.join("cache"))
@@ -333,10 +346,17 @@ fn main() -> Result<()> {
             "--target",
             &target.display().to_string(),
             "--include",
-            &format!("data/day-{:04}/file-042.dat", a.chunks / (CHUNKS_PER_FILE * FILES_PER_DAY) - 1),
+            &format!(
+                "data/day-{:04}/file-042.dat",
+                a.chunks / (CHUNKS_PER_FILE * FILES_PER_DAY) - 1
+            ),
         ],
     )?;
-    step(&a, "forget --keep-last 100", &["forget", "--host", "scale", "--keep-last", "100"])?;
+    step(
+        &a,
+        "forget --keep-last 100",
+        &["forget", "--host", "scale", "--keep-last", "100"],
+    )?;
     // The first prune marks the unused packs, the second deletes them (grace 0: no backup runs).
     let (_, mark_rss) = step(&a, "prune (marks)", &["prune", "--grace", "0s"])?;
     let (_, sweep_rss) = step(&a, "prune (deletes)", &["prune", "--grace", "0s"])?;

@@ -140,7 +140,14 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
             };
             let n = roots.len() as u32;
             roots.push((id.short(), snap.tree));
-            walk_snapshot(&reader, &id, &snap.tree, &mut walked, &mut report, &damaged_index);
+            walk_snapshot(
+                &reader,
+                &id,
+                &snap.tree,
+                &mut walked,
+                &mut report,
+                &damaged_index,
+            );
             // The stored plugin is part of what the snapshot needs to be restored.
             if let Some(p) = &snap.plugin {
                 for c in &p.content {
@@ -161,7 +168,8 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     }
     // Which snapshots reach each tree.
     let reach = walked.reach(&roots);
-    let snapshots_of = |trees: &mut dyn Iterator<Item = ChunkId>, also: &mut dyn Iterator<Item = u32>| {
+    let snapshots_of = |trees: &mut dyn Iterator<Item = ChunkId>,
+                        also: &mut dyn Iterator<Item = u32>| {
         let mut s: Vec<u32> = trees
             .filter_map(|t| reach.get(&t))
             .flatten()
@@ -176,7 +184,8 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     };
     // A missing chunk or unreadable tree many snapshots share affects them all.
     for (i, tree) in std::mem::take(&mut walked.missing_in) {
-        report.problems[i].snapshots = snapshots_of(&mut std::iter::once(tree), &mut std::iter::empty());
+        report.problems[i].snapshots =
+            snapshots_of(&mut std::iter::once(tree), &mut std::iter::empty());
     }
     // The snapshots using any of `chunks`: a second walk over the trees (only for damaged
     // packs) finds which trees hold them.
@@ -325,7 +334,9 @@ impl Visitor for SnapshotUse<'_> {
     }
 
     fn unreadable(&mut self, id: &ChunkId, path: &Path, e: Error) -> Result<()> {
-        self.walked.missing_in.push((self.report.problems.len(), *id));
+        self.walked
+            .missing_in
+            .push((self.report.problems.len(), *id));
         self.report.problems.push(Problem {
             object: format!("tree {} (/{})", id.short(), path.display()),
             message: e.to_string(),
@@ -343,7 +354,9 @@ impl Visitor for SnapshotUse<'_> {
                 self.missing += 1;
                 if self.missing <= 5 {
                     let path = dir.join(&node.name);
-                    self.walked.missing_in.push((self.report.problems.len(), *tree));
+                    self.walked
+                        .missing_in
+                        .push((self.report.problems.len(), *tree));
                     self.report.problems.push(Problem {
                         object: format!("chunk {}", c.short()),
                         message: format!(

@@ -253,7 +253,11 @@ impl Index {
             (0, self.records.len())
         } else {
             let b = bucket(id, self.bits);
-            let from = if b == 0 { 0 } else { self.fanout[b - 1] as usize };
+            let from = if b == 0 {
+                0
+            } else {
+                self.fanout[b - 1] as usize
+            };
             (from, self.fanout[b] as usize)
         };
         let within = &self.records[from..to];
@@ -524,19 +528,33 @@ mod tests {
     }
 
     fn views(i: &Index) -> Vec<String> {
-        let mut out = vec![format!("{} chunks, {} data", i.chunk_count(), i.count(Tag::Data))];
+        let mut out = vec![format!(
+            "{} chunks, {} data",
+            i.chunk_count(),
+            i.count(Tag::Data)
+        )];
         for n in 0..8u8 {
             let id = ChunkId([n; 32]);
             out.push(format!(
                 "{n}: {:?} {:?} {} {}",
-                i.get(&id).map(|(p, e)| (p, e.offset, e.length, e.raw_length, e.tag)),
-                i.alternates(&id).iter().map(|(p, e)| (*p, e.offset)).collect::<Vec<_>>(),
+                i.get(&id)
+                    .map(|(p, e)| (p, e.offset, e.length, e.raw_length, e.tag)),
+                i.alternates(&id)
+                    .iter()
+                    .map(|(p, e)| (*p, e.offset))
+                    .collect::<Vec<_>>(),
                 i.contains(&id),
                 i.reuse(&id),
             ));
         }
-        out.extend(i.chunks().map(|(c, p, e)| format!("{:?} {p:?} {}", c, e.offset)));
-        out.extend(i.alternate_places().map(|(c, p)| format!("alt {c:?} {p:?}")));
+        out.extend(
+            i.chunks()
+                .map(|(c, p, e)| format!("{:?} {p:?} {}", c, e.offset)),
+        );
+        out.extend(
+            i.alternate_places()
+                .map(|(c, p)| format!("alt {c:?} {p:?}")),
+        );
         out
     }
 

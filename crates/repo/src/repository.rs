@@ -60,7 +60,8 @@ impl Default for InitOptions {
         InitOptions {
             chunker: ChunkerParams::default(),
             pack_size: 8 << 20,
-            compression: 3,
+            // Level 3 cost ~10 % more CPU in a first backup for ~1 % fewer bytes (coffer-bench).
+            compression: 1,
         }
     }
 }
@@ -758,7 +759,10 @@ impl Repository {
             match index::open_table(path, &self.table_key(), &listed) {
                 Ok(Some(t)) => index.attach(t),
                 Ok(None) => {}
-                Err(e) => tracing::warn!("{}: {e}; rebuilding it from the index objects", path.display()),
+                Err(e) => tracing::warn!(
+                    "{}: {e}; rebuilding it from the index objects",
+                    path.display()
+                ),
             }
         }
         let have = index.objects.clone();

@@ -101,7 +101,10 @@ fn bucket(id: &ChunkId) -> usize {
 }
 
 fn bad(what: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("index table: {what}"))
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("index table: {what}"),
+    )
 }
 
 /// Writes a table to `path` (through a temporary file renamed over it, so a reader never sees
@@ -168,8 +171,15 @@ pub(crate) fn write(
         let fanout_bytes: Vec<u8> = fanout.iter().flat_map(|f| f.to_le_bytes()).collect();
         file.write_all_at(&fanout_bytes, fanout_at)?;
         // The hash covers the fanout, known only now: hash the file as written.
-        let mac = hash_prefix(&file, key, fanout_at + FANOUT as u64 * 4 + count * RECORD as u64)?;
-        file.write_all_at(mac.as_bytes(), fanout_at + FANOUT as u64 * 4 + count * RECORD as u64)?;
+        let mac = hash_prefix(
+            &file,
+            key,
+            fanout_at + FANOUT as u64 * 4 + count * RECORD as u64,
+        )?;
+        file.write_all_at(
+            mac.as_bytes(),
+            fanout_at + FANOUT as u64 * 4 + count * RECORD as u64,
+        )?;
         Ok(())
     })();
     match result {
