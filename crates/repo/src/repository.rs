@@ -102,7 +102,7 @@ pub struct Repository {
 }
 
 /// Largest index object or snapshot a reader decompresses (prune writes index objects of at most
-/// 2000 packs: about 100 MiB at the very most).
+/// 100,000 chunks: about 17 MiB).
 const MAX_DOCUMENT: usize = 512 << 20;
 
 fn key_object(id: &KeyId) -> String {
