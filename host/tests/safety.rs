@@ -202,6 +202,57 @@ fn restore_and_check_read_another_copy_of_a_chunk_whose_pack_is_rotten() {
     );
 }
 
+/// Check walks a tree shared by many snapshots once, yet a damaged pack still names every
+/// snapshot that needs it (found through the graph of trees), and no other.
+#[test]
+fn a_damaged_pack_names_every_snapshot_sharing_its_tree_and_no_other() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("shared")).unwrap();
+    std::fs::write(src.join("shared/big"), noise(1 << 20, 7)).unwrap();
+    std::fs::write(src.join("a"), b"one").unwrap();
+    let first = env.backup(&src)["snapshot"].as_str().unwrap()[..8].to_string();
+    std::fs::write(src.join("a"), b"two").unwrap();
+    let second = env.backup(&src)["snapshot"].as_str().unwrap()[..8].to_string();
+    let other = env.path("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("b"), noise(1 << 20, 8)).unwrap();
+    let third = env.backup(&other)["snapshot"].as_str().unwrap()[..8].to_string();
+
+    // The pack holding `shared/big`: written by the first backup, reused by the second.
+    let repo = env.open_repo();
+    let (index, _) = repo.load_index().unwrap();
+    let (_, s) = repo.find_snapshot(&second).unwrap();
+    let reader = coffer_repo::ChunkReader::new(&repo, &index);
+    let root = reader.tree(&s.tree).unwrap();
+    let top = reader.tree(&root.nodes[0].subtree.unwrap()).unwrap();
+    let shared = top.nodes.iter().find(|n| n.name == "shared").unwrap();
+    let big = &reader.tree(&shared.subtree.unwrap()).unwrap().nodes[0];
+    let (pack, _) = index.get(&big.content[0]).unwrap();
+    let key = coffer_repo::pack::key(&pack);
+    let mut bytes = repo.backend().get(&key).unwrap().to_vec();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    repo.backend().put(&key, bytes).unwrap();
+
+    let out = env.run(&["--json", "check", "--read-data"]);
+    assert_eq!(out.status.code(), Some(INTEGRITY));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report}");
+    let named: Vec<&str> = problems[0]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        named.contains(&first.as_str()) && named.contains(&second.as_str()),
+        "both snapshots holding shared/big must be named: {report}"
+    );
+    assert!(!named.contains(&third.as_str()), "{report}");
+}
+
 // ----- 3. and 4. keys -----
 
 #[test]
