@@ -119,7 +119,10 @@ pub(crate) fn write(
 ) -> std::io::Result<()> {
     let dir = path.parent().ok_or_else(|| bad("no folder"))?;
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".index.table.{}.tmp", std::process::id()));
+    // Unique per writer: the daemon's jobs may write at once (the last rename wins; both whole).
+    static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".index.table.{}.{n}.tmp", std::process::id()));
     let result = (|| {
         // Read back to hash it once the fanout is in place.
         let file = std::fs::OpenOptions::new()
