@@ -187,45 +187,6 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
         report.problems[i].snapshots =
             snapshots_of(&mut std::iter::once(tree), &mut std::iter::empty());
     }
-    // The snapshots using any of `chunks`: a second walk over the trees (only for damaged
-    // packs) finds which trees hold them.
-    let affected = |chunks: &mut dyn Iterator<Item = ChunkId>| -> Vec<String> {
-        let wanted: HashSet<ChunkId> = chunks.collect();
-        if wanted.is_empty() {
-            return vec![];
-        }
-        let reader = ChunkReader::new(repo, &index);
-        let mut holding = Holding {
-            wanted: &wanted,
-            trees: HashSet::new(),
-            seen: HashSet::new(),
-        };
-        for (_, root) in &roots {
-            let _ = walk(&reader, *root, Path::new(""), &mut holding);
-        }
-        let also: Vec<u32> = wanted
-            .iter()
-            .filter_map(|c| direct.get(c))
-            .flatten()
-            .copied()
-            .collect();
-        snapshots_of(&mut holding.trees.into_iter(), &mut also.into_iter())
-    };
-    // The chunks a pack holds, by the index: where it is their place or one of their copies.
-    let chunks_of = |p: PackId| -> Vec<ChunkId> {
-        index
-            .chunks()
-            .filter(|(_, pk, _)| *pk == p)
-            .map(|(c, _, _)| c)
-            .chain(
-                index
-                    .alternate_places()
-                    .filter(|(_, pk)| *pk == p)
-                    .map(|(c, _)| c),
-            )
-            .collect()
-    };
-
     // Data.
     let mut to_read: Vec<PackId> = index
         .packs()
@@ -265,15 +226,58 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     let mut bad: Vec<_> = bad_packs.into_iter().collect();
     bad.sort_by_key(|(id, _)| *id);
     let bad_set: HashSet<PackId> = bad.iter().map(|(id, _)| *id).collect();
+    // What each damaged pack holds, by the index (where it is a chunk's place or one of its
+    // copies), and which trees hold those chunks: one pass over the index and one more walk over
+    // the trees for all damaged packs together.
+    let mut held: HashMap<PackId, Vec<ChunkId>> = HashMap::new();
+    if !bad_set.is_empty() {
+        let places = index
+            .chunks()
+            .map(|(c, p, _)| (c, p))
+            .chain(index.alternate_places());
+        for (c, p) in places.filter(|(_, p)| bad_set.contains(p)) {
+            held.entry(p).or_default().push(c);
+        }
+    }
+    let wanted: HashSet<ChunkId> = held.values().flatten().copied().collect();
+    let mut holding = Holding {
+        wanted: &wanted,
+        trees: HashMap::new(),
+        seen: HashSet::new(),
+    };
+    if !wanted.is_empty() {
+        let reader = ChunkReader::new(repo, &index);
+        for (_, root) in &roots {
+            let _ = walk(&reader, *root, Path::new(""), &mut holding);
+        }
+    }
+    // The snapshots using any of `chunks`.
+    let affected = |chunks: &[ChunkId]| -> Vec<String> {
+        let mut trees = chunks
+            .iter()
+            .filter_map(|c| holding.trees.get(c))
+            .flatten()
+            .copied();
+        let mut also = chunks
+            .iter()
+            .filter_map(|c| direct.get(c))
+            .flatten()
+            .copied();
+        snapshots_of(&mut trees, &mut also)
+    };
     for (id, mut msg) in bad {
         // A chunk with a copy in a sound pack is not lost: restore reads that copy.
-        let held = chunks_of(id);
-        let lost = held.iter().copied().filter(|c| {
-            index.get(c).is_none_or(|(p, _)| bad_set.contains(&p))
-                && index.alternates(c).iter().all(|(p, _)| bad_set.contains(p))
-        });
-        let snapshots = affected(&mut lost.into_iter());
-        if snapshots.is_empty() && !affected(&mut held.into_iter()).is_empty() {
+        let held = held.remove(&id).unwrap_or_default();
+        let lost: Vec<ChunkId> = held
+            .iter()
+            .copied()
+            .filter(|c| {
+                index.get(c).is_none_or(|(p, _)| bad_set.contains(&p))
+                    && index.alternates(c).iter().all(|(p, _)| bad_set.contains(p))
+            })
+            .collect();
+        let snapshots = affected(&lost);
+        if snapshots.is_empty() && !affected(&held).is_empty() {
             msg.push_str(
                 "; every chunk of it that snapshots use has a sound copy in another pack, which restore reads (`coffer prune` drops the damaged copy)",
             );
@@ -377,10 +381,10 @@ impl Visitor for SnapshotUse<'_> {
     }
 }
 
-/// Finds the trees that hold (as content, or are) any of the `wanted` chunks.
+/// Finds, for each of the `wanted` chunks, the trees that hold it (as content, or are it).
 struct Holding<'a> {
     wanted: &'a HashSet<ChunkId>,
-    trees: HashSet<ChunkId>,
+    trees: HashMap<ChunkId, Vec<ChunkId>>,
     seen: HashSet<ChunkId>,
 }
 
@@ -389,7 +393,7 @@ impl Visitor for Holding<'_> {
 
     fn tree(&mut self, id: &ChunkId, _: &Path) -> bool {
         if self.wanted.contains(id) {
-            self.trees.insert(*id);
+            self.trees.entry(*id).or_default().push(*id);
         }
         self.seen.insert(*id)
     }
@@ -399,8 +403,8 @@ impl Visitor for Holding<'_> {
     }
 
     fn node(&mut self, tree: &ChunkId, _: &Path, node: Node) -> Result<bool> {
-        if node.content.iter().any(|c| self.wanted.contains(c)) {
-            self.trees.insert(*tree);
+        for c in node.content.iter().filter(|c| self.wanted.contains(c)) {
+            self.trees.entry(*c).or_default().push(*tree);
         }
         Ok(true)
     }
