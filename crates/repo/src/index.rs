@@ -170,11 +170,24 @@ fn bucket(id: &ChunkId, bits: u32) -> usize {
     top.checked_shr(32 - bits).unwrap_or(0) as usize
 }
 
+/// Where the records of `id` are in a slice sorted by (id, pack).
+fn id_range(sorted: &[Record], id: &ChunkId) -> std::ops::Range<usize> {
+    let from = sorted.partition_point(|r| r.id < *id);
+    from..from + sorted[from..].partition_point(|r| r.id == *id)
+}
+
 /// The records of `id` in a slice sorted by (id, pack).
 fn group_of<'a>(sorted: &'a [Record], id: &ChunkId) -> &'a [Record] {
-    let from = sorted.partition_point(|r| r.id < *id);
-    let len = sorted[from..].partition_point(|r| r.id == *id);
-    &sorted[from..from + len]
+    &sorted[id_range(sorted, id)]
+}
+
+/// Turns counts per bucket into where each bucket ends.
+fn cumulate(fanout: &mut [u32]) {
+    let mut end = 0;
+    for f in fanout.iter_mut() {
+        end += *f;
+        *f = end;
+    }
 }
 
 /// The union of index objects.
@@ -199,8 +212,8 @@ pub struct Index {
     /// million records missed the CPU cache at every step).
     fanout: Vec<u32>,
     bits: u32,
-    /// The cached table the records above add to.
-    table: Option<table::Records>,
+    /// The cached table the records above add to, when it is large enough to stay on disk.
+    table: Option<table::Disk>,
     /// Index objects the table and the records hold.
     pub(crate) objects: HashSet<crate::id::IndexId>,
     /// Index objects loaded from the store rather than the table.
@@ -235,7 +248,7 @@ impl Index {
                 self.records = v;
                 self.sort();
             }
-            disk => self.table = Some(disk),
+            table::Records::Disk(disk) => self.table = Some(disk),
         }
     }
 
@@ -260,10 +273,8 @@ impl Index {
             };
             (from, self.fanout[b] as usize)
         };
-        let within = &self.records[from..to];
-        let start = from + within.partition_point(|r| r.id < *id);
-        let len = self.records[start..to].partition_point(|r| r.id == *id);
-        start..start + len
+        let r = id_range(&self.records[from..to], id);
+        from + r.start..from + r.end
     }
 
     /// The loaded records of `id`.
@@ -374,11 +385,7 @@ impl Index {
         for r in &self.records {
             self.fanout[bucket(&r.id, self.bits)] += 1;
         }
-        let mut end = 0;
-        for f in self.fanout.iter_mut() {
-            end += *f;
-            *f = end;
-        }
+        cumulate(&mut self.fanout);
     }
 
     pub fn add_file(&mut self, f: &IndexFile) {
@@ -421,11 +428,7 @@ impl Index {
 
     /// Every record, the table's and the loaded ones merged, sorted by (id, pack).
     fn all_records(&self) -> impl Iterator<Item = Record> + '_ {
-        let table: Box<dyn Iterator<Item = Record>> = match &self.table {
-            Some(t) => t.iter(),
-            None => Box::new(std::iter::empty()),
-        };
-        let mut a = table.peekable();
+        let mut a = self.table.iter().flat_map(|t| t.iter()).peekable();
         let mut b = self.records.iter().copied().peekable();
         std::iter::from_fn(move || match (a.peek(), b.peek()) {
             (Some(x), Some(y)) => {
@@ -500,15 +503,7 @@ impl Index {
 
     /// Writes the whole index as the table at `path`.
     pub(crate) fn save_table(&self, path: &std::path::Path, key: &[u8; 32]) -> std::io::Result<()> {
-        let count = self.all_records().count() as u64;
-        table::write(
-            path,
-            key,
-            &self.objects,
-            &self.packs,
-            count,
-            self.all_records(),
-        )
+        table::write(path, key, &self.objects, &self.packs, self.all_records())
     }
 }
 
@@ -606,7 +601,7 @@ mod tests {
         let listed: HashSet<IndexId> = [IndexId([9; 32]), IndexId([8; 32])].into();
         for limit in [u64::MAX, 0] {
             let t = table::open(&path, &key, &listed, limit).unwrap().unwrap();
-            assert_eq!(matches!(t.records, table::Records::Disk { .. }), limit == 0);
+            assert_eq!(matches!(t.records, table::Records::Disk(_)), limit == 0);
             let mut back = Index::with_doomed(doomed.clone(), HashSet::new());
             back.attach(t);
             assert_eq!(views(&back), expected);

@@ -630,7 +630,12 @@ impl Repository {
     // ----- index -----
 
     pub fn save_index(&self, file: &IndexFile) -> Result<IndexId> {
-        let (id, bytes) = self.seal_doc(Tag::Index, file, &self.secrets.index_identity.to_public());
+        self.put_index(file)
+    }
+
+    /// Seals and stores one index object (owned or borrowed entries serialize alike).
+    fn put_index(&self, doc: &impl Serialize) -> Result<IndexId> {
+        let (id, bytes) = self.seal_doc(Tag::Index, doc, &self.secrets.index_identity.to_public());
         let id = IndexId(id);
         self.backend.put(&index::key(&id), bytes)?;
         Ok(id)
@@ -641,16 +646,7 @@ impl Repository {
     pub fn save_index_groups(&self, packs: &[index::IndexPackRef]) -> Result<HashSet<IndexId>> {
         index::object_groups(packs)
             .into_iter()
-            .map(|group| {
-                let (id, bytes) = self.seal_doc(
-                    Tag::Index,
-                    &index::IndexFileRef { packs: group },
-                    &self.secrets.index_identity.to_public(),
-                );
-                let id = IndexId(id);
-                self.backend.put(&index::key(&id), bytes)?;
-                Ok(id)
-            })
+            .map(|group| self.put_index(&index::IndexFileRef { packs: group }))
             .collect()
     }
 

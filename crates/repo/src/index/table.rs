@@ -46,12 +46,17 @@ pub(crate) struct Table {
 
 pub(crate) enum Records {
     Memory(Vec<Record>),
-    Disk {
-        file: File,
-        fanout: Box<[u32]>,
-        start: u64,
-        count: u64,
-    },
+    Disk(Disk),
+}
+
+/// The records of a large table, left in its file.
+pub(crate) struct Disk {
+    file: File,
+    fanout: Box<[u32]>,
+    start: u64,
+    count: u64,
+    /// Packs the table lists: a record naming another is malformed.
+    packs: u64,
 }
 
 fn tag_byte(t: Tag) -> u8 {
@@ -84,20 +89,28 @@ fn encode(r: &Record, out: &mut [u8]) {
     out[48] = tag_byte(r.tag);
 }
 
-fn decode(b: &[u8]) -> Option<Record> {
+/// A record of a table listing `packs` packs.
+fn decode(b: &[u8], packs: u64) -> std::io::Result<Record> {
     let u = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
-    Some(Record {
-        id: ChunkId(b[..32].try_into().expect("32 bytes")),
-        pack: u(32),
-        offset: u(36),
-        length: u(40),
-        raw_length: u(44),
-        tag: byte_tag(b[48])?,
-    })
+    let (pack, tag) = (u(32), byte_tag(b[48]));
+    match tag {
+        Some(tag) if (pack as u64) < packs => Ok(Record {
+            id: ChunkId(b[..32].try_into().expect("32 bytes")),
+            pack,
+            offset: u(36),
+            length: u(40),
+            raw_length: u(44),
+            tag,
+        }),
+        _ => Err(bad(
+            "a record names a pack it does not list, or an unknown type",
+        )),
+    }
 }
 
+/// The table's buckets: the first two bytes of the id.
 fn bucket(id: &ChunkId) -> usize {
-    u16::from_be_bytes([id.0[0], id.0[1]]) as usize
+    super::bucket(id, 16)
 }
 
 fn bad(what: &str) -> std::io::Error {
@@ -114,7 +127,6 @@ pub(crate) fn write(
     key: &[u8; 32],
     objects: &HashSet<IndexId>,
     packs: &[(PackId, u64)],
-    count: u64,
     records: impl Iterator<Item = Record>,
 ) -> std::io::Result<()> {
     let dir = path.parent().ok_or_else(|| bad("no folder"))?;
@@ -135,7 +147,8 @@ pub(crate) fn write(
         out.write_all(MAGIC)?;
         out.write_all(&(objects.len() as u64).to_le_bytes())?;
         out.write_all(&(packs.len() as u64).to_le_bytes())?;
-        out.write_all(&count.to_le_bytes())?;
+        // The record count, the fanout and the hash are filled in once the records are written.
+        out.write_all(&0u64.to_le_bytes())?;
         let mut ids: Vec<&IndexId> = objects.iter().collect();
         ids.sort();
         for id in ids {
@@ -145,11 +158,10 @@ pub(crate) fn write(
             out.write_all(&id.0)?;
             out.write_all(&size.to_le_bytes())?;
         }
-        // The fanout comes before the records: reserve it, write the records, then fill it in.
         let fanout_at = HEADER + objects.len() as u64 * 32 + packs.len() as u64 * 40;
         out.write_all(&[0u8; FANOUT * 4])?;
         let mut fanout = vec![0u32; FANOUT];
-        let mut written = 0u64;
+        let mut count = 0u64;
         let mut buf = [0u8; RECORD];
         let mut last: Option<(ChunkId, u32)> = None;
         for r in records {
@@ -160,29 +172,17 @@ pub(crate) fn write(
             encode(&r, &mut buf);
             out.write_all(&buf)?;
             fanout[bucket(&r.id)] += 1;
-            written += 1;
+            count += 1;
         }
-        if written != count {
-            return Err(bad("record count changed while writing"));
-        }
-        let mut end = 0u32;
-        for f in fanout.iter_mut() {
-            end += *f;
-            *f = end;
-        }
+        super::cumulate(&mut fanout);
         let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.write_all_at(&count.to_le_bytes(), HEADER - 8)?;
         let fanout_bytes: Vec<u8> = fanout.iter().flat_map(|f| f.to_le_bytes()).collect();
         file.write_all_at(&fanout_bytes, fanout_at)?;
-        // The hash covers the fanout, known only now: hash the file as written.
-        let mac = hash_prefix(
-            &file,
-            key,
-            fanout_at + FANOUT as u64 * 4 + count * RECORD as u64,
-        )?;
-        file.write_all_at(
-            mac.as_bytes(),
-            fanout_at + FANOUT as u64 * 4 + count * RECORD as u64,
-        )?;
+        // The hash covers what was filled in: hash the file as written.
+        let end = fanout_at + FANOUT as u64 * 4 + count * RECORD as u64;
+        let mac = hash_prefix(&file, key, end)?;
+        file.write_all_at(mac.as_bytes(), end)?;
         Ok(())
     })();
     match result {
@@ -275,29 +275,22 @@ pub(crate) fn open(
         return Err(bad("its fanout is not ascending"));
     }
     let start = HEADER + objects * 32 + packs * 40 + FANOUT as u64 * 4;
-    let check = |rec: &Record| -> std::io::Result<()> {
-        if rec.pack as u64 >= packs {
-            return Err(bad("a record names a pack it does not list"));
-        }
-        Ok(())
-    };
     let records = if count <= in_memory {
         let mut v = Vec::with_capacity(count as usize);
         let mut b = [0u8; RECORD];
         for _ in 0..count {
             r.read_exact(&mut b)?;
-            let rec = decode(&b).ok_or_else(|| bad("a record has an unknown type"))?;
-            check(&rec)?;
-            v.push(rec);
+            v.push(decode(&b, packs)?);
         }
         Records::Memory(v)
     } else {
-        Records::Disk {
+        Records::Disk(Disk {
             file,
             fanout: fanout.into_boxed_slice(),
             start,
             count,
-        }
+            packs,
+        })
     };
     Ok(Some(Table {
         objects: ids,
@@ -306,115 +299,88 @@ pub(crate) fn open(
     }))
 }
 
-impl Records {
+impl Disk {
     pub fn len(&self) -> u64 {
-        match self {
-            Records::Memory(v) => v.len() as u64,
-            Records::Disk { count, .. } => *count,
-        }
+        self.count
     }
 
     /// The records of one chunk id (several when it is stored more than once), by pack.
     pub fn group(&self, id: &ChunkId) -> Vec<Record> {
-        match self {
-            Records::Memory(v) => super::group_of(v, id).to_vec(),
-            Records::Disk {
-                file,
-                fanout,
-                start,
-                ..
-            } => {
-                let b = bucket(id);
-                let from = if b == 0 { 0 } else { fanout[b - 1] } as u64;
-                let to = fanout[b] as u64;
-                match read_group(file, *start, from, to, id) {
-                    Ok(g) => g,
-                    Err(e) => {
-                        tracing::warn!("index table unreadable ({e}): chunk taken as absent");
-                        vec![]
-                    }
-                }
+        let b = bucket(id);
+        let from = if b == 0 { 0 } else { self.fanout[b - 1] } as u64;
+        match self.read_group(from, self.fanout[b] as u64, id) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!("index table unreadable ({e}): chunk taken as absent");
+                vec![]
             }
         }
     }
 
     /// Every record in order.
-    pub fn iter(&self) -> Box<dyn Iterator<Item = Record> + '_> {
-        match self {
-            Records::Memory(v) => Box::new(v.iter().copied()),
-            Records::Disk {
-                file, start, count, ..
-            } => {
-                let mut r = BufReader::with_capacity(1 << 20, file);
-                let mut pos = 0u64;
-                let mut failed = false;
-                if let Err(e) = std::io::Seek::seek(&mut r, std::io::SeekFrom::Start(*start)) {
+    pub fn iter(&self) -> impl Iterator<Item = Record> + '_ {
+        let mut r = BufReader::with_capacity(1 << 20, &self.file);
+        let mut pos = 0u64;
+        let mut failed = false;
+        if let Err(e) = std::io::Seek::seek(&mut r, std::io::SeekFrom::Start(self.start)) {
+            tracing::warn!("index table unreadable: {e}");
+            failed = true;
+        }
+        std::iter::from_fn(move || {
+            if failed || pos >= self.count {
+                return None;
+            }
+            let mut b = [0u8; RECORD];
+            match r.read_exact(&mut b).and_then(|()| decode(&b, self.packs)) {
+                Ok(rec) => {
+                    pos += 1;
+                    Some(rec)
+                }
+                Err(e) => {
                     tracing::warn!("index table unreadable: {e}");
                     failed = true;
+                    None
                 }
-                Box::new(std::iter::from_fn(move || {
-                    if failed || pos >= *count {
-                        return None;
-                    }
-                    let mut b = [0u8; RECORD];
-                    match r.read_exact(&mut b) {
-                        Ok(()) => {
-                            pos += 1;
-                            decode(&b)
-                        }
-                        Err(e) => {
-                            tracing::warn!("index table unreadable: {e}");
-                            failed = true;
-                            None
-                        }
-                    }
-                }))
+            }
+        })
+    }
+
+    /// Binary search in a bucket of records `from..to`, reading the bucket whole when it is
+    /// small (it holds ~150 records at ten million chunks) and record by record when it is not.
+    fn read_group(&self, from: u64, to: u64, id: &ChunkId) -> std::io::Result<Vec<Record>> {
+        let at = |i: u64| self.start + i * RECORD as u64;
+        if to - from <= 4096 {
+            let mut buf = vec![0u8; ((to - from) as usize) * RECORD];
+            self.file.read_exact_at(&mut buf, at(from))?;
+            let recs: Vec<Record> = buf
+                .chunks_exact(RECORD)
+                .map(|b| decode(b, self.packs))
+                .collect::<std::io::Result<_>>()?;
+            return Ok(super::group_of(&recs, id).to_vec());
+        }
+        let read = |i: u64| -> std::io::Result<Record> {
+            let mut b = [0u8; RECORD];
+            self.file.read_exact_at(&mut b, at(i))?;
+            decode(&b, self.packs)
+        };
+        let (mut lo, mut hi) = (from, to);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if read(mid)?.id < *id {
+                lo = mid + 1;
+            } else {
+                hi = mid;
             }
         }
-    }
-}
-
-/// Binary search in a bucket of the on-disk records, reading the bucket whole when it is small
-/// (it holds ~150 records at ten million chunks) and record by record when it is not.
-fn read_group(
-    file: &File,
-    start: u64,
-    from: u64,
-    to: u64,
-    id: &ChunkId,
-) -> std::io::Result<Vec<Record>> {
-    let at = |i: u64| start + i * RECORD as u64;
-    if to - from <= 4096 {
-        let mut buf = vec![0u8; ((to - from) as usize) * RECORD];
-        file.read_exact_at(&mut buf, at(from))?;
-        let recs: Vec<Record> = buf
-            .chunks_exact(RECORD)
-            .map(|b| decode(b).ok_or_else(|| bad("a record has an unknown type")))
-            .collect::<std::io::Result<_>>()?;
-        return Ok(super::group_of(&recs, id).to_vec());
-    }
-    let read = |i: u64| -> std::io::Result<Record> {
-        let mut b = [0u8; RECORD];
-        file.read_exact_at(&mut b, at(i))?;
-        decode(&b).ok_or_else(|| bad("a record has an unknown type"))
-    };
-    let (mut lo, mut hi) = (from, to);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if read(mid)?.id < *id {
-            lo = mid + 1;
-        } else {
-            hi = mid;
+        let mut out = vec![];
+        while lo < to {
+            let r = read(lo)?;
+            if r.id != *id {
+                break;
+            }
+            out.push(r);
+            lo += 1;
         }
+        Ok(out)
     }
-    let mut out = vec![];
-    while lo < to {
-        let r = read(lo)?;
-        if r.id != *id {
-            break;
-        }
-        out.push(r);
-        lo += 1;
-    }
-    Ok(out)
 }
