@@ -221,19 +221,10 @@ fn a_damaged_pack_names_every_snapshot_sharing_its_tree_and_no_other() {
 
     // The pack holding `shared/big`: written by the first backup, reused by the second.
     let repo = env.open_repo();
+    let big = files_of(&repo, &second)["src/shared/big"][0];
     let (index, _) = repo.load_index().unwrap();
-    let (_, s) = repo.find_snapshot(&second).unwrap();
-    let reader = coffer_repo::ChunkReader::new(&repo, &index);
-    let root = reader.tree(&s.tree).unwrap();
-    let top = reader.tree(&root.nodes[0].subtree.unwrap()).unwrap();
-    let shared = top.nodes.iter().find(|n| n.name == "shared").unwrap();
-    let big = &reader.tree(&shared.subtree.unwrap()).unwrap().nodes[0];
-    let (pack, _) = index.get(&big.content[0]).unwrap();
-    let key = coffer_repo::pack::key(&pack);
-    let mut bytes = repo.backend().get(&key).unwrap().to_vec();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x40;
-    repo.backend().put(&key, bytes).unwrap();
+    let (pack, _) = index.get(&big).unwrap();
+    flip(&repo, &coffer_repo::pack::key(&pack));
 
     let out = env.run(&["--json", "check", "--read-data"]);
     assert_eq!(out.status.code(), Some(INTEGRITY));
@@ -446,24 +437,17 @@ fn dir_node(name: &str, sub: ChunkId) -> Node {
 /// Saves a snapshot of the tree `root` claiming `entries` entries.
 fn forged_snapshot(repo: &Repository, root: ChunkId, entries: u64) -> String {
     let snap = Snapshot {
-        time: chrono::Utc::now(),
-        hostname: "crafted".into(),
-        username: String::new(),
-        paths: vec!["/x".into()],
-        tags: vec![],
-        tree: root,
-        app: None,
-        plugin: None,
-        items: vec![],
-        metadata: None,
         summary: Some(Summary {
             entries,
             ..Summary::default()
         }),
-        original: None,
         program_version: "test".into(),
-        signature: None,
-        extra: Default::default(),
+        ..Snapshot::new(
+            chrono::Utc::now(),
+            "crafted".into(),
+            vec!["/x".into()],
+            root,
+        )
     };
     repo.save_snapshot(&snap).unwrap().to_hex()
 }

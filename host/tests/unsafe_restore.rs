@@ -37,21 +37,13 @@ fn crafted(repo: &Repository, nodes: Vec<Node>) -> String {
         .store_chunks(&index, &[(Tag::Tree, root.to_bytes())])
         .unwrap()[0];
     let snap = Snapshot {
-        time: chrono::Utc::now(),
-        hostname: "evil".into(),
-        username: String::new(),
-        paths: vec!["/top".into()],
-        tags: vec![],
-        tree: root_id,
-        app: None,
-        plugin: None,
-        items: vec![],
-        metadata: None,
-        summary: None,
-        original: None,
         program_version: "crafted".into(),
-        signature: None,
-        extra: Default::default(),
+        ..Snapshot::new(
+            chrono::Utc::now(),
+            "evil".into(),
+            vec!["/top".into()],
+            root_id,
+        )
     };
     repo.save_snapshot(&snap).unwrap().to_hex()
 }

@@ -207,21 +207,9 @@ fn generate(a: &Args, repo_dir: &Path) -> Result<()> {
         g.seal()?;
         g.flush_index()?;
         repo.save_snapshot(&Snapshot {
-            time,
-            hostname: "scale".into(),
             username: "root".into(),
-            paths: vec!["/srv/data".into()],
-            tags: vec![],
-            tree: root_id,
-            app: None,
-            plugin: None,
-            items: vec![],
-            metadata: None,
-            summary: None,
-            original: None,
             program_version: "scale generator".into(),
-            signature: None,
-            extra: Default::default(),
+            ..Snapshot::new(time, "scale".into(), vec!["/srv/data".into()], root_id)
         })?;
         if day % 100 == 99 {
             eprintln!(

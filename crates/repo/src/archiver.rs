@@ -639,21 +639,14 @@ impl Session {
             (None, asked) => asked.unwrap_or_else(crate::hostname),
         };
         let snap = Snapshot {
-            time: self.time,
-            hostname,
             username: std::env::var("USER").unwrap_or_default(),
-            paths: info.paths,
             tags: info.tags,
-            tree: root,
             app: info.app,
             plugin: info.plugin,
             items: std::mem::take(&mut self.item_paths),
             metadata: info.metadata,
             summary: Some(summary.clone()),
-            original: None,
-            program_version: env!("CARGO_PKG_VERSION").to_string(),
-            signature: None,
-            extra: Default::default(),
+            ..Snapshot::new(self.time, hostname, info.paths, root)
         };
         self.check_commit()?;
         let id = self.repo.save_snapshot(&snap)?;

@@ -94,6 +94,33 @@ impl Writer {
 }
 
 impl Snapshot {
+    /// A snapshot of `paths` whose tree is `tree`, with nothing else said about it (no tags, no
+    /// app, no summary), written by this version.
+    pub fn new(
+        time: chrono::DateTime<chrono::Utc>,
+        hostname: String,
+        paths: Vec<String>,
+        tree: ChunkId,
+    ) -> Snapshot {
+        Snapshot {
+            time,
+            hostname,
+            username: String::new(),
+            paths,
+            tags: vec![],
+            tree,
+            app: None,
+            plugin: None,
+            items: vec![],
+            metadata: None,
+            summary: None,
+            original: None,
+            program_version: env!("CARGO_PKG_VERSION").to_string(),
+            signature: None,
+            extra: Default::default(),
+        }
+    }
+
     /// The bytes a signature covers: the snapshot without its signature as canonical JSON
     /// (object keys sorted at every level), so that a version knowing more or fewer fields, or
     /// ordering them otherwise, signs and checks the same bytes.
