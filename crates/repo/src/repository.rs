@@ -630,11 +630,19 @@ impl Repository {
     // ----- index -----
 
     pub fn save_index(&self, file: &IndexFile) -> Result<IndexId> {
-        self.put_index(file)
+        self.put_index(file.packs.iter().map(|p| p.id), file)
     }
 
-    /// Seals and stores one index object (owned or borrowed entries serialize alike).
-    fn put_index(&self, doc: &impl Serialize) -> Result<IndexId> {
+    /// Seals and stores one index object naming `packs` (owned or borrowed entries serialize
+    /// alike), once the packs themselves are durable: the index object is what makes them
+    /// findable, so it must never outlive them in a power cut.
+    fn put_index(
+        &self,
+        packs: impl Iterator<Item = PackId>,
+        doc: &impl Serialize,
+    ) -> Result<IndexId> {
+        let keys: Vec<String> = packs.map(|p| pack::key(&p)).collect();
+        self.backend.sync(&keys)?;
         let (id, bytes) = self.seal_doc(Tag::Index, doc, &self.secrets.index_identity.to_public());
         let id = IndexId(id);
         self.backend.put(&index::key(&id), bytes)?;
@@ -646,7 +654,12 @@ impl Repository {
     pub fn save_index_groups(&self, packs: &[index::IndexPackRef]) -> Result<HashSet<IndexId>> {
         index::object_groups(packs)
             .into_iter()
-            .map(|group| self.put_index(&index::IndexFileRef { packs: group }))
+            .map(|group| {
+                self.put_index(
+                    group.iter().map(|p| p.id),
+                    &index::IndexFileRef { packs: group },
+                )
+            })
             .collect()
     }
 
@@ -934,7 +947,9 @@ impl Repository {
     /// caller (a pack is findable only once an index object names it).
     pub fn upload_pack(&self, p: pack::SealedPack) -> Result<index::IndexPack> {
         let size = p.bytes.len() as u64;
-        self.backend.put(&pack::key(&p.id), p.bytes)?;
+        // Durable once an index object names it (`put_index`).
+        self.backend
+            .put_deferred(&pack::key(&p.id), p.bytes.into())?;
         Ok(index::IndexPack {
             id: p.id,
             size,

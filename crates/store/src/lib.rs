@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+mod deferred;
 mod parallel;
 mod retry;
 pub mod s3;
@@ -72,6 +73,21 @@ pub trait Backend: Send + Sync {
     /// [`Backend::put`] of shared bytes (a retry sends the same buffer again without a copy).
     fn put_bytes(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
         self.put(key, data.to_vec())
+    }
+    /// [`Backend::put_bytes`] whose durability may wait: the object is readable when this
+    /// returns, but it is sure to survive a power cut only once [`Backend::sync`] named it. For
+    /// packs, found only through the index object written after them: a local store flushes
+    /// the batch an index object names once, before storing it, instead of each pack as it is
+    /// written (which kept the compressing threads waiting on the disk in turn). Stores whose
+    /// every put is durable take it as a plain put.
+    fn put_deferred(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
+        self.put_bytes(key, data)
+    }
+    /// Makes the [`Backend::put_deferred`] of each of `keys` durable; a key put durably, or
+    /// flushed already, needs nothing. An error if flushing one of them failed, now or before.
+    fn sync(&self, keys: &[String]) -> Result<(), BackendError> {
+        let _ = keys;
+        Ok(())
     }
     fn get(&self, key: &str) -> Result<Bytes, BackendError>;
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, BackendError>;

@@ -113,6 +113,16 @@ impl Backend for Retrying {
         self.run("PUT", key, || self.inner.put_bytes(key, data.clone()))
     }
 
+    fn put_deferred(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
+        self.run("PUT", key, || self.inner.put_deferred(key, data.clone()))
+    }
+
+    /// Not retried: after a failed flush the data's state is unknown (the store remembers the
+    /// failure and would only refuse again).
+    fn sync(&self, keys: &[String]) -> Result<(), BackendError> {
+        self.inner.sync(keys)
+    }
+
     fn get(&self, key: &str) -> Result<Bytes, BackendError> {
         self.run("GET", key, || self.inner.get(key))
     }

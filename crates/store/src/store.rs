@@ -10,6 +10,7 @@ use bytes::Bytes;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+use crate::deferred::Deferred;
 use crate::{Backend, BackendError, ObjectInfo};
 
 /// A backend over any `object_store` store.
@@ -25,6 +26,8 @@ pub struct StoreBackend {
     pub(crate) multipart_threshold: usize,
     pub(crate) part_size: usize,
     pub(crate) parallelism: usize,
+    /// A local folder's packs written but not yet flushed to disk.
+    deferred: Deferred,
 }
 
 impl StoreBackend {
@@ -46,6 +49,7 @@ impl StoreBackend {
             multipart_threshold: usize::MAX,
             part_size: 16 << 20,
             parallelism: 2,
+            deferred: Deferred::default(),
         })
     }
 
@@ -159,6 +163,30 @@ impl Backend for StoreBackend {
             .block_on(self.store.put(&path, PutPayload::from(data)))
             .map(|_| ())
             .map_err(|e| self.err(key, e))
+    }
+
+    fn put_deferred(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
+        let Some(root) = &self.local_root else {
+            return self.put_bytes(key, data);
+        };
+        self.deferred
+            .write(root, key, &data)
+            .map_err(|e| BackendError::Store {
+                key: key.to_string(),
+                message: e.to_string(),
+            })
+    }
+
+    fn sync(&self, keys: &[String]) -> Result<(), BackendError> {
+        if self.local_root.is_none() {
+            return Ok(());
+        }
+        self.deferred
+            .flush(Some(&mut keys.iter().map(String::as_str)))
+            .map_err(|e| BackendError::Store {
+                key: keys.first().cloned().unwrap_or_default(),
+                message: format!("flushing to disk: {e}"),
+            })
     }
 
     fn get(&self, key: &str) -> Result<Bytes, BackendError> {

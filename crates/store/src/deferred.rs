@@ -1,0 +1,194 @@
+//! Local writes whose flush to disk waits for the index object that names them (see
+//! [`Backend::put_deferred`](crate::Backend::put_deferred)).
+//!
+//! A pack is written to a staged file, renamed into place (no reader ever sees part of it) and
+//! its writeback started; its descriptor waits here. Before an index object naming packs is
+//! stored, [`Deferred::flush`] fsyncs those packs and their folders. A pack is findable only
+//! through an index object, so a power cut can leave a written pack unflushed only where
+//! nothing names it: unreferenced data, which prune removes like any a killed backup left.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// How many written files may wait with their descriptors open; the write past it flushes them
+/// all (a prune's repack writes many packs before their index object).
+const MAX_WAITING: usize = 64;
+
+#[derive(Default)]
+pub(crate) struct Deferred {
+    waiting: Mutex<HashMap<String, Waiting>>,
+    /// Keys whose flush failed: after a failed fsync a file's state is unknown, so naming it in
+    /// an index object is refused from then on (a retried fsync would report success).
+    failed: Mutex<HashSet<String>>,
+    /// Held through a whole flush, so a flush asked for a key another thread is flushing waits
+    /// for that flush to end instead of taking the key for done.
+    flushing: Mutex<()>,
+}
+
+struct Waiting {
+    file: File,
+    /// The file's folder, and any folder created for it up to the store's root (a created
+    /// folder's own name is an entry in its parent).
+    dirs: Vec<PathBuf>,
+}
+
+impl Deferred {
+    /// Writes `data` as `key` under `root`, starting its writeback without waiting for it.
+    pub fn write(&self, root: &Path, key: &str, data: &[u8]) -> io::Result<()> {
+        let path = root.join(key);
+        let dir = path.parent().unwrap_or(root);
+        let mut dirs = vec![dir.to_path_buf()];
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir)?;
+            dirs.extend(
+                dir.ancestors()
+                    .skip(1)
+                    .take_while(|a| a.starts_with(root))
+                    .map(Path::to_path_buf),
+            );
+        }
+        // The suffix `#` and digits is object_store's staging name: its listings skip such files.
+        let mut staged = path.clone().into_os_string();
+        staged.push(format!("#{}", rand::random::<u32>()));
+        let staged = PathBuf::from(staged);
+        let written = (|| -> io::Result<File> {
+            let mut file = File::options().write(true).create_new(true).open(&staged)?;
+            file.write_all(data)?;
+            start_writeback(&file);
+            std::fs::rename(&staged, &path)?;
+            Ok(file)
+        })();
+        let file = written.inspect_err(|_| {
+            let _ = std::fs::remove_file(&staged);
+        })?;
+        let full = {
+            let mut w = self.waiting.lock().unwrap();
+            w.insert(key.to_string(), Waiting { file, dirs });
+            w.len() > MAX_WAITING
+        };
+        if full {
+            self.flush(None)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes the waiting writes of `keys` (all of them for `None`) and their folders. A key
+    /// not waiting was flushed already or never deferred; one whose flush failed is an error.
+    pub fn flush(&self, keys: Option<&mut dyn Iterator<Item = &str>>) -> io::Result<()> {
+        let _one = self.flushing.lock().unwrap();
+        let mut taken = vec![];
+        {
+            let failed = self.failed.lock().unwrap();
+            let mut waiting = self.waiting.lock().unwrap();
+            match keys {
+                None => taken.extend(waiting.drain()),
+                Some(keys) => {
+                    let keys: Vec<&str> = keys.collect();
+                    if let Some(key) = keys.iter().find(|k| failed.contains(**k)) {
+                        return Err(io::Error::other(format!(
+                            "{key} was written but flushing it to disk failed earlier, so it cannot be relied on"
+                        )));
+                    }
+                    for key in keys {
+                        if let Some(w) = waiting.remove(key) {
+                            taken.push((key.to_string(), w));
+                        }
+                    }
+                }
+            }
+        }
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let dirs: BTreeSet<&Path> = taken
+            .iter()
+            .flat_map(|(_, w)| w.dirs.iter().map(PathBuf::as_path))
+            .collect();
+        let flushed = taken
+            .iter()
+            .try_for_each(|(_, w)| w.file.sync_all())
+            .and_then(|()| dirs.iter().try_for_each(|d| File::open(d)?.sync_all()));
+        if flushed.is_err() {
+            self.failed
+                .lock()
+                .unwrap()
+                .extend(taken.into_iter().map(|(k, _)| k));
+        }
+        flushed
+    }
+}
+
+/// Starts writing `file`'s pages to the disk and returns at once, so by the time an index object
+/// asks for them to be flushed most are there already.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn start_writeback(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain system call on a descriptor `file` keeps open; it touches no memory of
+    // ours. Its result is only a head start (the flush before the index object is what makes
+    // the file durable), so a failure is ignored.
+    unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &File) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(d: &Deferred) -> Vec<String> {
+        let mut keys: Vec<_> = d.waiting.lock().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn a_flush_takes_the_named_keys_and_a_failed_one_stays_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Deferred::default();
+        for k in ["data/00/a", "data/00/b", "data/01/c"] {
+            d.write(dir.path(), k, k.as_bytes()).unwrap();
+        }
+        assert_eq!(
+            std::fs::read(dir.path().join("data/01/c")).unwrap(),
+            b"data/01/c"
+        );
+        d.flush(Some(
+            &mut ["data/00/b", "data/01/c", "data/02/never"].into_iter(),
+        ))
+        .unwrap();
+        assert_eq!(waiting(&d), ["data/00/a"]);
+
+        // A key whose flush failed is refused from then on, alone or among others.
+        d.failed.lock().unwrap().insert("data/00/a".into());
+        let e = d
+            .flush(Some(&mut ["data/00/b", "data/00/a"].into_iter()))
+            .unwrap_err();
+        assert!(e.to_string().contains("data/00/a"), "{e}");
+        // Nothing named with it was taken for flushed.
+        d.write(dir.path(), "data/00/d", b"d").unwrap();
+        assert!(d
+            .flush(Some(&mut ["data/00/d", "data/00/a"].into_iter()))
+            .is_err());
+        assert_eq!(waiting(&d), ["data/00/a", "data/00/d"]);
+        assert!(d.flush(Some(&mut ["data/00/d"].into_iter())).is_ok());
+        assert_eq!(waiting(&d), ["data/00/a"]);
+    }
+
+    #[test]
+    fn writes_past_the_limit_flush_what_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Deferred::default();
+        for i in 0..=MAX_WAITING {
+            d.write(dir.path(), &format!("data/{:02x}/{i}", i % 3), b"x")
+                .unwrap();
+        }
+        assert!(waiting(&d).is_empty());
+        d.write(dir.path(), "data/00/last", b"x").unwrap();
+        assert_eq!(waiting(&d), ["data/00/last"]);
+    }
+}
