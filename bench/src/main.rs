@@ -376,6 +376,10 @@ impl Tool {
     }
 
     fn run(&mut self, step: &str, cmd: &mut Command, log: &Path) -> Result<Run> {
+        // Every step starts with nothing dirty in the page cache: without this a step pays for
+        // writing back what the step before wrote (a restore right after another tool's
+        // restore of 1.15 GiB ran up to 2x slower), and which tool follows which is fixed.
+        Command::new("sync").status()?;
         let r = measure(cmd, log)?;
         eprintln!(
             "{:<7} {step:<22} {:>7.2}s wall {:>7.2}s cpu {:>6.0} MiB rss",
