@@ -581,6 +581,28 @@ mod tests {
         assert_eq!(sizes(&refs(1, one_huge)), vec![1]);
     }
 
+    #[test]
+    fn writing_a_table_removes_temporary_ones_abandoned_for_an_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str, age_secs: u64| {
+            let p = dir.path().join(name);
+            let f = std::fs::File::create(&p).unwrap();
+            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(age_secs))
+                .unwrap();
+            p
+        };
+        let abandoned = at(".index.table.1.0.tmp", 7200);
+        let writing = at(".index.table.2.0.tmp", 60);
+        let other = at("notes.tmp", 7200);
+        let index = Index::with_doomed(HashSet::new(), HashSet::new());
+        index
+            .save_table(&dir.path().join("index.table"), &[1; 32])
+            .unwrap();
+        assert!(!abandoned.exists());
+        assert!(writing.exists() && other.exists());
+        assert!(dir.path().join("index.table").exists());
+    }
+
     /// The table, read back in memory or searched on disk, answers as the index it was written
     /// from: places, alternates, the live pack preferred over a doomed one, counts.
     #[test]

@@ -135,6 +135,7 @@ pub(crate) fn write(
     static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".index.table.{}.{n}.tmp", std::process::id()));
+    remove_abandoned(dir);
     let result = (|| {
         // Read back to hash it once the fanout is in place.
         let file = std::fs::OpenOptions::new()
@@ -190,6 +191,26 @@ pub(crate) fn write(
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             Err(e)
+        }
+    }
+}
+
+/// Removes what writers killed mid-way left: temporary tables untouched for an hour (writing
+/// even a table of ten million records takes seconds).
+fn remove_abandoned(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let abandoned = name.starts_with(".index.table.")
+            && name.ends_with(".tmp")
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600));
+        if abandoned {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
