@@ -26,13 +26,16 @@ pub(crate) struct Deferred {
     /// Held through a whole flush, so a flush asked for a key another thread is flushing waits
     /// for that flush to end instead of taking the key for done.
     flushing: Mutex<()>,
+    /// Held while a folder is looked for and, if missing, created and its name flushed: a write
+    /// into a folder another thread just created must not be flushed (and named by an index
+    /// object) before that folder's own name is durable.
+    folders: Mutex<()>,
 }
 
 struct Waiting {
     file: File,
-    /// The file's folder, and any folder created for it up to the store's root (a created
-    /// folder's own name is an entry in its parent).
-    dirs: Vec<PathBuf>,
+    /// The file's folder, flushed with it (its entry names the file).
+    dir: PathBuf,
 }
 
 impl Deferred {
@@ -40,15 +43,15 @@ impl Deferred {
     pub fn write(&self, root: &Path, key: &str, data: &[u8]) -> io::Result<()> {
         let path = root.join(key);
         let dir = path.parent().unwrap_or(root);
-        let mut dirs = vec![dir.to_path_buf()];
-        if !dir.is_dir() {
-            std::fs::create_dir_all(dir)?;
-            dirs.extend(
-                dir.ancestors()
-                    .skip(1)
-                    .take_while(|a| a.starts_with(root))
-                    .map(Path::to_path_buf),
-            );
+        {
+            let _one = self.folders.lock().unwrap();
+            if !dir.is_dir() {
+                std::fs::create_dir_all(dir)?;
+                // A folder's name is an entry in its parent: flushed now, once per folder.
+                for parent in dir.ancestors().skip(1).take_while(|a| a.starts_with(root)) {
+                    File::open(parent)?.sync_all()?;
+                }
+            }
         }
         // The suffix `#` and digits is object_store's staging name: its listings skip such files.
         let mut staged = path.clone().into_os_string();
@@ -66,7 +69,13 @@ impl Deferred {
         })?;
         let full = {
             let mut w = self.waiting.lock().unwrap();
-            w.insert(key.to_string(), Waiting { file, dirs });
+            w.insert(
+                key.to_string(),
+                Waiting {
+                    file,
+                    dir: dir.to_path_buf(),
+                },
+            );
             w.len() > MAX_WAITING
         };
         if full {
@@ -103,10 +112,7 @@ impl Deferred {
         if taken.is_empty() {
             return Ok(());
         }
-        let dirs: BTreeSet<&Path> = taken
-            .iter()
-            .flat_map(|(_, w)| w.dirs.iter().map(PathBuf::as_path))
-            .collect();
+        let dirs: BTreeSet<&Path> = taken.iter().map(|(_, w)| w.dir.as_path()).collect();
         let flushed = taken
             .iter()
             .try_for_each(|(_, w)| w.file.sync_all())
