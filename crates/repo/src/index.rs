@@ -181,6 +181,12 @@ fn group_of<'a>(sorted: &'a [Record], id: &ChunkId) -> &'a [Record] {
     &sorted[id_range(sorted, id)]
 }
 
+/// Where bucket `b`'s records are, by a fanout of where each bucket ends.
+fn bucket_span(fanout: &[u32], b: usize) -> std::ops::Range<usize> {
+    let from = if b == 0 { 0 } else { fanout[b - 1] as usize };
+    from..fanout[b] as usize
+}
+
 /// Turns counts per bucket into where each bucket ends.
 fn cumulate(fanout: &mut [u32]) {
     let mut end = 0;
@@ -262,19 +268,13 @@ impl Index {
 
     /// Where the loaded records of `id` are in `records`.
     fn mine_range(&self, id: &ChunkId) -> std::ops::Range<usize> {
-        let (from, to) = if self.fanout.is_empty() {
-            (0, self.records.len())
+        let span = if self.fanout.is_empty() {
+            0..self.records.len()
         } else {
-            let b = bucket(id, self.bits);
-            let from = if b == 0 {
-                0
-            } else {
-                self.fanout[b - 1] as usize
-            };
-            (from, self.fanout[b] as usize)
+            bucket_span(&self.fanout, bucket(id, self.bits))
         };
-        let r = id_range(&self.records[from..to], id);
-        from + r.start..from + r.end
+        let r = id_range(&self.records[span.clone()], id);
+        span.start + r.start..span.start + r.end
     }
 
     /// The loaded records of `id`.

@@ -79,39 +79,40 @@ impl Deferred {
             w.len() > MAX_WAITING
         };
         if full {
-            self.flush(None)?;
+            self.flush_all()?;
         }
         Ok(())
     }
 
-    /// Flushes the waiting writes of `keys` (all of them for `None`) and their folders. A key
-    /// not waiting was flushed already or never deferred; one whose flush failed is an error.
-    pub fn flush(&self, keys: Option<&mut dyn Iterator<Item = &str>>) -> io::Result<()> {
+    /// Flushes the waiting writes of `keys` and their folders. A key not waiting was flushed
+    /// already or never deferred; one whose flush failed, now or before, is an error.
+    pub fn flush(&self, keys: &[impl AsRef<str>]) -> io::Result<()> {
         let _one = self.flushing.lock().unwrap();
-        let mut taken = vec![];
-        {
+        let taken = {
             let failed = self.failed.lock().unwrap();
-            let mut waiting = self.waiting.lock().unwrap();
-            match keys {
-                None => taken.extend(waiting.drain()),
-                Some(keys) => {
-                    let keys: Vec<&str> = keys.collect();
-                    if let Some(key) = keys.iter().find(|k| failed.contains(**k)) {
-                        return Err(io::Error::other(format!(
-                            "{key} was written but flushing it to disk failed earlier, so it cannot be relied on"
-                        )));
-                    }
-                    for key in keys {
-                        if let Some(w) = waiting.remove(key) {
-                            taken.push((key.to_string(), w));
-                        }
-                    }
-                }
+            if let Some(key) = keys.iter().map(AsRef::as_ref).find(|k| failed.contains(*k)) {
+                return Err(io::Error::other(format!(
+                    "{key} was written but flushing it to disk failed earlier, so it cannot be relied on"
+                )));
             }
-        }
-        if taken.is_empty() {
-            return Ok(());
-        }
+            let mut waiting = self.waiting.lock().unwrap();
+            keys.iter()
+                .filter_map(|k| waiting.remove_entry(k.as_ref()))
+                .collect()
+        };
+        self.flush_taken(taken)
+    }
+
+    /// Flushes everything waiting.
+    fn flush_all(&self) -> io::Result<()> {
+        let _one = self.flushing.lock().unwrap();
+        let taken = self.waiting.lock().unwrap().drain().collect();
+        self.flush_taken(taken)
+    }
+
+    /// Fsyncs `taken` and their folders (the caller holds `flushing`); on failure their keys are
+    /// refused from then on.
+    fn flush_taken(&self, taken: Vec<(String, Waiting)>) -> io::Result<()> {
         let dirs: BTreeSet<&Path> = taken.iter().map(|(_, w)| w.dir.as_path()).collect();
         let flushed = taken
             .iter()
@@ -163,25 +164,19 @@ mod tests {
             std::fs::read(dir.path().join("data/01/c")).unwrap(),
             b"data/01/c"
         );
-        d.flush(Some(
-            &mut ["data/00/b", "data/01/c", "data/02/never"].into_iter(),
-        ))
-        .unwrap();
+        d.flush(&["data/00/b", "data/01/c", "data/02/never"])
+            .unwrap();
         assert_eq!(waiting(&d), ["data/00/a"]);
 
         // A key whose flush failed is refused from then on, alone or among others.
         d.failed.lock().unwrap().insert("data/00/a".into());
-        let e = d
-            .flush(Some(&mut ["data/00/b", "data/00/a"].into_iter()))
-            .unwrap_err();
+        let e = d.flush(&["data/00/b", "data/00/a"]).unwrap_err();
         assert!(e.to_string().contains("data/00/a"), "{e}");
         // Nothing named with it was taken for flushed.
         d.write(dir.path(), "data/00/d", b"d").unwrap();
-        assert!(d
-            .flush(Some(&mut ["data/00/d", "data/00/a"].into_iter()))
-            .is_err());
+        assert!(d.flush(&["data/00/d", "data/00/a"]).is_err());
         assert_eq!(waiting(&d), ["data/00/a", "data/00/d"]);
-        assert!(d.flush(Some(&mut ["data/00/d"].into_iter())).is_ok());
+        assert!(d.flush(&["data/00/d"]).is_ok());
         assert_eq!(waiting(&d), ["data/00/a"]);
     }
 

@@ -181,12 +181,10 @@ impl Backend for StoreBackend {
         if self.local_root.is_none() {
             return Ok(());
         }
-        self.deferred
-            .flush(Some(&mut keys.iter().map(String::as_str)))
-            .map_err(|e| BackendError::Store {
-                key: keys.first().cloned().unwrap_or_default(),
-                message: format!("flushing to disk: {e}"),
-            })
+        self.deferred.flush(keys).map_err(|e| BackendError::Store {
+            key: keys.first().cloned().unwrap_or_default(),
+            message: format!("flushing to disk: {e}"),
+        })
     }
 
     fn get(&self, key: &str) -> Result<Bytes, BackendError> {

@@ -327,9 +327,8 @@ impl Disk {
 
     /// The records of one chunk id (several when it is stored more than once), by pack.
     pub fn group(&self, id: &ChunkId) -> Vec<Record> {
-        let b = bucket(id);
-        let from = if b == 0 { 0 } else { self.fanout[b - 1] } as u64;
-        match self.read_group(from, self.fanout[b] as u64, id) {
+        let span = super::bucket_span(&self.fanout, bucket(id));
+        match self.read_group(span.start as u64, span.end as u64, id) {
             Ok(g) => g,
             Err(e) => {
                 tracing::warn!("index table unreadable ({e}): chunk taken as absent");
