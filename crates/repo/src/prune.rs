@@ -83,6 +83,10 @@ pub struct PruneSummary {
     pub index_objects_before: usize,
     pub index_objects_after: usize,
     pub swept_marks_retired: usize,
+    /// Staged files (a local folder's `<key>#<digits>`) that writes cut off by a crash left and
+    /// nothing touched for the grace period: removed (counted, in a dry run).
+    pub abandoned_files: u64,
+    pub abandoned_bytes: u64,
 }
 
 /// Parses a grace period: `90s`, `30min`, `12h`, `7d`, or plain seconds.
@@ -108,7 +112,12 @@ pub fn parse_grace(s: &str) -> std::result::Result<Duration, String> {
 }
 
 pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary> {
-    let sum = sweep(repo, opts)?;
+    let mut sum = sweep(repo, opts)?;
+    // Listings skip staged files, so the unreferenced-pack rules never see what a write killed
+    // before its rename left; the grace period, longer than any write, tells them apart here.
+    let left = repo.remove_abandoned(opts.grace, opts.dry_run)?;
+    sum.abandoned_files = left.files;
+    sum.abandoned_bytes = left.bytes;
     // A compacted index leaves the cached index table stale: the next command would rebuild it
     // from every index object, at the cost of holding them all; do that here, where memory was
     // budgeted for the whole index anyway.

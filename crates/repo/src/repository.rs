@@ -337,6 +337,16 @@ impl Repository {
         self.backend.location()
     }
 
+    /// Removes (or with `dry_run` counts) what writes cut off by a crash left in the store and
+    /// nothing touched for `older_than` (see [`Backend::remove_abandoned`]).
+    pub fn remove_abandoned(
+        &self,
+        older_than: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<coffer_store::Abandoned> {
+        Ok(self.backend.remove_abandoned(older_than, dry_run)?)
+    }
+
     // ----- keys -----
 
     /// Writes a new key file holding this repository's secrets (or their write-only subset),

@@ -128,6 +128,89 @@ impl Deferred {
     }
 }
 
+/// What [`remove_abandoned`] found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Abandoned {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Whether `name` is a staged name: a key followed by `#` and digits (ours above, and
+/// object_store's for every other put). No key coffer writes contains a `#`.
+fn is_staged(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .and_then(|n| n.rsplit_once('#'))
+        .is_some_and(|(key, digits)| {
+            !key.is_empty() && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+/// Removes (or with `dry_run` only counts) the staged files under `root` that nothing has
+/// touched for `older_than`: a write killed between writing its staged file and renaming it
+/// leaves one, and listings skip them, so nothing else ever would. A write in progress touches
+/// its file within moments; the caller passes a period longer than any write takes.
+pub(crate) fn remove_abandoned(
+    root: &Path,
+    older_than: std::time::Duration,
+    dry_run: bool,
+) -> io::Result<Abandoned> {
+    let mut found = Abandoned::default();
+    let cutoff = std::time::SystemTime::now()
+        .checked_sub(older_than)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(dir) = folders.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if dir == root => return Err(e),
+            // Not one of ours (a `lost+found` where the repository is a filesystem's root):
+            // coffer never writes into a folder it cannot read.
+            Err(e) => {
+                tracing::debug!("not looking for staged files in {}: {e}", dir.display());
+                continue;
+            }
+        };
+        for entry in entries {
+            let entry = entry?;
+            // Not followed: a link is not the repository's own folder.
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                folders.push(entry.path());
+                continue;
+            }
+            if !kind.is_file() || !is_staged(&entry.file_name()) {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                // Renamed into place or removed since the listing: not abandoned.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if meta.modified()? > cutoff {
+                continue;
+            }
+            if !dry_run {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    // Left for a prune with the rights to remove it; this one's work stands.
+                    Err(e) => {
+                        tracing::warn!(
+                            "could not remove {}, a staged file an interrupted write left: {e}",
+                            entry.path().display()
+                        );
+                        continue;
+                    }
+                }
+            }
+            found.files += 1;
+            found.bytes += meta.len();
+        }
+    }
+    Ok(found)
+}
+
 /// Starts writing `file`'s pages to the disk and returns at once, so by the time an index object
 /// asks for them to be flushed most are there already.
 #[cfg(target_os = "linux")]
@@ -178,6 +261,60 @@ mod tests {
         assert_eq!(waiting(&d), ["data/00/a", "data/00/d"]);
         assert!(d.flush(&["data/00/d"]).is_ok());
         assert_eq!(waiting(&d), ["data/00/a"]);
+    }
+
+    #[test]
+    fn staged_files_untouched_for_the_period_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86400);
+        let put = |name: &str, old: bool| {
+            let p = root.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            let f = File::create(&p).unwrap();
+            f.set_len(10).unwrap();
+            if old {
+                f.set_modified(day_ago).unwrap();
+            }
+        };
+        put("data/00/aa#123", true); // abandoned pack
+        put("index/bb#7", true); // abandoned object_store put
+        put("data/00/cc#99", false); // a write in progress
+        put("data/00/aa", true); // objects, however old
+        put("data/00/dd#x1", true);
+        put("data/00/#12", true);
+        put("data/00/ee#", true);
+        let day = std::time::Duration::from_secs(86400);
+
+        let counted = remove_abandoned(root, day, true).unwrap();
+        assert_eq!(
+            counted,
+            Abandoned {
+                files: 2,
+                bytes: 20
+            }
+        );
+        assert!(
+            root.join("data/00/aa#123").exists(),
+            "a dry run removes nothing"
+        );
+
+        assert_eq!(remove_abandoned(root, day, false).unwrap(), counted);
+        assert!(!root.join("data/00/aa#123").exists());
+        assert!(!root.join("index/bb#7").exists());
+        for kept in [
+            "data/00/cc#99",
+            "data/00/aa",
+            "data/00/dd#x1",
+            "data/00/#12",
+            "data/00/ee#",
+        ] {
+            assert!(root.join(kept).exists(), "{kept} must stay");
+        }
+        assert_eq!(
+            remove_abandoned(root, day, false).unwrap(),
+            Abandoned::default()
+        );
     }
 
     #[test]

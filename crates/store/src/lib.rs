@@ -19,6 +19,7 @@ mod retry;
 pub mod s3;
 mod store;
 
+pub use deferred::Abandoned;
 pub use parallel::parallel_map;
 pub use retry::{RetryPolicy, Retrying};
 pub use s3::S3Config;
@@ -90,6 +91,17 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
     fn get(&self, key: &str) -> Result<Bytes, BackendError>;
+    /// Removes what writes cut off by a crash left behind, where a store keeps such leftovers
+    /// apart from its objects: a local folder's staged files (`<key>#<digits>`, skipped by
+    /// listings) that nothing touched for `older_than`. With `dry_run`, only counts them.
+    fn remove_abandoned(
+        &self,
+        older_than: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<Abandoned, BackendError> {
+        let _ = (older_than, dry_run);
+        Ok(Abandoned::default())
+    }
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, BackendError>;
     /// Every object whose key starts with `prefix` (a folder such as `index/`), recursively.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError>;

@@ -123,6 +123,14 @@ impl Backend for Retrying {
         self.inner.sync(keys)
     }
 
+    fn remove_abandoned(
+        &self,
+        older_than: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<crate::Abandoned, BackendError> {
+        self.inner.remove_abandoned(older_than, dry_run)
+    }
+
     fn get(&self, key: &str) -> Result<Bytes, BackendError> {
         self.run("GET", key, || self.inner.get(key))
     }

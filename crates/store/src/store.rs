@@ -187,6 +187,22 @@ impl Backend for StoreBackend {
         })
     }
 
+    fn remove_abandoned(
+        &self,
+        older_than: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<crate::Abandoned, BackendError> {
+        let Some(root) = &self.local_root else {
+            return Ok(crate::Abandoned::default());
+        };
+        crate::deferred::remove_abandoned(root, older_than, dry_run).map_err(|e| {
+            BackendError::Store {
+                key: self.location.clone(),
+                message: format!("removing staged files abandoned by interrupted writes: {e}"),
+            }
+        })
+    }
+
     fn get(&self, key: &str) -> Result<Bytes, BackendError> {
         let path = StorePath::from(key);
         let (bytes, size) = self

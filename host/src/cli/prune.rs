@@ -83,6 +83,13 @@ pub fn report(g: &Global, s: &PruneSummary) {
     for (key, left) in &s.marks_waiting {
         out!("  {key}: {left} s of grace left");
     }
+    if s.abandoned_files > 0 {
+        out!(
+            "{} staged file(s) ({}) that interrupted writes left {would}removed",
+            s.abandoned_files,
+            human(s.abandoned_bytes)
+        );
+    }
     out!(
         "index objects: {} -> {}",
         s.index_objects_before,
