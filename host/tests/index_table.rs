@@ -113,14 +113,18 @@ fn the_index_table_is_used_while_current_and_never_believed_when_stale_or_damage
         .to_string();
     env.ok(&["forget", "--keep-last", "1"]);
     // Marks, deletes, then retires the mark that named the deleted packs (from then on only the
-    // index tells what is stored).
+    // index tells what is stored). The backups wrote both files' chunks in parallel, so a pack
+    // may hold some of each: repacking every pack with any unused byte makes sure no chunk of
+    // `dropped` stays stored (the default 25 % left one in a pack mostly `kept`'s, and the backup
+    // below rightly reused it). The second and third prunes repack nothing (a pack wholly used
+    // is never repacked), or a mark would be left.
     for _ in 0..3 {
-        env.ok(&["prune", "--grace", "0s"]);
+        env.ok(&["prune", "--grace", "0s", "--repack-unused", "0"]);
     }
     assert!(
-        env.objects("marks").is_empty(),
+        env.objects("prune").is_empty(),
         "a prune mark is left: {:?}",
-        env.objects("marks")
+        env.objects("prune")
     );
     std::fs::write(&table, &before_prune).unwrap();
     std::fs::write(src.join("dropped"), noise(3 << 20, 2)).unwrap();

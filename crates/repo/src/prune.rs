@@ -41,7 +41,8 @@ use coffer_store::BackendError;
 pub struct PruneOptions {
     /// How long marked packs wait before deletion; longer than any backup should take.
     pub grace: Duration,
-    /// Repack a partly used pack when at least this share of its bytes is unused (0..=1).
+    /// Repack a partly used pack when at least this share of its bytes is unused (0..=1; a pack
+    /// wholly used is never repacked, so 0 means "any unused byte").
     pub repack_unused: f64,
     /// Report what would happen; change nothing.
     pub dry_run: bool,
@@ -280,8 +281,10 @@ fn sweep(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneSummary> {
             .map(|(_, es)| es.iter().map(|e| e.length as u64).sum())
             .unwrap_or(size)
             .max(1);
+        // A pack wholly used is never repacked, so a threshold of 0 means "any unused byte" and
+        // not "rewrite the repository on every prune".
         let unused_share = 1.0 - used as f64 / total as f64;
-        if used == 0 || unused_share >= opts.repack_unused {
+        if used == 0 || (used < total && unused_share >= opts.repack_unused) {
             if !old_enough(p) {
                 sum.packs_too_young += 1;
                 let ready = stored[p].1.map(|t| t + grace);

@@ -24,7 +24,8 @@ pub struct Knobs {
     /// backup takes
     #[arg(long, default_value = "24h", value_parser = coffer_repo::prune::parse_grace)]
     pub grace: std::time::Duration,
-    /// Repack a partly used pack when at least this many percent of it is unused
+    /// Repack a partly used pack when at least this many percent of it is unused (0: any unused
+    /// byte)
     #[arg(long, default_value_t = 25.0)]
     pub repack_unused: f64,
 }

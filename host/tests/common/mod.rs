@@ -256,7 +256,24 @@ impl Env {
         p
     }
 
+    /// Files of the local repository under `prefix`, a folder the format has (docs/FORMAT.md): a
+    /// misspelt one would be a folder that never exists, and a test asserting it empty could not
+    /// fail.
     pub fn objects(&self, prefix: &str) -> Vec<PathBuf> {
+        let top = prefix.split('/').next().unwrap_or_default();
+        assert!(
+            [
+                "config",
+                "keys",
+                "data",
+                "index",
+                "snapshots",
+                "prune",
+                "clock"
+            ]
+            .contains(&top),
+            "no folder {top:?} in a repository"
+        );
         let mut out = vec![];
         walk_files(&self.repo.join(prefix), &mut out);
         out.sort();
